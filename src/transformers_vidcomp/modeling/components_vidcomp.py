@@ -1,0 +1,313 @@
+r"""The one interface every frame sampler and every video-token compressor implements.
+
+Videos in a batch have different lengths, so frames travel *packed*: all frames of all videos are concatenated
+along the first axis and a `frame_counts` vector says how many belong to each video. This avoids padding whole
+videos and keeps every method vectorised over the batch.
+
+A method is a `PreTrainedModel` with its own `PreTrainedConfig` and `model_type`. Registering it with
+[`register_sampler`] or [`register_compressor`] is all the composite model needs: it builds components from their
+config alone and never asks which method it holds.
+"""
+
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from transformers import AutoConfig, PreTrainedModel
+from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import ModelOutput
+
+
+class InvalidVideoInputError(ValueError):
+    """A video tensor, its frame counts or its timestamps do not have the shape or dtype a component needs."""
+
+
+class TokenBudgetError(ValueError):
+    """A token budget cannot be met: it is not positive, or it is smaller than what one frame needs."""
+
+
+@dataclass
+class PackedFrames:
+    r"""
+    Frames (or per-frame features) of several videos of different lengths, concatenated along the first axis.
+
+    Args:
+        values (`torch.Tensor` of shape `(total_frames, ...)`):
+            Pixels `(total_frames, channels, height, width)` or features `(total_frames, height, width, dim)`.
+        frame_counts (`torch.LongTensor` of shape `(num_videos,)`):
+            How many consecutive rows of `values` belong to each video. Every video has at least one frame.
+        timestamps (`torch.FloatTensor` of shape `(total_frames,)`):
+            Time of each frame in seconds from the start of its video, increasing within a video.
+    """
+
+    values: torch.Tensor
+    frame_counts: torch.LongTensor
+    timestamps: torch.FloatTensor
+
+    def __post_init__(self):
+        if self.frame_counts.ndim != 1 or self.frame_counts.dtype not in (torch.int32, torch.int64):
+            raise InvalidVideoInputError(
+                f"frame_counts must be a 1-D integer tensor with one entry per video, got shape "
+                f"{tuple(self.frame_counts.shape)} and dtype {self.frame_counts.dtype}."
+            )
+        if self.frame_counts.numel() == 0:
+            raise InvalidVideoInputError("The batch holds no video: frame_counts is empty.")
+        if bool((self.frame_counts < 1).any()):
+            empty = torch.nonzero(self.frame_counts < 1).flatten().tolist()
+            raise InvalidVideoInputError(
+                f"Video(s) {empty} have no frames. Decode at least one frame per video before calling the model."
+            )
+        total = int(self.frame_counts.sum())
+        if self.values.shape[0] != total:
+            raise InvalidVideoInputError(
+                f"frame_counts adds up to {total} frames but the tensor holds {self.values.shape[0]} rows. "
+                "Pass the frames of all videos concatenated along the first axis."
+            )
+        if self.timestamps.shape != (total,):
+            raise InvalidVideoInputError(
+                f"timestamps must have shape ({total},), one time per frame, got {tuple(self.timestamps.shape)}."
+            )
+        if not self.timestamps.is_floating_point():
+            self.timestamps = self.timestamps.float()
+
+    @property
+    def num_videos(self) -> int:
+        return self.frame_counts.shape[0]
+
+    def video_index(self) -> torch.LongTensor:
+        r"""Which video each frame belongs to, shape `(total_frames,)`."""
+        return torch.repeat_interleave(
+            torch.arange(self.num_videos, device=self.frame_counts.device), self.frame_counts
+        ).to(self.values.device)
+
+    def position_in_video(self) -> torch.LongTensor:
+        r"""Index of each frame within its own video, shape `(total_frames,)`."""
+        return self.rank_within_video(torch.ones(self.values.shape[0], dtype=torch.bool, device=self.values.device))
+
+    def count_per_video(self, mask: torch.BoolTensor) -> torch.LongTensor:
+        r"""How many frames of each video `mask` (shape `(total_frames,)`) selects, shape `(num_videos,)`."""
+        return torch.zeros_like(self.frame_counts).index_add_(
+            0, self.video_index().to(self.frame_counts.device), mask.to(self.frame_counts).long()
+        )
+
+    def rank_within_video(self, mask: torch.BoolTensor) -> torch.LongTensor:
+        r"""For each frame, how many frames of its video before it `mask` selects, shape `(total_frames,)`."""
+        selected = mask.long()
+        before = torch.cumsum(selected, 0) - selected
+        counts = self.frame_counts.to(mask.device)
+        first_frame = torch.cumsum(counts, 0) - counts
+        return before - before[first_frame][self.video_index()]
+
+    def select(self, keep: torch.BoolTensor) -> "PackedFrames":
+        r"""The frames where `keep` (shape `(total_frames,)`) is true, still grouped by video."""
+        return PackedFrames(self.values[keep], self.count_per_video(keep), self.timestamps[keep])
+
+    def with_values(self, values: torch.Tensor) -> "PackedFrames":
+        r"""The same frames and times carrying new per-frame values (for example, encoder features)."""
+        return PackedFrames(values, self.frame_counts, self.timestamps)
+
+    def split(self) -> tuple[torch.Tensor, ...]:
+        return torch.split(self.values, self.frame_counts.tolist())
+
+
+@dataclass
+class InstructionCondition:
+    r"""
+    The instruction each video is asked about, for methods that condition on it.
+
+    Args:
+        embeds (`torch.FloatTensor` of shape `(num_videos, text_length, text_dim)`):
+            Token embeddings of the instruction, right-padded.
+        attention_mask (`torch.LongTensor` of shape `(num_videos, text_length)`):
+            1 for real instruction tokens, 0 for padding.
+    """
+
+    embeds: torch.FloatTensor
+    attention_mask: torch.LongTensor
+
+
+@dataclass
+class SamplerOutput(ModelOutput):
+    r"""
+    keep_mask (`torch.BoolTensor` of shape `(total_frames,)`):
+        Which input frames to keep. Every video keeps at least one frame.
+    scene_ids (`torch.LongTensor` of shape `(total_frames,)`, *optional*):
+        The scene of each kept frame, numbered from 0 within its video, and -1 for dropped frames. Only methods that
+        group frames into scenes fill it.
+    auxiliary_features (`PackedFrames`, *optional*):
+        Features the sampler computed for the kept frames that a compressor may reuse (for example DINOv2 patches).
+    """
+
+    keep_mask: torch.BoolTensor | None = None
+    scene_ids: torch.LongTensor | None = None
+    auxiliary_features: PackedFrames | None = None
+
+
+@dataclass
+class CompressorOutput(ModelOutput):
+    r"""
+    tokens (`torch.FloatTensor` of shape `(total_tokens, dim)`):
+        The LLM-bound tokens of all videos, concatenated in video order.
+    token_counts (`torch.LongTensor` of shape `(num_videos,)`):
+        How many consecutive rows of `tokens` belong to each video. It may differ between videos.
+    token_frame_index (`torch.LongTensor` of shape `(total_tokens,)`):
+        For each token, the index (within its video's input frames) of the frame it mostly derives from.
+    token_timestamps (`torch.FloatTensor` of shape `(total_tokens,)`):
+        For each token, the time in seconds of that frame.
+    """
+
+    tokens: torch.FloatTensor | None = None
+    token_counts: torch.LongTensor | None = None
+    token_frame_index: torch.LongTensor | None = None
+    token_timestamps: torch.FloatTensor | None = None
+
+
+def uniform_keep_mask(position: torch.LongTensor, length: torch.LongTensor, keep: torch.LongTensor) -> torch.BoolTensor:
+    r"""
+    Keeps `keep` of `length` positions at indices `floor(j * length / keep)`, the rule of `np.linspace`-style
+    uniform sampling used by Transformers' `default_sample_indices_fn`, evaluated for every frame at once.
+
+    Args:
+        position (`torch.LongTensor` of shape `(total_frames,)`): index of each frame within its video.
+        length (`torch.LongTensor` of shape `(total_frames,)`): length of that frame's video.
+        keep (`torch.LongTensor` of shape `(total_frames,)`): how many frames that video keeps, 1 <= keep.
+    """
+    keep = torch.minimum(keep, length)
+    # Position p is chosen iff some j < keep has floor(j * length / keep) == p, i.e. j = ceil(p * keep / length).
+    j = (position * keep + length - 1) // length
+    return (j < keep) & (j * length < (position + 1) * keep)
+
+
+class ComponentConfigSpec(SubConfigSpec):
+    """A sub-config spec that resolves `model_type` through a component registry instead of `AutoConfig`.
+
+    This keeps a saved `VidCompConfig` loadable as remote code, where our model types are not known to `AutoConfig`.
+    """
+
+    def __init__(self, registry: dict[str, type[PreTrainedModel]], kind: str, model_type: str):
+        self.registry = registry
+        self.kind = kind
+        super().__init__(config_class=AutoConfig, model_type=model_type)
+
+    def get_config_class(self, model_type: str | None = None):
+        if model_type not in self.registry:
+            raise ValueError(
+                f"Unknown {self.kind} {model_type!r}. Registered {self.kind}s: {', '.join(sorted(self.registry))}."
+            )
+        return self.registry[model_type].config_class
+
+
+SAMPLER_REGISTRY: dict[str, type["VidCompSampler"]] = {}
+COMPRESSOR_REGISTRY: dict[str, type["VidCompCompressor"]] = {}
+
+
+def register_sampler(cls: type["VidCompSampler"]) -> type["VidCompSampler"]:
+    """Class decorator: makes a sampler buildable from its config's `model_type`."""
+    SAMPLER_REGISTRY[cls.config_class.model_type] = cls
+    return cls
+
+
+def register_compressor(cls: type["VidCompCompressor"]) -> type["VidCompCompressor"]:
+    """Class decorator: makes a compressor buildable from its config's `model_type`."""
+    COMPRESSOR_REGISTRY[cls.config_class.model_type] = cls
+    return cls
+
+
+class VidCompComponent(PreTrainedModel):
+    """Shared plumbing of samplers and compressors: both are standalone, saveable `PreTrainedModel`s."""
+
+    base_model_prefix = "component"
+    main_input_name = "frames"
+    input_modalities = ("video",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+
+class VidCompSampler(VidCompComponent):
+    r"""
+    Base class of frame samplers.
+
+    A sampler decides which decoded frames reach the vision tower and the compressor. Samplers that score frames by
+    their vision-tower features set `needs_frame_features = True`; the composite model then encodes every frame
+    first and reuses those features, instead of encoding only the kept frames.
+    """
+
+    needs_frame_features: ClassVar[bool] = False
+
+    def forward(
+        self,
+        frames: PackedFrames,
+        frame_features: PackedFrames | None = None,
+        instruction: InstructionCondition | None = None,
+    ) -> SamplerOutput:
+        r"""
+        Args:
+            frames (`PackedFrames` with values of shape `(total_frames, 3, height, width)`):
+                Normalised pixels with their timestamps.
+            frame_features (`PackedFrames` with values of shape `(total_frames, grid_h, grid_w, dim)`, *optional*):
+                Vision-tower features of every frame; given when `needs_frame_features` is true.
+            instruction (`InstructionCondition`, *optional*): the question asked of each video.
+        """
+        raise NotImplementedError
+
+
+class VidCompCompressor(VidCompComponent):
+    r"""
+    Base class of video-token compressors.
+
+    A compressor turns the features of the kept frames into the tokens the LLM reads. The number of tokens may
+    depend on the data and may differ between videos, but never exceeds `token_budget` when one is given.
+    """
+
+    def output_dim(self, input_dim: int) -> int:
+        """Width of the tokens this compressor returns for features of width `input_dim`."""
+        return input_dim
+
+    def forward(
+        self,
+        features: PackedFrames,
+        auxiliary_features: PackedFrames | None = None,
+        instruction: InstructionCondition | None = None,
+        token_budget: int | None = None,
+    ) -> CompressorOutput:
+        r"""
+        Args:
+            features (`PackedFrames` with values of shape `(total_frames, grid_h, grid_w, dim)`):
+                Vision-tower features of the kept frames, with their timestamps.
+            auxiliary_features (`PackedFrames`, *optional*):
+                Extra per-frame features from the sampler (for example DINOv2), aligned with `features`.
+            instruction (`InstructionCondition`, *optional*): the question asked of each video.
+            token_budget (`int`, *optional*): the most tokens any one video may produce.
+        """
+        raise NotImplementedError
+
+
+def check_token_budget(token_budget: int | None) -> None:
+    if token_budget is not None and (isinstance(token_budget, bool) or int(token_budget) < 1):
+        raise TokenBudgetError(
+            f"token_budget must be a positive number of tokens per video, got {token_budget!r}. "
+            "Use None for no limit."
+        )
+
+
+__all__ = [
+    "COMPRESSOR_REGISTRY",
+    "SAMPLER_REGISTRY",
+    "ComponentConfigSpec",
+    "CompressorOutput",
+    "InstructionCondition",
+    "InvalidVideoInputError",
+    "PackedFrames",
+    "SamplerOutput",
+    "TokenBudgetError",
+    "VidCompCompressor",
+    "VidCompSampler",
+    "check_token_budget",
+    "register_compressor",
+    "register_sampler",
+    "uniform_keep_mask",
+]

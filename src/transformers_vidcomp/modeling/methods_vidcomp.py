@@ -1,0 +1,29 @@
+r"""Every registered sampler and compressor. Importing this module registers them all.
+
+A new method adds its module to the imports below; nothing else in the composite model changes.
+"""
+
+
+from transformers import PreTrainedConfig
+
+from .components_vidcomp import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, VidCompCompressor, VidCompSampler
+from .compressor_pool import SpatialPoolCompressor, SpatialPoolCompressorConfig
+from .sampler_uniform import UniformSampler, UniformSamplerConfig
+
+
+def build_sampler(config: PreTrainedConfig) -> VidCompSampler:
+    return SAMPLER_REGISTRY[config.model_type](config)
+
+
+def build_compressor(config: PreTrainedConfig) -> VidCompCompressor:
+    return COMPRESSOR_REGISTRY[config.model_type](config)
+
+
+__all__ = [
+    "SpatialPoolCompressor",
+    "SpatialPoolCompressorConfig",
+    "UniformSampler",
+    "UniformSamplerConfig",
+    "build_compressor",
+    "build_sampler",
+]

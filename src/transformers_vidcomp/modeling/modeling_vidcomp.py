@@ -1,0 +1,493 @@
+r"""The composite video LLM: decode -> sample -> encode -> compress -> project -> splice into the LLM.
+
+The number of tokens a video becomes is known only after its compressor runs (LongVU's STC and adaptive sampling
+depend on the pixels). So the processor writes **one** `<video>` placeholder per video, and the model expands it to
+the video's token count, together with the attention mask and the labels. `generate()` encodes each video once,
+expands the prompt, and hands the tokens to the prefill step through `mm_encoder_outputs`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+
+from .components_vidcomp import InstructionCondition, InvalidVideoInputError, PackedFrames
+from .configuration_vidcomp import VidCompConfig
+from .methods_vidcomp import build_compressor, build_sampler
+
+
+@dataclass
+class VidCompVideoFeatures(BaseModelOutputWithPooling):
+    r"""
+    pooler_output (`torch.FloatTensor` of shape `(total_tokens, text_hidden_size)`):
+        The projected tokens of all videos, concatenated in video order, ready to replace the placeholders.
+    token_counts (`torch.LongTensor` of shape `(num_videos,)`):
+        How many tokens each video became.
+    token_frame_index (`torch.LongTensor` of shape `(total_tokens,)`):
+        For each token, the index of its source frame among the frames given to the model for that video.
+    token_timestamps (`torch.FloatTensor` of shape `(total_tokens,)`):
+        For each token, the time in seconds of its source frame.
+    keep_mask (`torch.BoolTensor` of shape `(total_frames,)`):
+        Which input frames the sampler kept.
+    scene_ids (`torch.LongTensor` of shape `(total_frames,)`, *optional*):
+        The sampler's scene of each kept frame (-1 for dropped frames), for methods that have scenes.
+    """
+
+    token_counts: torch.LongTensor | None = None
+    token_frame_index: torch.LongTensor | None = None
+    token_timestamps: torch.FloatTensor | None = None
+    keep_mask: torch.BoolTensor | None = None
+    scene_ids: torch.LongTensor | None = None
+
+
+@dataclass
+class VidCompModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+        The attention mask after each video placeholder was expanded to the video's tokens.
+    labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+        The labels after expansion; every video token is -100.
+    video_token_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
+        How many tokens each video became.
+    """
+
+    attention_mask: torch.LongTensor | None = None
+    labels: torch.LongTensor | None = None
+    video_token_counts: torch.LongTensor | None = None
+
+
+@dataclass
+class VidCompCausalLMOutputWithPast(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*): causal language-modelling loss over the labels.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+        Scores over the expanded sequence, in which each video occupies its own token count.
+    labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+        The labels aligned with `logits`.
+    video_token_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
+        How many tokens each video became.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor] | None = None
+    attentions: tuple[torch.FloatTensor] | None = None
+    labels: torch.LongTensor | None = None
+    video_token_counts: torch.LongTensor | None = None
+
+
+class VidCompMultiModalProjector(nn.Module):
+    """Two linear layers with an activation between them, from compressor tokens to LLM embeddings."""
+
+    def __init__(self, config: VidCompConfig, input_dim: int):
+        super().__init__()
+        text_hidden_size = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(input_dim, text_hidden_size)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_hidden_size, text_hidden_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(tokens)))
+
+
+class VidCompPreTrainedModel(PreTrainedModel):
+    config: VidCompConfig
+    base_model_prefix = "model"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False  # token counts depend on the data
+
+
+class VidCompModel(VidCompPreTrainedModel):
+    def __init__(self, config: VidCompConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.sampler = build_sampler(config.sampler_config)
+        self.compressor = build_compressor(config.compressor_config)
+        self.multi_modal_projector = VidCompMultiModalProjector(
+            config, self.compressor.output_dim(config.vision_config.hidden_size)
+        )
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def encode_frames(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        r"""
+        Runs the vision tower over frames in batches of `config.vision_batch_size`.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(num_frames, 3, height, width)`)
+        Returns:
+            `torch.FloatTensor` of shape `(num_frames, grid_h, grid_w, vision_hidden_size)`.
+        """
+        patch_size = self.config.vision_config.patch_size
+        layer = self.config.vision_feature_layer
+        hidden = []
+        for chunk in pixel_values.split(self.config.vision_batch_size):
+            outputs = self.vision_tower(pixel_values=chunk, output_hidden_states=layer != -1)
+            hidden.append(outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer])
+        return rearrange(torch.cat(hidden), "t (h w) d -> t h w d", h=pixel_values.shape[-2] // patch_size)
+
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.FloatTensor,
+        video_num_frames: torch.LongTensor,
+        video_timestamps: torch.FloatTensor | None = None,
+        instruction: InstructionCondition | None = None,
+        video_token_budget: int | None = None,
+    ) -> VidCompVideoFeatures:
+        r"""
+        Samples, encodes and compresses a batch of videos into LLM-ready tokens.
+
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `(total_frames, 3, height, width)`):
+                The normalised frames of all videos, concatenated.
+            video_num_frames (`torch.LongTensor` of shape `(num_videos,)`):
+                Frames per video.
+            video_timestamps (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
+                Time of each frame in seconds. Without it, frames are taken to be one second apart.
+            instruction (`InstructionCondition`, *optional*): the question asked of each video.
+            video_token_budget (`int`, *optional*): overrides `config.video_token_budget`.
+        """
+        if pixel_values_videos.ndim != 4 or pixel_values_videos.shape[1] != 3:
+            raise InvalidVideoInputError(
+                "pixel_values_videos must have shape (total_frames, 3, height, width), got "
+                f"{tuple(pixel_values_videos.shape)}. Use VidCompProcessor to prepare videos."
+            )
+        if not pixel_values_videos.is_floating_point():
+            raise InvalidVideoInputError(
+                f"pixel_values_videos must be normalised floats, got {pixel_values_videos.dtype}. "
+                "Use VidCompProcessor (or VidCompVideoProcessor) to rescale and normalise the frames."
+            )
+        if video_num_frames is None:
+            raise InvalidVideoInputError("video_num_frames is required with pixel_values_videos.")
+        video_num_frames = torch.as_tensor(video_num_frames, device=pixel_values_videos.device)
+        if video_timestamps is None:
+            video_timestamps = PackedFrames(
+                pixel_values_videos, video_num_frames, torch.zeros(pixel_values_videos.shape[0])
+            ).position_in_video()
+        frames = PackedFrames(pixel_values_videos, video_num_frames, video_timestamps)
+        frame_features = None
+        if self.sampler.needs_frame_features:
+            frame_features = frames.with_values(self.encode_frames(frames.values))
+        sampled = self.sampler(frames, frame_features=frame_features, instruction=instruction)
+        keep = sampled.keep_mask
+        if frame_features is not None:
+            features = frame_features.select(keep)
+        else:
+            kept = frames.select(keep)
+            features = kept.with_values(self.encode_frames(kept.values))
+
+        budget = video_token_budget if video_token_budget is not None else self.config.video_token_budget
+        compressed = self.compressor(
+            features, auxiliary_features=sampled.auxiliary_features, instruction=instruction, token_budget=budget
+        )
+        # The compressor indexes frames among the kept ones; report them among the frames the caller gave.
+        kept_frame_position = frames.position_in_video()[keep]
+        kept_first = torch.cumsum(features.frame_counts, 0) - features.frame_counts
+        token_video = torch.repeat_interleave(
+            torch.arange(frames.num_videos, device=compressed.token_counts.device), compressed.token_counts
+        )
+        token_frame_index = kept_frame_position[kept_first[token_video] + compressed.token_frame_index]
+        return VidCompVideoFeatures(
+            last_hidden_state=compressed.tokens,
+            pooler_output=self.multi_modal_projector(compressed.tokens),
+            token_counts=compressed.token_counts,
+            token_frame_index=token_frame_index,
+            token_timestamps=compressed.token_timestamps,
+            keep_mask=keep,
+            scene_ids=sampled.scene_ids,
+        )
+
+    def instruction_condition(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+    ) -> InstructionCondition:
+        r"""
+        The prompt text of the sample each video sits in, as LLM token embeddings of shape
+        `(num_videos, sequence_length, text_hidden_size)`. Supervised answer tokens (labels other than -100) are
+        masked out, so a compressor never sees the answer it is trained to produce.
+        """
+        is_video = input_ids == self.config.video_token_id
+        text_mask = ~is_video
+        if attention_mask is not None:
+            text_mask &= attention_mask.bool()
+        if labels is not None:
+            text_mask &= labels == -100
+        video_row = torch.nonzero(is_video)[:, 0]
+        embeds = self.get_input_embeddings()(input_ids)
+        return InstructionCondition(embeds=embeds[video_row], attention_mask=text_mask[video_row].long())
+
+    def expand_video_placeholders(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None,
+        labels: torch.LongTensor | None,
+        token_counts: torch.LongTensor,
+    ) -> tuple[torch.LongTensor, torch.LongTensor | None, torch.LongTensor | None]:
+        r"""
+        Replaces each video's single placeholder with `token_counts[i]` placeholders, in one gather for the whole
+        batch. Rows become longer by different amounts, so they are re-padded on the side the batch was padded on
+        (left for generation, right otherwise). Inputs that already hold one placeholder per video token are
+        returned unchanged.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`)
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*)
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*)
+            token_counts (`torch.LongTensor` of shape `(num_videos,)`): tokens per video, in placeholder order.
+        """
+        is_video = input_ids == self.config.video_token_id
+        num_placeholders, num_videos = int(is_video.sum()), token_counts.shape[0]
+        total_tokens = int(token_counts.sum())
+        if num_placeholders == total_tokens:
+            return input_ids, attention_mask, labels
+        if num_placeholders != num_videos:
+            raise InvalidVideoInputError(
+                f"The text holds {num_placeholders} video placeholder tokens for {num_videos} videos. Put one "
+                f"placeholder per video (the processor's chat template does), or all {total_tokens} video tokens."
+            )
+        batch_size, length = input_ids.shape
+        device = input_ids.device
+        repeats = torch.ones_like(input_ids)
+        repeats[is_video] = token_counts.to(device)
+        new_lengths = repeats.sum(1)
+        new_length = int(new_lengths.max())
+        source = torch.repeat_interleave(torch.arange(batch_size * length, device=device), repeats.flatten())
+        row = source // length
+        column = torch.arange(source.shape[0], device=device) - (torch.cumsum(new_lengths, 0) - new_lengths)[row]
+        if attention_mask is not None and bool((attention_mask[:, 0] == 0).any()):
+            column += (new_length - new_lengths)[row]
+        gather = torch.full((batch_size, new_length), -1, dtype=torch.long, device=device)
+        gather[row, column] = source
+        is_padding = gather < 0
+
+        def expand(values: torch.Tensor, pad_value: int) -> torch.Tensor:
+            return values.flatten()[gather.clamp(min=0)].masked_fill(is_padding, pad_value)
+
+        pad_token_id = self.config.text_config.pad_token_id
+        new_input_ids = expand(input_ids, pad_token_id if pad_token_id is not None else 0)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        new_attention_mask = expand(attention_mask, 0)
+        new_labels = None
+        if labels is not None:
+            new_labels = expand(labels, -100).masked_fill(new_input_ids == self.config.video_token_id, -100)
+        return new_input_ids, new_attention_mask, new_labels
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_num_frames: torch.LongTensor | None = None,
+        video_timestamps: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        video_token_budget: int | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VidCompModelOutputWithPast:
+        r"""
+        video_num_frames (`torch.LongTensor` of shape `(num_videos,)`):
+            Frames per video in `pixel_values_videos`.
+        video_timestamps (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
+            Time of each frame in seconds.
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Only expanded alongside the placeholders (video tokens get -100) and returned; the loss lives in the head.
+        mm_encoder_outputs (`dict[str, VidCompVideoFeatures]`, *optional*):
+            Videos already encoded by [`~VidCompModel.get_video_features`], under the key `"video"`.
+        video_token_budget (`int`, *optional*):
+            The most tokens one video may take; overrides `config.video_token_budget`.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        video_features = (mm_encoder_outputs or {}).get("video")
+        if pixel_values_videos is not None:
+            if video_features is not None:
+                raise ValueError("Pass either pixel_values_videos or mm_encoder_outputs['video'], not both.")
+            if input_ids is None:
+                raise ValueError("Videos need input_ids, whose placeholder tokens mark where each video goes.")
+            video_features = self.get_video_features(
+                pixel_values_videos,
+                video_num_frames,
+                video_timestamps,
+                instruction=self.instruction_condition(input_ids, attention_mask, labels),
+                video_token_budget=video_token_budget,
+            )
+        if video_features is not None:
+            input_ids, expanded_mask, labels = self.expand_video_placeholders(
+                input_ids, attention_mask, labels, video_features.token_counts
+            )
+            if expanded_mask is not attention_mask and position_ids is None:
+                position_ids = (expanded_mask.cumsum(-1) - 1).clamp(min=0)
+            attention_mask = expanded_mask
+
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if video_features is not None:
+            video_mask = (input_ids == self.config.video_token_id).unsqueeze(-1).expand_as(inputs_embeds)
+            inputs_embeds = inputs_embeds.masked_scatter(
+                video_mask, video_features.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
+            )
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return VidCompModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            attention_mask=attention_mask,
+            labels=labels,
+            video_token_counts=video_features.token_counts if video_features is not None else None,
+        )
+
+
+class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+
+    def __init__(self, config: VidCompConfig):
+        super().__init__(config)
+        self.model = VidCompModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def get_video_features(self, *args, **kwargs) -> VidCompVideoFeatures:
+        return self.model.get_video_features(*args, **kwargs)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_num_frames: torch.LongTensor | None = None,
+        video_timestamps: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        video_token_budget: int | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VidCompCausalLMOutputWithPast:
+        r"""
+        video_num_frames (`torch.LongTensor` of shape `(num_videos,)`):
+            Frames per video in `pixel_values_videos`.
+        video_timestamps (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
+            Time of each frame in seconds.
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Token ids to predict, -100 where no loss is taken. Each video placeholder is expanded with -100, so the
+            labels may be given for the unexpanded text the processor produced.
+        mm_encoder_outputs (`dict[str, VidCompVideoFeatures]`, *optional*):
+            Videos already encoded by [`~VidCompModel.get_video_features`], under the key `"video"`.
+        video_token_budget (`int`, *optional*):
+            The most tokens one video may take; overrides `config.video_token_budget`.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values_videos=pixel_values_videos,
+            video_num_frames=video_num_frames,
+            video_timestamps=video_timestamps,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            mm_encoder_outputs=mm_encoder_outputs,
+            video_token_budget=video_token_budget,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=outputs.labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return VidCompCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            labels=outputs.labels,
+            video_token_counts=outputs.video_token_counts,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_num_frames: torch.LongTensor | None = None,
+        video_timestamps: torch.FloatTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        video_token_budget: int | None = None,
+        **kwargs,
+    ):
+        r"""
+        [`GenerationMixin.generate`], with each video encoded once before prefill. The prompt's placeholders are
+        expanded to the videos' token counts, so the returned sequences contain one placeholder per video token.
+        """
+        if pixel_values_videos is not None:
+            video_features = self.model.get_video_features(
+                pixel_values_videos,
+                video_num_frames,
+                video_timestamps,
+                instruction=self.model.instruction_condition(input_ids, attention_mask),
+                video_token_budget=video_token_budget,
+            )
+            input_ids, attention_mask, _ = self.model.expand_video_placeholders(
+                input_ids, attention_mask, None, video_features.token_counts
+            )
+            kwargs["mm_encoder_outputs"] = {**(kwargs.get("mm_encoder_outputs") or {}), "video": video_features}
+        return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+__all__ = ["VidCompForConditionalGeneration", "VidCompModel", "VidCompPreTrainedModel", "VidCompVideoFeatures"]

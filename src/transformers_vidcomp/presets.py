@@ -1,0 +1,38 @@
+r"""Named presets: which sampler and compressor a checkpoint uses, and how its processor decodes video.
+
+`vidcomp create-tiny OUT --preset NAME` builds a tiny, randomly initialised checkpoint of a preset; method issues add
+their presets here.
+"""
+
+from dataclasses import dataclass, field
+
+
+class UnknownPresetError(ValueError):
+    """The preset name is not one of `PRESETS`."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    sampler_config: dict
+    compressor_config: dict
+    video_processor_kwargs: dict = field(default_factory=dict)
+    video_token_budget: int | None = None
+
+
+PRESETS: dict[str, Preset] = {
+    "baseline": Preset(
+        name="baseline",
+        description="uniform sampling of 16 frames, then LLaVA-OneVision's 2x2 bilinear pooling of each frame",
+        sampler_config={"model_type": "vidcomp_uniform_sampler", "num_frames": 16},
+        compressor_config={"model_type": "vidcomp_spatial_pool_compressor", "stride": 2, "mode": "bilinear"},
+        video_processor_kwargs={"fps": 2.0, "num_frames": 64},
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UnknownPresetError(f"Unknown preset {name!r}. Available presets: {', '.join(sorted(PRESETS))}.")
+    return PRESETS[name]

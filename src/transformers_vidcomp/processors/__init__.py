@@ -1,0 +1,5 @@
+"""Hub-facing processing code. Files here are copied flat into checkpoints, so they import each other only as `.name`."""
+
+from .pipeline_vidcomp import VideoTextToTextPipeline
+from .processing_vidcomp import VidCompProcessor
+from .video_processing_vidcomp import EmptyVideoError, VidCompVideoProcessor, VideoDecodeError, decode_video

@@ -1,0 +1,166 @@
+r"""The processor: tokenizer + video processor + a chat template with `{"type": "video"}` blocks."""
+
+import numpy as np
+import torch
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
+from transformers.utils import logging
+from transformers.video_utils import VideoMetadata
+
+from .video_processing_vidcomp import VideoDecodeError
+
+
+logger = logging.get_logger(__name__)
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for block in message['content'] %}"
+    "{% if block['type'] == 'video' %}<video>"
+    "{% elif block['type'] == 'text' %}{{ block['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class VidCompProcessorKwargs(ProcessingKwargs, total=False):
+    _defaults = {
+        "text_kwargs": {"padding": False},
+        "videos_kwargs": {"return_metadata": True},
+    }
+
+
+class VidCompProcessor(ProcessorMixin):
+    r"""
+    Tokenizes the text and prepares the videos for [`VidCompForConditionalGeneration`].
+
+    The text holds one `video_token` per video. The model expands each to the number of tokens its compressor
+    produces, which may depend on the video, so the processor does not need to know it.
+
+    Args:
+        video_processor ([`VidCompVideoProcessor`]): decodes and normalises the videos.
+        tokenizer ([`PreTrainedTokenizerBase`]): the LLM's tokenizer; it must know `video_token`.
+        chat_template (`str`, *optional*): a Jinja template that renders `{"type": "video"}` as `video_token`.
+        video_token (`str`, *optional*, defaults to `"<video>"`): the placeholder written once per video.
+        timestamps_in_prompt (`bool`, *optional*, defaults to `False`):
+            Following FiLA-Video, write "This video samples N frames of a T-second video at t1, t2, ... seconds."
+            before each video, from the decoded frames' real times.
+    """
+
+    def __init__(
+        self,
+        video_processor=None,
+        tokenizer=None,
+        chat_template: str | None = None,
+        video_token: str = "<video>",
+        timestamps_in_prompt: bool = False,
+        **kwargs,
+    ):
+        self.video_token = video_token
+        self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
+        self.timestamps_in_prompt = timestamps_in_prompt
+        super().__init__(video_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
+
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        videos=None,
+        **kwargs: Unpack[VidCompProcessorKwargs],
+    ) -> BatchFeature:
+        r"""
+        Returns `input_ids`, `attention_mask`, and with videos `pixel_values_videos`
+        `(total_frames, 3, height, width)`, `video_num_frames` `(num_videos,)` and `video_timestamps`
+        `(total_frames,)` in seconds.
+        """
+        if text is None:
+            raise ValueError("VidCompProcessor needs text; put one video placeholder in it per video.")
+        texts = [text] if isinstance(text, str) else list(text)
+        output_kwargs = self._merge_kwargs(
+            VidCompProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
+        return_tensors = output_kwargs["text_kwargs"].pop("return_tensors", None)
+        output_kwargs["videos_kwargs"].pop("return_tensors", None)
+
+        video_list = flatten_videos(videos)
+        num_placeholders = sum(t.count(self.video_token) for t in texts)
+        if num_placeholders != len(video_list):
+            raise ValueError(
+                f"The text holds {num_placeholders} {self.video_token!r} placeholders for {len(video_list)} videos. "
+                "Put exactly one placeholder per video, or use apply_chat_template with {'type': 'video'} blocks."
+            )
+
+        data = {}
+        if video_list:
+            output_kwargs["videos_kwargs"]["return_metadata"] = True
+            video_inputs = self.video_processor(video_list, **output_kwargs["videos_kwargs"])
+            metadata = video_inputs.pop("video_metadata")
+            timestamps = [frame_timestamps(m, n) for m, n in zip(metadata, video_inputs["video_num_frames"].tolist())]
+            video_inputs["video_timestamps"] = torch.from_numpy(np.concatenate(timestamps)).float()
+            if self.timestamps_in_prompt:
+                texts = self.add_timestamp_sentences(texts, metadata, timestamps)
+            data.update(video_inputs)
+
+        data.update(self.tokenizer(texts, **output_kwargs["text_kwargs"]))
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def add_timestamp_sentences(
+        self, texts: list[str], metadata: list[VideoMetadata], timestamps: list[np.ndarray]
+    ) -> list[str]:
+        """Writes FiLA-Video's sentence about the sampled frames' times before each video placeholder."""
+        sentences = iter(
+            f"This video samples {len(times)} frames of a {video_duration(m, times):.1f}-second video at "
+            f"{', '.join(f'{t:.1f}' for t in times)} seconds.\n"
+            for m, times in zip(metadata, timestamps)
+        )
+        return [
+            "".join(part if i == 0 else next(sentences) + self.video_token + part for i, part in enumerate(parts))
+            for parts in (t.split(self.video_token) for t in texts)
+        ]
+
+    def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens=True, **kwargs):
+        return self.tokenizer.decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return self.tokenizer.model_input_names + self.video_processor.model_input_names + ["video_timestamps"]
+
+
+def flatten_videos(videos) -> list:
+    """One flat list of videos from `None`, a single video, a list of videos or a list of lists (one per text)."""
+    if videos is None:
+        return []
+    if isinstance(videos, (str, np.ndarray, torch.Tensor)):
+        return [videos]
+    flat = []
+    for item in videos:
+        flat.extend(item if isinstance(item, (list, tuple)) else [item])
+    return flat
+
+
+def frame_timestamps(metadata: VideoMetadata, num_frames: int) -> np.ndarray:
+    """Seconds from the start of the video of each returned frame; 1 fps is assumed when the frame rate is unknown."""
+    indices = metadata.frames_indices if metadata.frames_indices is not None else np.arange(num_frames)
+    indices = np.asarray(indices, dtype=np.float64)
+    if len(indices) != num_frames:
+        raise VideoDecodeError(f"Metadata lists {len(indices)} frames but {num_frames} were decoded.")
+    if not metadata.fps:
+        logger.warning_once(
+            "A video came without a frame rate, so its frames are taken to be 1 second apart. Pass "
+            "`video_metadata` (with `fps`) alongside decoded frames to get real timestamps."
+        )
+        return indices
+    return indices / metadata.fps
+
+
+def video_duration(metadata: VideoMetadata, timestamps: np.ndarray) -> float:
+    if metadata.duration:
+        return float(metadata.duration)
+    if metadata.fps and metadata.total_num_frames:
+        return metadata.total_num_frames / metadata.fps
+    return float(timestamps[-1]) + 1.0
+
+
+__all__ = ["VidCompProcessor"]

@@ -1,0 +1,112 @@
+r"""Tiny checkpoints built entirely offline: real architectures at tiny sizes, random weights, a real tokenizer.
+
+The tokenizer is a byte-level BPE trained here, in a second, on a fixed English corpus, and wrapped in Transformers'
+`Qwen2Tokenizer`; so it round-trips any text, like the real one, without touching the Hub.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import GenerationConfig, Qwen2Tokenizer
+
+from .conversion.writer import save_checkpoint
+from .modeling import VidCompConfig, VidCompForConditionalGeneration
+from .presets import get_preset
+from .processors import VidCompProcessor, VidCompVideoProcessor
+
+
+END_OF_TEXT, IM_START, IM_END, VIDEO_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<video>"
+
+TOKENIZER_CORPUS = """
+The video shows a person walking through a park on a sunny day, then a cat sits by the window.
+What happens in this video? Describe the scene, the objects, the colours and the people you see.
+A rocket stands on the launch pad; an astronaut smiles; a cup of coffee rests on a wooden table.
+The camera pans to the left, zooms in on the flowers, and cuts to a street at night with cars and lights.
+Question: how many scenes does the clip contain, and when does the first cut happen, in seconds?
+Answer: there are three scenes. The first cut happens after 2 seconds, the second after 4 seconds.
+system user assistant You are a helpful assistant that answers questions about videos.
+0 1 2 3 4 5 6 7 8 9 10 seconds minutes frames frame time start end first last before after
+""".strip().splitlines()
+
+TINY_VISION = dict(
+    model_type="siglip_vision_model",
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=64,
+    patch_size=8,
+    vision_use_head=False,
+)
+TINY_TEXT = dict(
+    model_type="qwen2",
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+)
+
+
+def build_tiny_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
+    """A byte-level BPE tokenizer trained offline on `TOKENIZER_CORPUS`, with the chat and video special tokens."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[END_OF_TEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(TOKENIZER_CORPUS * 4, trainer)
+    trained = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=trained["vocab"], merges=merges)
+    tokenizer.add_special_tokens({"additional_special_tokens": [IM_START, IM_END, VIDEO_TOKEN]})
+    return tokenizer
+
+
+def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompForConditionalGeneration, VidCompProcessor]:
+    """A randomly initialised tiny model of `preset_name` and its processor, in memory."""
+    preset = get_preset(preset_name)
+    tokenizer = build_tiny_tokenizer()
+    vocab_size = -(-len(tokenizer) // 64) * 64
+    config = VidCompConfig(
+        vision_config=TINY_VISION,
+        text_config={
+            **TINY_TEXT,
+            "vocab_size": vocab_size,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.convert_tokens_to_ids(IM_END),
+        },
+        sampler_config=preset.sampler_config,
+        compressor_config=preset.compressor_config,
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+        video_token_budget=preset.video_token_budget,
+    )
+    torch.manual_seed(seed)
+    model = VidCompForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id],
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=32,
+        do_sample=False,
+    )
+    image_size = TINY_VISION["image_size"]
+    video_processor = VidCompVideoProcessor(
+        size={"height": image_size, "width": image_size}, **preset.video_processor_kwargs
+    )
+    processor = VidCompProcessor(video_processor=video_processor, tokenizer=tokenizer, video_token=VIDEO_TOKEN)
+    return model, processor
+
+
+def create_tiny_checkpoint(out_dir: str | os.PathLike, preset_name: str = "baseline", overwrite: bool = False) -> Path:
+    """Writes a tiny checkpoint of `preset_name` to `out_dir` (atomically), ready for `from_pretrained`."""
+    model, processor = build_tiny(preset_name)
+    return save_checkpoint(model, processor, out_dir, overwrite=overwrite)
