@@ -13,10 +13,13 @@ config alone and never asks which method it holds.
 from dataclasses import dataclass
 from typing import ClassVar
 
+import os
+
 import torch
+from safetensors.torch import save_file
 from transformers import AutoConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
-from transformers.utils import ModelOutput
+from transformers.utils import SAFE_WEIGHTS_NAME, ModelOutput
 
 
 class InvalidVideoInputError(ValueError):
@@ -225,6 +228,23 @@ class VidCompComponent(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    @property
+    def dtype(self) -> torch.dtype:
+        # Weightless methods (uniform sampling, pooling) still save and load like any other model.
+        tensors = (*self.parameters(), *self.buffers())
+        return next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
+
+    @property
+    def device(self) -> torch.device:
+        return next((t.device for t in (*self.parameters(), *self.buffers())), torch.device("cpu"))
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        # An empty weights file keeps `from_pretrained` working for methods without weights.
+        weights = os.path.join(save_directory, SAFE_WEIGHTS_NAME)
+        if not self.state_dict() and not os.path.exists(weights):
+            save_file({}, weights, metadata={"format": "pt"})
 
 
 class VidCompSampler(VidCompComponent):

@@ -1,0 +1,175 @@
+import pytest
+import torch
+
+from conftest import random_videos
+from transformers_vidcomp import InvalidVideoInputError, TokenBudgetError
+
+
+def prompt_ids(processor, questions, padding_side):
+    texts = [f"<|im_start|>user\n<video>{q}<|im_end|>\n<|im_start|>assistant\n" for q in questions]
+    return processor.tokenizer(texts, padding=True, padding_side=padding_side, return_tensors="pt")
+
+
+def test_forward_on_videos_of_different_lengths(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([20, 5])
+    text = prompt_ids(processor, ["What is shown?", "Describe the scene, please."], "right")
+    out = model(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
+    # 16 frames kept of 20, all 5 of 5; 8x8 patches pooled to 4x4 = 16 tokens per frame
+    assert out.video_token_counts.tolist() == [16 * 16, 5 * 16]
+    longest = int(text["attention_mask"].sum(1).max()) - 1 + 256
+    assert out.logits.shape[:2] == (2, longest)
+
+
+def test_batched_forward_equals_one_video_at_a_time(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([9, 3])
+    text = prompt_ids(processor, ["What is shown?", "Describe the scene, please."], "right")
+    labels = text["input_ids"].masked_fill(text["attention_mask"] == 0, -100)
+    batched = model(**text, labels=labels, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
+    splits = list(zip(torch.split(pixels, [9, 3]), torch.split(times, [9, 3])))
+    for row, (video_pixels, video_times) in enumerate(splits):
+        length = int(text["attention_mask"][row].sum())
+        single = model(
+            input_ids=text["input_ids"][row : row + 1, :length],
+            pixel_values_videos=video_pixels,
+            video_num_frames=torch.tensor([len(video_pixels)]),
+            video_timestamps=video_times,
+        )
+        valid = batched.labels[row] != -100
+        n = single.logits.shape[1]
+        torch.testing.assert_close(batched.logits[row, :n], single.logits[0], atol=1e-5, rtol=1e-4)
+        assert valid.sum() == length - 1  # every text token but the placeholder keeps its label
+
+
+def test_expansion_masks_video_labels_and_respects_left_padding(tiny):
+    model, processor = tiny
+    inner = model.model
+    video = model.config.video_token_id
+    ids = torch.tensor([[0, 0, 7, video, 8], [7, 9, video, 8, 10]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    labels = ids.masked_fill(mask == 0, -100)
+    new_ids, new_mask, new_labels = inner.expand_video_placeholders(ids, mask, labels, torch.tensor([3, 1]))
+    assert new_ids.tolist()[0][-5:] == [7, video, video, video, 8]
+    assert new_mask.tolist() == [[0, 0, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]]
+    assert new_ids.tolist()[1][2:] == [7, 9, video, 8, 10]
+    assert (new_labels[new_ids == video] == -100).all()
+    assert (new_labels[new_mask == 0] == -100).all()
+    # Already-expanded input is left alone.
+    again = inner.expand_video_placeholders(new_ids, new_mask, None, torch.tensor([3, 1]))
+    assert again[0] is new_ids
+
+
+def test_placeholder_count_mismatch_is_a_clear_error(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([4, 4])
+    text = prompt_ids(processor, ["one video only"], "right")
+    with pytest.raises(InvalidVideoInputError, match="1 video placeholder tokens for 2 videos"):
+        model(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
+
+
+@pytest.mark.parametrize(
+    "pixels, match",
+    [
+        (torch.randn(4, 64, 64), "shape"),
+        (torch.randint(0, 255, (4, 3, 64, 64), dtype=torch.uint8), "normalised floats"),
+    ],
+)
+def test_wrong_pixel_shape_or_dtype_is_a_clear_error(tiny, pixels, match):
+    model, processor = tiny
+    text = prompt_ids(processor, ["q"], "right")
+    with pytest.raises(InvalidVideoInputError, match=match):
+        model(**text, pixel_values_videos=pixels, video_num_frames=torch.tensor([4]))
+
+
+def test_zero_budget_is_rejected(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([4])
+    text = prompt_ids(processor, ["q"], "right")
+    with pytest.raises(TokenBudgetError):
+        model(**text, pixel_values_videos=pixels, video_num_frames=counts, video_token_budget=0)
+
+
+def test_budget_bounds_the_tokens_per_video(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([20, 5])
+    text = prompt_ids(processor, ["a", "b"], "right")
+    out = model(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times,
+                video_token_budget=100)
+    assert out.video_token_counts.tolist() == [96, 80]
+
+
+def test_generate_batch_of_two_videos_matches_single_generation(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([12, 4], seed=1)
+    text = prompt_ids(processor, ["What is shown?", "Describe the scene, please."], "left")
+    batched = model.generate(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times,
+                             max_new_tokens=6, do_sample=False)
+    for row, (video_pixels, video_times) in enumerate(zip(torch.split(pixels, [12, 4]), torch.split(times, [12, 4]))):
+        length = int(text["attention_mask"][row].sum())
+        single = model.generate(
+            input_ids=text["input_ids"][row : row + 1, -length:],
+            pixel_values_videos=video_pixels,
+            video_num_frames=torch.tensor([len(video_pixels)]),
+            video_timestamps=video_times,
+            max_new_tokens=6,
+            do_sample=False,
+        )
+        assert batched[row, -6:].tolist() == single[0, -6:].tolist()
+
+
+def test_generate_first_token_is_the_forward_argmax(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([7])
+    text = prompt_ids(processor, ["What is shown?"], "left")
+    logits = model(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times).logits
+    generated = model.generate(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times,
+                               max_new_tokens=1, do_sample=False)
+    assert generated[0, -1] == logits[0, -1].argmax()
+
+
+def test_eager_sdpa_and_flex_attention_agree(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([6, 3])
+    text = prompt_ids(processor, ["What is shown?", "Describe the scene, please."], "right")
+    logits = {}
+    for implementation in ("eager", "sdpa", "flex_attention"):
+        model.set_attn_implementation(implementation)
+        assert model.model.vision_tower.config._attn_implementation == implementation
+        assert model.model.language_model.config._attn_implementation == implementation
+        with torch.no_grad():
+            logits[implementation] = model(
+                **text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times
+            ).logits
+    torch.testing.assert_close(logits["sdpa"], logits["eager"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(logits["flex_attention"], logits["eager"], atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny):
+    model, processor = tiny
+    model.train()
+    pixels, counts, times = random_videos([5, 2])
+    text = prompt_ids(processor, ["What is shown?", "Describe it."], "right")
+    labels = text["input_ids"].masked_fill(text["attention_mask"] == 0, -100)
+
+    def gradients():
+        model.zero_grad()
+        model(**text, labels=labels, pixel_values_videos=pixels, video_num_frames=counts,
+              video_timestamps=times).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = gradients()
+    model.activation_checkpointing_enable()
+    assert model.model.language_model.is_activation_checkpointing
+    checkpointed = gradients()
+    assert plain.keys() == checkpointed.keys() and any("vision_tower" in n for n in plain)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_flash_attention_flag_is_declared_and_selectable_only_with_the_kernel(tiny):
+    model, _ = tiny
+    assert model._supports_flash_attn and model._supports_sdpa and model._supports_flex_attn
+    if not torch.cuda.is_available():
+        with pytest.raises((ImportError, ValueError)):
+            model.set_attn_implementation("flash_attention_2")
