@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+import torch
+from transformers.video_utils import VideoMetadata
+
+from transformers_vidcomp import EmptyVideoError, VideoDecodeError
+
+
+def chat(video, question="What happens?"):
+    return [{"role": "user", "content": [{"type": "video", "path": str(video)}, {"type": "text", "text": question}]}]
+
+
+def test_decodes_an_mp4_at_the_configured_rate_with_real_timestamps(tiny, demo_video):
+    _, processor = tiny
+    path, _ = demo_video  # 4 s at 10 fps; the baseline processor decodes at 2 fps
+    inputs = processor.apply_chat_template(chat(path), add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt")
+    assert inputs["pixel_values_videos"].shape == (8, 3, 64, 64)
+    assert inputs["video_num_frames"].tolist() == [8]
+    torch.testing.assert_close(inputs["video_timestamps"], torch.arange(8, dtype=torch.float32) * 0.5)
+    assert (inputs["input_ids"] == processor.video_token_id).sum() == 1
+    assert -1.0 <= float(inputs["pixel_values_videos"].min()) and float(inputs["pixel_values_videos"].max()) <= 1.0
+
+
+def test_frame_cap_and_short_videos(tiny, demo_video, short_video):
+    _, processor = tiny
+    path, _ = demo_video
+    capped = processor(text="<video>", videos=[str(path)], num_frames=3)
+    assert capped["video_num_frames"].tolist() == [3]
+    short = processor(text="<video>", videos=[str(short_video)], fps=100.0)  # asks more frames than exist
+    assert short["video_num_frames"].tolist() == [10]
+
+
+def test_arrays_with_metadata_get_their_timestamps(tiny):
+    _, processor = tiny
+    frames = np.random.randint(0, 255, (30, 48, 64, 3), dtype=np.uint8)
+    metadata = VideoMetadata(total_num_frames=30, fps=15.0, width=64, height=48, duration=2.0)
+    inputs = processor(text=["<video> q"], videos=[frames], video_metadata=[metadata])
+    assert inputs["video_num_frames"].tolist() == [4]
+    # 2 s at 2 fps = 4 frames, at indices floor(j * 30 / 4), as Transformers samples uniformly
+    assert inputs["video_timestamps"].tolist() == pytest.approx([0 / 15, 7 / 15, 15 / 15, 22 / 15])
+
+
+def test_timestamps_in_prompt_follow_fila_wording(tiny, demo_video):
+    _, processor = tiny
+    processor.timestamps_in_prompt = True
+    path, _ = demo_video
+    text = processor.apply_chat_template(chat(path), add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=text, videos=[str(path)], num_frames=4)
+    decoded = processor.tokenizer.decode(inputs["input_ids"][0])
+    assert "This video samples 4 frames of a 4.0-second video at 0.0, 1.0, 2.0, 3.0 seconds.\n<video>" in decoded
+
+
+def test_placeholder_count_must_match_videos(tiny, demo_video):
+    _, processor = tiny
+    path, _ = demo_video
+    with pytest.raises(ValueError, match="0 '<video>' placeholders for 1 videos"):
+        processor(text="no placeholder", videos=[str(path)])
+
+
+def test_missing_video(tiny, tmp_path):
+    _, processor = tiny
+    with pytest.raises(FileNotFoundError, match="No video at"):
+        processor(text="<video>", videos=[str(tmp_path / "missing.mp4")])
+
+
+def test_empty_file(tiny, tmp_path):
+    _, processor = tiny
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(EmptyVideoError, match="empty file"):
+        processor(text="<video>", videos=[str(tmp_path / "empty.mp4")])
+
+
+def test_not_a_video(tiny, tmp_path):
+    _, processor = tiny
+    (tmp_path / "notes.mp4").write_text("these are my notes, not a video\n" * 50)
+    with pytest.raises(VideoDecodeError, match="could not be decoded"):
+        processor(text="<video>", videos=[str(tmp_path / "notes.mp4")])
+
+
+def test_image_file_is_not_a_video(tiny, tmp_path):
+    from PIL import Image
+
+    _, processor = tiny
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "frame.png")
+    with pytest.raises(EmptyVideoError, match="no frames"):
+        processor(text="<video>", videos=[str(tmp_path / "frame.png")])
+
+
+def test_truncated_video(tiny, demo_video, tmp_path):
+    _, processor = tiny
+    path, _ = demo_video
+    data = path.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError):
+        processor(text="<video>", videos=[str(tmp_path / "cut.mp4")])
+
+
+def test_file_without_video_frames(tiny, tmp_path):
+    import av
+
+    # FFmpeg writes no file for a video stream with zero frames, so the zero-frame case on disk is a file whose
+    # only stream is audio.
+    path = tmp_path / "audio_only.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        container.mux(stream.encode())
+    _, processor = tiny
+    with pytest.raises(EmptyVideoError, match="no video stream"):
+        processor(text="<video>", videos=[str(path)])
+
+
+@pytest.mark.parametrize("shape", [(0, 32, 32, 3), (32, 32)])
+def test_zero_frame_or_malformed_arrays(tiny, shape):
+    _, processor = tiny
+    with pytest.raises(EmptyVideoError, match="at least one frame"):
+        processor(text="<video>", videos=[np.zeros(shape, dtype=np.uint8)])
+
+
+def test_processor_round_trip(tiny, tmp_path):
+    from transformers import AutoProcessor
+
+    _, processor = tiny
+    processor.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded).__name__ == "VidCompProcessor"
+    assert loaded.video_token_id == processor.video_token_id
+    assert loaded.chat_template == processor.chat_template
+    assert loaded.video_processor.fps == processor.video_processor.fps
