@@ -109,16 +109,22 @@ class VidCompProcessor(ProcessorMixin):
     def add_timestamp_sentences(
         self, texts: list[str], metadata: list[VideoMetadata], timestamps: list[np.ndarray]
     ) -> list[str]:
-        """Writes FiLA-Video's sentence about the sampled frames' times before each video placeholder."""
-        sentences = iter(
+        """Writes FiLA-Video's sentence about the sampled frames' times before each video placeholder, in order."""
+        sentences = [
             f"This video samples {len(times)} frames of a {video_duration(m, times):.1f}-second video at "
             f"{', '.join(f'{t:.1f}' for t in times)} seconds.\n"
             for m, times in zip(metadata, timestamps)
-        )
-        return [
-            "".join(part if i == 0 else next(sentences) + self.video_token + part for i, part in enumerate(parts))
-            for parts in (t.split(self.video_token) for t in texts)
         ]
+        next_video = 0
+        annotated = []
+        for text in texts:
+            parts = text.split(self.video_token)
+            pieces = [parts[0]]
+            for part in parts[1:]:
+                pieces += [sentences[next_video], self.video_token, part]
+                next_video += 1
+            annotated.append("".join(pieces))
+        return annotated
 
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens=True, **kwargs):
         return self.tokenizer.decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)

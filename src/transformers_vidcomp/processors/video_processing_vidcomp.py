@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
-from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata, load_video
 
@@ -21,10 +20,6 @@ class VideoDecodeError(ValueError):
 
 class EmptyVideoError(VideoDecodeError):
     """A video has no frames."""
-
-
-class VidCompVideosKwargs(VideosKwargs, total=False):
-    pass
 
 
 class VidCompVideoProcessor(BaseVideoProcessor):
@@ -48,7 +43,6 @@ class VidCompVideoProcessor(BaseVideoProcessor):
     fps = 1.0
     num_frames = 64
     return_metadata = True
-    valid_kwargs = VidCompVideosKwargs
     model_input_names = ["pixel_values_videos", "video_num_frames"]
 
     def sample_frames(
