@@ -12,12 +12,13 @@ def chat(video, question="What happens?"):
 
 def test_decodes_an_mp4_at_the_configured_rate_with_real_timestamps(tiny, demo_video):
     _, processor = tiny
-    path, _ = demo_video  # 4 s at 10 fps; the baseline processor decodes at 2 fps
+    path, _ = demo_video  # 4 s at 10 fps; the baseline processor decodes at 4 fps
     inputs = processor.apply_chat_template(chat(path), add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="pt")
-    assert inputs["pixel_values_videos"].shape == (8, 3, 64, 64)
-    assert inputs["video_num_frames"].tolist() == [8]
-    torch.testing.assert_close(inputs["video_timestamps"], torch.arange(8, dtype=torch.float32) * 0.5)
+    assert inputs["pixel_values_videos"].shape == (16, 3, 64, 64)
+    assert inputs["video_num_frames"].tolist() == [16]
+    expected = torch.tensor([j * 40 // 16 for j in range(16)], dtype=torch.float32) / 10
+    torch.testing.assert_close(inputs["video_timestamps"], expected)
     assert (inputs["input_ids"] == processor.video_token_id).sum() == 1
     assert -1.0 <= float(inputs["pixel_values_videos"].min()) and float(inputs["pixel_values_videos"].max()) <= 1.0
 
@@ -36,9 +37,9 @@ def test_arrays_with_metadata_get_their_timestamps(tiny):
     frames = np.random.randint(0, 255, (30, 48, 64, 3), dtype=np.uint8)
     metadata = VideoMetadata(total_num_frames=30, fps=15.0, width=64, height=48, duration=2.0)
     inputs = processor(text=["<video> q"], videos=[frames], video_metadata=[metadata])
-    assert inputs["video_num_frames"].tolist() == [4]
-    # 2 s at 2 fps = 4 frames, at indices floor(j * 30 / 4), as Transformers samples uniformly
-    assert inputs["video_timestamps"].tolist() == pytest.approx([0 / 15, 7 / 15, 15 / 15, 22 / 15])
+    assert inputs["video_num_frames"].tolist() == [8]
+    # 2 s at 4 fps = 8 frames, at indices floor(j * 30 / 8), as Transformers samples uniformly
+    assert inputs["video_timestamps"].tolist() == pytest.approx([j * 30 // 8 / 15 for j in range(8)])
 
 
 def test_timestamps_in_prompt_follow_fila_wording(tiny, demo_video):

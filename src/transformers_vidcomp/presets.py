@@ -24,10 +24,10 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "baseline": Preset(
         name="baseline",
-        description="uniform sampling of 16 frames, then LLaVA-OneVision's 2x2 bilinear pooling of each frame",
+        description="uniform sampling of 16 of the frames decoded at 4 fps, then LLaVA-OneVision's 2x2 bilinear pooling of each frame",
         sampler_config={"model_type": "vidcomp_uniform_sampler", "num_frames": 16},
         compressor_config={"model_type": "vidcomp_spatial_pool_compressor", "stride": 2, "mode": "bilinear"},
-        video_processor_kwargs={"fps": 2.0, "num_frames": 64},
+        video_processor_kwargs={"fps": 4.0, "num_frames": 64},
     ),
 }
 
