@@ -173,3 +173,10 @@ def test_flash_attention_flag_is_declared_and_selectable_only_with_the_kernel(ti
     if not torch.cuda.is_available():
         with pytest.raises((ImportError, ValueError)):
             model.set_attn_implementation("flash_attention_2")
+
+
+def test_frames_without_timestamps_are_taken_one_second_apart(tiny):
+    model, _ = tiny
+    features = model.model.get_video_features(torch.randn(5, 3, 64, 64), torch.tensor([3, 2]))
+    assert features.token_timestamps.view(5, 16)[:, 0].tolist() == [0.0, 1.0, 2.0, 0.0, 1.0]
+    assert features.token_frame_index.view(5, 16)[:, 0].tolist() == [0, 1, 2, 0, 1]

@@ -180,11 +180,12 @@ class VidCompModel(VidCompPreTrainedModel):
         if video_num_frames is None:
             raise InvalidVideoInputError("video_num_frames is required with pixel_values_videos.")
         video_num_frames = torch.as_tensor(video_num_frames, device=pixel_values_videos.device)
-        if video_timestamps is None:
-            video_timestamps = PackedFrames(
-                pixel_values_videos, video_num_frames, torch.zeros(pixel_values_videos.shape[0])
-            ).position_in_video()
+        known_times = video_timestamps is not None
+        if not known_times:
+            video_timestamps = torch.zeros(pixel_values_videos.shape[0], device=pixel_values_videos.device)
         frames = PackedFrames(pixel_values_videos, video_num_frames, video_timestamps)
+        if not known_times:
+            frames.timestamps = frames.position_in_video().float()
         frame_features = None
         if self.sampler.needs_frame_features:
             frame_features = frames.with_values(self.encode_frames(frames.values))
