@@ -1,10 +1,22 @@
-r"""The `vidcomp` command: `methods`, `create-tiny` and `demo`."""
+r"""The `vidcomp` command: `methods`, `create-tiny`, `demo`, `convert` and `export`."""
 
 import argparse
 import sys
 from pathlib import Path
 
-from .conversion.writer import OutputExistsError
+from .conversion import (
+    CONVERTERS,
+    CheckpointKeysError,
+    CheckpointReadError,
+    CheckpointShapeError,
+    ExportReport,
+    LayoutError,
+    NotAVidCompCheckpointError,
+    OutputExistsError,
+    PublishError,
+    UnknownConverterError,
+    VerificationError,
+)
 from .modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, InvalidVideoInputError, TokenBudgetError
 from .presets import PRESETS, UnknownPresetError
 from .processors import VideoDecodeError
@@ -13,13 +25,21 @@ from .training import UnknownStageError
 
 # Errors that mean the user asked for something impossible: reported in one line, without a traceback.
 USER_ERRORS = (
+    CheckpointKeysError,
+    CheckpointReadError,
+    CheckpointShapeError,
     FileNotFoundError,
     ImportError,
     InvalidVideoInputError,
+    LayoutError,
+    NotAVidCompCheckpointError,
     OutputExistsError,
+    PublishError,
     TokenBudgetError,
+    UnknownConverterError,
     UnknownPresetError,
     UnknownStageError,
+    VerificationError,
     VideoDecodeError,
 )
 
@@ -49,6 +69,57 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nwrote {Path(args.out) / 'report.json'} and {Path(args.out) / 'contact_sheet.png'}")
 
 
+def print_export_report(report: ExportReport) -> None:
+    for key in report.dropped_keys:
+        print(f"left out by the layout: {key}")
+    for name, size in report.files.items():
+        print(f"  {name:<40}{size:>14,} bytes")
+    print(f"verified: reloaded with trust_remote_code, max |logit difference| = {report.max_logit_difference:.3g}")
+    if report.dry_run:
+        print(f"dry run: nothing written to {report.out_dir}" + (f", nothing pushed to {report.repo_id}" if report.repo_id else ""))
+        return
+    print(f"wrote {report.out_dir}")
+    if report.commit is not None:
+        print(f"pushed to {report.commit.commit_url}" + (f" (pull request {report.commit.pr_url})" if report.commit.pr_url else ""))
+
+
+def export_options(args: argparse.Namespace) -> dict:
+    return dict(
+        overwrite=args.overwrite,
+        max_shard_size=args.max_shard_size,
+        push_to_hub=args.push_to_hub,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        dry_run=args.dry_run,
+    )
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from .conversion import export_checkpoint, get_converter
+
+    converted = get_converter(args.kind).convert(args.source)
+    print_export_report(export_checkpoint(converted, args.out_dir, **export_options(args)))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .conversion import LocalCheckpointExporter, export_checkpoint
+
+    converted = LocalCheckpointExporter().convert(args.checkpoint_dir)
+    print_export_report(export_checkpoint(converted, args.out_dir, **export_options(args)))
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", help="the Hub-ready folder to write (atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
+    parser.add_argument("--max-shard-size", default="5GB", help="shard the safetensors weights above this size")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the verified folder to this Hub repository")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    parser.add_argument("--revision", help="the branch to push to (created if missing)")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--dry-run", action="store_true", help="convert and verify in a scratch folder; keep and push nothing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidcomp", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--question", default="What happens in this video?")
     demo.add_argument("--out", default="vidcomp-demo", help="folder for report.json and contact_sheet.png")
     demo.set_defaults(run=cmd_demo)
+
+    kinds = ", ".join(f"{kind} ({cls.description})" for kind, cls in sorted(CONVERTERS.items())) or "none yet"
+    convert = commands.add_parser(
+        "convert",
+        help="convert a published checkpoint into a verified, Hub-ready folder of ours",
+        description=f"Source kinds: {kinds}.",
+    )
+    convert.add_argument("kind", help="the source format")
+    convert.add_argument("source", help="the source checkpoint: a folder or a weights file")
+    add_export_arguments(convert)
+    convert.set_defaults(run=cmd_convert)
+
+    export = commands.add_parser("export", help="make a local checkpoint of ours Hub-ready: card, remote code, verified")
+    export.add_argument("checkpoint_dir")
+    add_export_arguments(export)
+    export.set_defaults(run=cmd_export)
     return parser
 
 

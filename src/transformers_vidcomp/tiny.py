@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, Qwen2Tokenizer
 
+from .conversion.cards import CardInfo, render_model_card
 from .conversion.writer import save_checkpoint
 from .modeling import VidCompConfig, VidCompForConditionalGeneration
 from .presets import get_preset
@@ -109,4 +110,9 @@ def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompFor
 def create_tiny_checkpoint(out_dir: str | os.PathLike, preset_name: str = "baseline", overwrite: bool = False) -> Path:
     """Writes a tiny checkpoint of `preset_name` to `out_dir` (atomically), ready for `from_pretrained`."""
     model, processor = build_tiny(preset_name)
-    return save_checkpoint(model, processor, out_dir, overwrite=overwrite)
+    info = CardInfo(
+        source=f"A tiny checkpoint of the `{preset_name}` preset, written by `vidcomp create-tiny` for tests and demos.",
+        trained=False,
+    )
+    card = render_model_card(model, processor, info, repo_id=Path(out_dir).name)
+    return save_checkpoint(model, processor, out_dir, overwrite=overwrite, model_card=card)

@@ -1,5 +1,68 @@
-"""Writing checkpoint folders: atomic output, Hub-ready files. Converters for published checkpoints live here."""
+r"""
+Conversion and publishing: source layouts as data, strict key checking, Hub-ready folders with model cards,
+verification in a clean interpreter, and upload to the Hub.
 
-from .writer import OutputExistsError, atomic_output_dir, save_checkpoint
+    source files --read_state_dict--> tensors --apply_layout--> our keys --check_state_dict--> model
+    model --write_checkpoint_files + render_model_card--> staging folder --verify_checkpoint--> OUT --push_checkpoint--> Hub
+"""
 
-__all__ = ["OutputExistsError", "atomic_output_dir", "save_checkpoint"]
+from .cards import CardInfo, TokenFigures, render_model_card, token_figures
+from .converters import (
+    CONVERTERS,
+    CheckpointConverter,
+    ConvertedCheckpoint,
+    LocalCheckpointExporter,
+    NotAVidCompCheckpointError,
+    UnknownConverterError,
+    get_converter,
+    register_converter,
+)
+from .export import ExportReport, export_checkpoint
+from .layouts import (
+    CheckpointKeysError,
+    CheckpointLayout,
+    CheckpointShapeError,
+    LayoutError,
+    apply_layout,
+    check_state_dict,
+)
+from .publish import HubOfflineError, HubPermissionError, HubTokenError, PublishError, push_checkpoint
+from .sources import CheckpointReadError, read_state_dict
+from .verify import VerificationError, verify_checkpoint
+from .writer import OutputExistsError, atomic_output_dir, save_checkpoint, write_checkpoint_files
+
+__all__ = [
+    "CONVERTERS",
+    "CardInfo",
+    "CheckpointConverter",
+    "CheckpointKeysError",
+    "CheckpointLayout",
+    "CheckpointReadError",
+    "CheckpointShapeError",
+    "ConvertedCheckpoint",
+    "ExportReport",
+    "HubOfflineError",
+    "HubPermissionError",
+    "HubTokenError",
+    "LayoutError",
+    "LocalCheckpointExporter",
+    "NotAVidCompCheckpointError",
+    "OutputExistsError",
+    "PublishError",
+    "TokenFigures",
+    "UnknownConverterError",
+    "VerificationError",
+    "apply_layout",
+    "atomic_output_dir",
+    "check_state_dict",
+    "export_checkpoint",
+    "get_converter",
+    "push_checkpoint",
+    "read_state_dict",
+    "register_converter",
+    "render_model_card",
+    "save_checkpoint",
+    "token_figures",
+    "verify_checkpoint",
+    "write_checkpoint_files",
+]

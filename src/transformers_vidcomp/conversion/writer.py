@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from huggingface_hub import ModelCard
 from transformers import PreTrainedModel, ProcessorMixin
 from transformers.dynamic_module_utils import custom_object_save
 
@@ -18,15 +19,23 @@ class OutputExistsError(FileExistsError):
     """The output folder exists and is not empty, and overwriting was not asked for."""
 
 
+def check_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuses a non-empty `out_dir` unless `overwrite`, before any work is done. Returns its absolute path."""
+    out = Path(out_dir).resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(
+            f"{str(out)!r} already exists and is not empty. Choose another folder, or pass --overwrite to replace it."
+        )
+    return out
+
+
 @contextmanager
 def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     r"""
     Yields a temporary sibling folder of `out_dir` to write into, and renames it to `out_dir` only when the block
     finishes without error. A failure removes the temporary folder, so no half-written checkpoint is ever left.
     """
-    out = Path(out_dir).resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputExistsError(f"{str(out)!r} already exists and is not empty. Choose another folder or overwrite it.")
+    out = check_output_dir(out_dir, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -43,13 +52,20 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> It
         staging.rename(out)
 
 
-def save_checkpoint(
-    model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | os.PathLike, overwrite: bool = False
-) -> Path:
+DEFAULT_MAX_SHARD_SIZE = "5GB"
+
+
+def write_checkpoint_files(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    folder: str | os.PathLike,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> None:
     r"""
-    Saves model, processor, generation config and every remote-code file into `out_dir`, atomically. The folder
-    then loads with `AutoModelForImageTextToText`, `AutoProcessor` and `pipeline("video-text-to-text")` under
-    `trust_remote_code=True`, without this package installed.
+    Writes model weights (safetensors, sharded above `max_shard_size`), config with `auto_map` and
+    `custom_pipelines`, generation config, processor with its chat template, and every remote-code file into an
+    existing `folder`. The folder then loads with `AutoModelForImageTextToText`, `AutoProcessor` and
+    `pipeline("video-text-to-text")` under `trust_remote_code=True`, without this package installed.
     """
     model.config.auto_map = {**(getattr(model.config, "auto_map", None) or {}), **COMPOSITE_AUTO_MAP}
     module = VideoTextToTextPipeline.__module__.rsplit(".", 1)[-1]
@@ -60,8 +76,22 @@ def save_checkpoint(
             "type": "multimodal",
         }
     }
+    model.save_pretrained(folder, max_shard_size=max_shard_size)
+    processor.save_pretrained(folder)
+    custom_object_save(VideoTextToTextPipeline, folder)
+
+
+def save_checkpoint(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    model_card: ModelCard | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
+    """`write_checkpoint_files` plus an optional `README.md` model card, atomically into `out_dir`."""
     with atomic_output_dir(out_dir, overwrite=overwrite) as staging:
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        custom_object_save(VideoTextToTextPipeline, staging)
+        write_checkpoint_files(model, processor, staging, max_shard_size)
+        if model_card is not None:
+            model_card.save(staging / "README.md")
     return Path(out_dir)

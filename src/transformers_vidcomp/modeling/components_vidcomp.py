@@ -258,6 +258,10 @@ class VidCompSampler(VidCompComponent):
 
     needs_frame_features: ClassVar[bool] = False
 
+    def max_kept_frames(self, num_frames: int) -> int:
+        """The most frames this sampler keeps of a video of `num_frames` frames, whatever their content."""
+        raise NotImplementedError
+
     def forward(
         self,
         frames: PackedFrames,
@@ -286,6 +290,13 @@ class VidCompCompressor(VidCompComponent):
     def output_dim(self, input_dim: int) -> int:
         """Width of the tokens this compressor returns for features of width `input_dim`."""
         return input_dim
+
+    def max_tokens(self, num_frames: int, grid_h: int, grid_w: int, token_budget: int | None = None) -> int:
+        r"""
+        The most tokens this compressor returns for one video of `num_frames` frames of `grid_h x grid_w` patches,
+        whatever their content, under `token_budget`. Model cards and budget planning rely on it.
+        """
+        raise NotImplementedError
 
     def forward(
         self,

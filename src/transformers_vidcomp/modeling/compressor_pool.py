@@ -59,6 +59,12 @@ class SpatialPoolCompressor(VidCompCompressor):
         stride = self.config.stride
         return -(-grid_h // stride), -(-grid_w // stride)
 
+    def max_tokens(self, num_frames: int, grid_h: int, grid_w: int, token_budget: int | None = None) -> int:
+        pooled_h, pooled_w = self.pooled_grid(grid_h, grid_w)
+        tokens_per_frame = pooled_h * pooled_w
+        frames = num_frames if token_budget is None else min(num_frames, token_budget // tokens_per_frame)
+        return frames * tokens_per_frame
+
     def forward(
         self,
         features: PackedFrames,

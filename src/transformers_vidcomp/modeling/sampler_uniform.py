@@ -50,6 +50,9 @@ class UniformSampler(VidCompSampler):
         super().__init__(config)
         self.post_init()
 
+    def max_kept_frames(self, num_frames: int) -> int:
+        return num_frames if self.config.num_frames is None else min(num_frames, self.config.num_frames)
+
     def forward(
         self,
         frames: PackedFrames,

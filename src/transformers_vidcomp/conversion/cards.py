@@ -1,0 +1,161 @@
+r"""
+Model cards rendered from the templates in `model_cards/`, with every figure computed from the checkpoint.
+
+The template is the preset whose sampler and compressor the checkpoint uses (`baseline.md`, ...), or `custom.md`
+for any other combination. The YAML front matter is built with huggingface_hub's `ModelCardData`.
+"""
+
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+from huggingface_hub import ModelCard, ModelCardData
+from transformers import ProcessorMixin
+
+from ..modeling import VidCompForConditionalGeneration
+from ..presets import PRESETS
+
+
+DEFAULT_TAGS = ("video-llm", "video-text-to-text", "token-compression", "transformers-vidcomp")
+# Marks randomly initialised checkpoints, so a later `vidcomp export` of one still says so.
+RANDOM_WEIGHTS_TAG = "random-weights"
+
+
+@dataclass
+class CardInfo:
+    r"""
+    What a card says that the checkpoint itself cannot: where the weights came from and under which terms.
+
+    Args:
+        source: one sentence on the weights' origin, for example "Converted from `Vision-CAIR/LongVU_Qwen2_7B`."
+        base_model: Hub ids of the models the weights derive from.
+        license: an SPDX-style Hub license id.
+        datasets: Hub ids of the training datasets, where known.
+        extra_tags: tags added to the defaults.
+        trained: False for randomly initialised weights, which the card then says loudly.
+    """
+
+    source: str
+    base_model: list[str] = field(default_factory=list)
+    license: str = "apache-2.0"
+    datasets: list[str] = field(default_factory=list)
+    extra_tags: list[str] = field(default_factory=list)
+    trained: bool = True
+
+
+@dataclass(frozen=True)
+class TokenFigures:
+    r"""The worst case of one video's path to the LLM, from the checkpoint's config and processor."""
+
+    decode_fps: float | None
+    max_decoded_frames: int
+    max_kept_frames: int
+    grid_h: int
+    grid_w: int
+    tokens_per_video: int
+    token_budget: int | None
+
+    @property
+    def patch_tokens(self) -> int:
+        """What the LLM would read without sampling or compression: every patch of every decoded frame."""
+        return self.max_decoded_frames * self.grid_h * self.grid_w
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.patch_tokens / self.tokens_per_video
+
+
+def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMixin) -> TokenFigures:
+    r"""
+    Computes the tokens one video costs from the sampler's and compressor's own bounds, for the longest video the
+    processor lets through (its frame cap).
+    """
+    config = model.config
+    video_processor = processor.video_processor
+    patch_size = config.vision_config.patch_size
+    size = video_processor.size
+    grid_h, grid_w = size["height"] // patch_size, size["width"] // patch_size
+    max_decoded = video_processor.num_frames
+    kept = model.model.sampler.max_kept_frames(max_decoded)
+    tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=config.video_token_budget)
+    return TokenFigures(
+        decode_fps=video_processor.fps,
+        max_decoded_frames=max_decoded,
+        max_kept_frames=kept,
+        grid_h=grid_h,
+        grid_w=grid_w,
+        tokens_per_video=tokens,
+        token_budget=config.video_token_budget,
+    )
+
+
+def card_template_name(model: VidCompForConditionalGeneration) -> str:
+    """The preset whose sampler and compressor this model runs, or `custom`."""
+    sampler = model.config.sampler_config.model_type
+    compressor = model.config.compressor_config.model_type
+    for name, preset in PRESETS.items():
+        if (preset.sampler_config["model_type"], preset.compressor_config["model_type"]) == (sampler, compressor):
+            return name
+    return "custom"
+
+
+def templates_dir() -> Path:
+    r"""
+    `model_cards/` of the source tree (editable installs), or its copy inside the installed package (wheels).
+    """
+    packaged = Path(str(importlib.resources.files("transformers_vidcomp"))) / "model_cards"
+    source_tree = Path(__file__).resolve().parents[3] / "model_cards"
+    for candidate in (packaged, source_tree):
+        if (candidate / "_base.md").is_file():
+            return candidate
+    raise FileNotFoundError(f"Model card templates not found in {packaged} or {source_tree}; reinstall the package.")
+
+
+def render_model_card(
+    model: VidCompForConditionalGeneration,
+    processor: ProcessorMixin,
+    info: CardInfo,
+    repo_id: str | None = None,
+    template: str | None = None,
+) -> ModelCard:
+    r"""
+    Renders the card of a checkpoint.
+
+    Args:
+        model: the model being written, whose config gives every figure.
+        processor: its processor, which gives the decoding rate and frame cap.
+        info: provenance and license.
+        repo_id: the Hub id used in the usage snippets; a placeholder without it.
+        template: a template name in `model_cards/`; chosen from the model's methods by default.
+    """
+    template = template or card_template_name(model)
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="video-text-to-text",
+        base_model=info.base_model or None,
+        license=info.license,
+        datasets=info.datasets or None,
+        tags=[*DEFAULT_TAGS, *info.extra_tags, *([] if info.trained else [RANDOM_WEIGHTS_TAG])],
+    )
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    config = model.config
+    body = environment.get_template(f"{template}.md").render(
+        repo_id=repo_id or "YOUR_NAMESPACE/YOUR_MODEL",
+        info=info,
+        figures=token_figures(model, processor),
+        sampler=config.sampler_config,
+        compressor=config.compressor_config,
+        sampler_class=type(model.model.sampler).__name__,
+        compressor_class=type(model.model.compressor).__name__,
+        vision=config.vision_config,
+        text=config.text_config,
+        num_parameters=model.num_parameters(),
+    )
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
