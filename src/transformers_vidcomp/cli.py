@@ -9,7 +9,7 @@ from .conversion import (
     CheckpointKeysError,
     CheckpointReadError,
     CheckpointShapeError,
-    ExportReport,
+    ConvertedCheckpoint,
     LayoutError,
     NotAVidCompCheckpointError,
     OutputExistsError,
@@ -69,44 +69,43 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nwrote {Path(args.out) / 'report.json'} and {Path(args.out) / 'contact_sheet.png'}")
 
 
-def print_export_report(report: ExportReport) -> None:
+def write_and_publish(converted: ConvertedCheckpoint, args: argparse.Namespace) -> None:
+    from .conversion import export_checkpoint, push_checkpoint
+
+    report = export_checkpoint(
+        converted,
+        args.out_dir,
+        overwrite=args.overwrite,
+        max_shard_size=args.max_shard_size,
+        repo_id=args.push_to_hub,
+        dry_run=args.dry_run,
+    )
     for key in report.dropped_keys:
         print(f"left out by the layout: {key}")
     for name, size in report.files.items():
         print(f"  {name:<40}{size:>14,} bytes")
     print(f"verified: reloaded with trust_remote_code, max |logit difference| = {report.max_logit_difference:.3g}")
     if report.dry_run:
-        print(f"dry run: nothing written to {report.out_dir}" + (f", nothing pushed to {report.repo_id}" if report.repo_id else ""))
+        print(f"dry run: nothing written to {report.out_dir}" + (f" or pushed to {args.push_to_hub}" if args.push_to_hub else ""))
         return
     print(f"wrote {report.out_dir}")
-    if report.commit is not None:
-        print(f"pushed to {report.commit.commit_url}" + (f" (pull request {report.commit.pr_url})" if report.commit.pr_url else ""))
-
-
-def export_options(args: argparse.Namespace) -> dict:
-    return dict(
-        overwrite=args.overwrite,
-        max_shard_size=args.max_shard_size,
-        push_to_hub=args.push_to_hub,
-        private=args.private,
-        revision=args.revision,
-        create_pr=args.create_pr,
-        dry_run=args.dry_run,
-    )
+    if args.push_to_hub:
+        commit = push_checkpoint(
+            report.out_dir, args.push_to_hub, private=args.private, revision=args.revision, create_pr=args.create_pr
+        )
+        print(f"pushed to {commit.commit_url}" + (f" (pull request {commit.pr_url})" if commit.pr_url else ""))
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from .conversion import export_checkpoint, get_converter
+    from .conversion import get_converter
 
-    converted = get_converter(args.kind).convert(args.source)
-    print_export_report(export_checkpoint(converted, args.out_dir, **export_options(args)))
+    write_and_publish(get_converter(args.kind).convert(args.source), args)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .conversion import LocalCheckpointExporter, export_checkpoint
+    from .conversion import LocalCheckpointExporter
 
-    converted = LocalCheckpointExporter().convert(args.checkpoint_dir)
-    print_export_report(export_checkpoint(converted, args.out_dir, **export_options(args)))
+    write_and_publish(LocalCheckpointExporter().convert(args.checkpoint_dir), args)
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:

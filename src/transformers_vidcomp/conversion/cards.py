@@ -116,7 +116,7 @@ def render_model_card(
     model: VidCompForConditionalGeneration,
     processor: ProcessorMixin,
     info: CardInfo,
-    repo_id: str | None = None,
+    repo_id: str,
     template: str | None = None,
 ) -> ModelCard:
     r"""
@@ -126,7 +126,7 @@ def render_model_card(
         model: the model being written, whose config gives every figure.
         processor: its processor, which gives the decoding rate and frame cap.
         info: provenance and license.
-        repo_id: the Hub id used in the usage snippets; a placeholder without it.
+        repo_id: the Hub id (or local folder) the usage snippets load from.
         template: a template name in `model_cards/`; chosen from the model's methods by default.
     """
     template = template or card_template_name(model)
@@ -147,7 +147,7 @@ def render_model_card(
     )
     config = model.config
     body = environment.get_template(f"{template}.md").render(
-        repo_id=repo_id or "YOUR_NAMESPACE/YOUR_MODEL",
+        repo_id=repo_id,
         info=info,
         figures=token_figures(model, processor),
         sampler=config.sampler_config,

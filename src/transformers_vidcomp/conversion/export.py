@@ -1,9 +1,9 @@
 r"""
-Writing a converted model as a Hub-ready folder: files, card, verification, then (optionally) the upload.
+Writing a converted model as a Hub-ready folder: files, card, verification.
 
 The order is the safety rule: everything is written into a temporary sibling of the output folder and verified
 there; only a folder that reloads and reproduces the source's logits is renamed into place, and only a folder in
-place is uploaded. A dry run does the same in a throwaway folder and uploads nothing.
+place is then uploaded (`push_checkpoint`). A dry run does the same in a throwaway folder.
 """
 
 import os
@@ -11,11 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import CommitInfo
-
 from .cards import render_model_card
 from .converters import ConvertedCheckpoint
-from .publish import push_checkpoint
 from .verify import verify_checkpoint
 from .writer import DEFAULT_MAX_SHARD_SIZE, atomic_output_dir, check_output_dir, write_checkpoint_files
 
@@ -30,8 +27,7 @@ class ExportReport:
         files: file names and sizes in bytes.
         max_logit_difference: verification's largest absolute logit difference.
         dropped_keys: source keys the layout deliberately left out.
-        dry_run: nothing was kept or uploaded.
-        commit: the Hub commit, when pushed.
+        dry_run: the folder was verified in a scratch location and not kept.
     """
 
     out_dir: Path
@@ -39,8 +35,6 @@ class ExportReport:
     max_logit_difference: float
     dropped_keys: list[str] = field(default_factory=list)
     dry_run: bool = False
-    repo_id: str | None = None
-    commit: CommitInfo | None = None
 
 
 def export_checkpoint(
@@ -48,23 +42,21 @@ def export_checkpoint(
     out_dir: str | os.PathLike,
     overwrite: bool = False,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
-    push_to_hub: str | None = None,
-    private: bool = False,
-    revision: str | None = None,
-    create_pr: bool = False,
+    repo_id: str | None = None,
     dry_run: bool = False,
 ) -> ExportReport:
     r"""
-    Writes `converted` into `out_dir` with its card, verifies the folder in a clean interpreter, then uploads it to
-    `push_to_hub` if given.
+    Writes `converted` into `out_dir` with its card, and verifies the folder in a clean interpreter before it
+    takes `out_dir`'s place. `repo_id` is the Hub id the card's snippets load from (the folder name by default).
 
     Raises:
         OutputExistsError: `out_dir` is not empty and `overwrite` is false.
         VerificationError: the folder does not reproduce the model; nothing is left behind.
-        PublishError: the upload failed; the folder stays in place.
     """
     check_output_dir(out_dir, overwrite)
-    card = render_model_card(converted.model, converted.processor, converted.card, repo_id=push_to_hub)
+    card = render_model_card(
+        converted.model, converted.processor, converted.card, repo_id=repo_id or Path(out_dir).name
+    )
     with tempfile.TemporaryDirectory(prefix="vidcomp-dry-run-") as scratch:
         target = Path(scratch) / Path(out_dir).name if dry_run else Path(out_dir)
         with atomic_output_dir(target, overwrite=overwrite) as staging:
@@ -72,14 +64,10 @@ def export_checkpoint(
             card.save(staging / "README.md")
             difference = verify_checkpoint(staging, converted.model, converted.processor)
             files = {path.name: path.stat().st_size for path in sorted(staging.iterdir())}
-    report = ExportReport(
+    return ExportReport(
         out_dir=Path(out_dir).resolve(),
         files=files,
         max_logit_difference=difference,
         dropped_keys=converted.dropped_keys,
         dry_run=dry_run,
-        repo_id=push_to_hub,
     )
-    if push_to_hub and not dry_run:
-        report.commit = push_checkpoint(out_dir, push_to_hub, private=private, revision=revision, create_pr=create_pr)
-    return report
