@@ -138,3 +138,27 @@ def test_components_round_trip_through_automodel(component, tmp_path):
     loaded = AutoModel.from_pretrained(tmp_path)
     assert type(loaded) is type(component)
     assert loaded.config.to_diff_dict() == component.config.to_diff_dict()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    num_frames=st.one_of(st.none(), st.integers(1, 20)),
+    fps=st.one_of(st.none(), st.floats(0.5, 12.0)),
+    stride=st.integers(1, 4),
+    grid=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    budget=st.one_of(st.none(), st.integers(81, 2000)),
+)
+def test_max_kept_frames_and_max_tokens_are_the_exact_worst_case(counts, num_frames, fps, stride, grid, budget):
+    # Model cards print these bounds, so for content-blind methods they must be exactly what a video produces.
+    if num_frames is None and fps is None:
+        num_frames = 8
+    sampler = UniformSampler(UniformSamplerConfig(num_frames=num_frames, fps=fps))
+    compressor = SpatialPoolCompressor(SpatialPoolCompressorConfig(stride=stride))
+    frames = packed(counts, shape=(*grid, 2), fps=fps or 1.0)  # one frame per sampling interval: nothing to skip
+    kept = sampler(frames).keep_mask
+    assert frames.count_per_video(kept).tolist() == [sampler.max_kept_frames(n) for n in counts]
+    features = frames.select(kept)
+    out = compressor(features, token_budget=budget)
+    expected = [compressor.max_tokens(int(n), *grid, token_budget=budget) for n in features.frame_counts]
+    assert out.token_counts.tolist() == expected

@@ -3,6 +3,7 @@
 import datetime
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -356,3 +357,15 @@ def test_output_exists_error_is_raised_before_any_work(tiny, tmp_path):
     (out / "x").write_text("x")
     with pytest.raises(OutputExistsError):
         export_checkpoint(ConvertedCheckpoint(model, processor, CardInfo(source="t")), out)
+
+
+def test_the_cards_usage_snippets_run(tiny_checkpoint, demo_video, tmp_path):
+    # The snippets load "tiny-baseline" (the folder's own name) and read clip.mp4 from the working directory.
+    shutil.copytree(tiny_checkpoint, tmp_path / tiny_checkpoint.name)
+    shutil.copy(demo_video[0], tmp_path / "clip.mp4")
+    card = (tmp_path / tiny_checkpoint.name / "README.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    assert len(snippets) == 3  # AutoModel + processor, pipeline, Trainer
+    program = "\n".join(snippets).replace('"out"', '"out", max_steps=2, use_cpu=True, report_to=[]')
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]

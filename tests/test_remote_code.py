@@ -29,7 +29,8 @@ SCRIPT = textwrap.dedent(
         "model_class": type(model).__name__,
         "processor_class": type(processor).__name__,
         "sampler_class": type(sampler).__name__,
-        "modules": sorted(m for m in sys.modules if "vidcomp" in m and sys.modules[m] is not None),
+        "modules": sorted(m for m in sys.modules if "vidcomp" in m and sys.modules[m] is not None
+                        and not m.startswith("__editable__")),  # setuptools' editable-install finder
     }))
     """
 )

@@ -15,6 +15,9 @@ from .components_vidcomp import (
 )
 
 
+INTERVAL_SLACK = 1e-2
+
+
 @strict
 class UniformSamplerConfig(PreTrainedConfig):
     r"""
@@ -64,7 +67,10 @@ class UniformSampler(VidCompSampler):
         if self.config.fps is not None:
             start_time = torch.full((frames.num_videos,), float("inf"), device=video.device)
             start_time = start_time.scatter_reduce(0, video, frames.timestamps, reduce="amin")
-            interval = torch.floor((frames.timestamps - start_time[video]) * self.config.fps).long()
+            # Timestamps are float32: a frame exactly on an interval boundary (decoded at the sampling rate) can land a
+            # hair below it, more so an hour into a video. A slack of 1% of an interval keeps it in its own interval.
+            elapsed = (frames.timestamps - start_time[video]).double() * self.config.fps
+            interval = torch.floor(elapsed + INTERVAL_SLACK).long()
             # Frames arrive in time order, so the first frame of an interval is the one whose predecessor lies in
             # another interval or another video.
             first_of_interval = torch.ones_like(keep)
