@@ -369,3 +369,39 @@ def test_the_cards_usage_snippets_run(tiny_checkpoint, demo_video, tmp_path):
     program = "\n".join(snippets).replace('"out"', '"out", max_steps=2, use_cpu=True, report_to=[]')
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_export_then_push_through_the_cli_up_to_the_network_call(tiny_checkpoint, tmp_path, online, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+
+    from transformers_vidcomp.conversion import verify_checkpoint
+
+    uploads = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "create_branch", lambda self, repo_id, **kw: None)
+
+    def upload_folder(self, **kwargs):
+        uploads.append({**kwargs, "files": sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())})
+        return SimpleNamespace(commit_url="https://huggingface.co/me/tiny/commit/abc", pr_url=None)
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    out = tmp_path / "tiny"
+    assert main(["export", str(tiny_checkpoint), str(out), "--push-to-hub", "me/tiny", "--revision", "v1"]) == 0
+    assert "pushed to https://huggingface.co/me/tiny/commit/abc" in capsys.readouterr().out
+    (upload,) = uploads
+    assert upload["repo_id"] == "me/tiny" and upload["revision"] == "v1" and Path(upload["folder_path"]) == out
+    assert {"README.md", "config.json", "model.safetensors", "modeling_vidcomp.py"} <= set(upload["files"])
+    # The uploaded folder passes its own verification against a model loaded from it.
+    model = VidCompForConditionalGeneration.from_pretrained(out)
+    from transformers_vidcomp.processors import VidCompProcessor
+
+    assert verify_checkpoint(out, model, VidCompProcessor.from_pretrained(out)) <= 1e-5
+
+
+def test_unknown_converter_kind_is_a_one_line_error(tmp_path, capsys):
+    assert main(["convert", "no-such-kind", str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "No converter for 'no-such-kind'. Available:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -52,6 +52,11 @@ def cmd_methods(args: argparse.Namespace) -> None:
     print("presets:")
     for name, preset in PRESETS.items():
         print(f"  {name:<36}{preset.description}")
+    print("converters (vidcomp convert KIND):")
+    for kind, converter in sorted(CONVERTERS.items()):
+        print(f"  {kind:<36}{converter.description}")
+    if not CONVERTERS:
+        print("  (none registered)")
 
 
 def cmd_create_tiny(args: argparse.Namespace) -> None:

@@ -35,8 +35,9 @@ RELOAD_SCRIPT = textwrap.dedent(
     from safetensors.torch import save_file
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    folder, video, question, out = sys.argv[1:5]
-    model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    folder, video, question, dtype, out = sys.argv[1:6]
+    model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True, dtype=getattr(torch, dtype))
+    model.eval()
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     messages = [{"role": "user", "content": [{"type": "video", "path": video}, {"type": "text", "text": question}]}]
     inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
@@ -99,7 +100,10 @@ def verify_checkpoint(
         # A private module cache: code cached from an earlier folder of the same name must not stand in for ours.
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(work / "modules")}
         result = subprocess.run(
-            [sys.executable, "-c", RELOAD_SCRIPT, str(folder), str(video), VERIFICATION_QUESTION, str(out)],
+            [
+                sys.executable, "-c", RELOAD_SCRIPT,
+                str(folder), str(video), VERIFICATION_QUESTION, str(model.dtype).removeprefix("torch."), str(out),
+            ],
             capture_output=True, text=True, env=env, cwd=work, timeout=timeout,
         )
         if result.returncode != 0:
