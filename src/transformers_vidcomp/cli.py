@@ -11,12 +11,15 @@ from .conversion import (
     CheckpointShapeError,
     ConvertedCheckpoint,
     LayoutError,
+    ModelCardError,
     NotAVidCompCheckpointError,
     OutputExistsError,
     PublishError,
     UnknownConverterError,
     VerificationError,
 )
+from .conversion.cards import ModelCardError
+from .conversion.writer import DEFAULT_MAX_SHARD_SIZE
 from .modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, InvalidVideoInputError, TokenBudgetError
 from .presets import PRESETS, UnknownPresetError
 from .processors import VideoDecodeError
@@ -32,6 +35,7 @@ USER_ERRORS = (
     ImportError,
     InvalidVideoInputError,
     LayoutError,
+    ModelCardError,
     NotAVidCompCheckpointError,
     OutputExistsError,
     PublishError,
@@ -44,6 +48,10 @@ USER_ERRORS = (
 )
 
 
+def converter_kinds() -> list[tuple[str, str]]:
+    return [(kind, converter.description) for kind, converter in sorted(CONVERTERS.items())]
+
+
 def cmd_methods(args: argparse.Namespace) -> None:
     for kind, registry in (("samplers", SAMPLER_REGISTRY), ("compressors", COMPRESSOR_REGISTRY)):
         print(f"{kind}:")
@@ -53,10 +61,8 @@ def cmd_methods(args: argparse.Namespace) -> None:
     for name, preset in PRESETS.items():
         print(f"  {name:<36}{preset.description}")
     print("converters (vidcomp convert KIND):")
-    for kind, converter in sorted(CONVERTERS.items()):
-        print(f"  {kind:<36}{converter.description}")
-    if not CONVERTERS:
-        print("  (none registered)")
+    for kind, description in converter_kinds() or [("(none registered)", "")]:
+        print(f"  {kind:<36}{description}")
 
 
 def cmd_create_tiny(args: argparse.Namespace) -> None:
@@ -74,8 +80,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nwrote {Path(args.out) / 'report.json'} and {Path(args.out) / 'contact_sheet.png'}")
 
 
+def check_request(args: argparse.Namespace) -> None:
+    """What can be refused before any work: a taken output folder, a malformed repository id."""
+    from .conversion import check_output_dir, check_repo_id
+
+    check_output_dir(args.out_dir, args.overwrite)
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)
+
+
 def write_and_publish(converted: ConvertedCheckpoint, args: argparse.Namespace) -> None:
-    from .conversion import export_checkpoint, push_checkpoint
+    r"""
+    Writes and verifies the folder, prints what is in it, then pushes it. A failed push leaves the folder, so the
+    conversion's work is never lost.
+    """
+    from .conversion import check_push_ready, export_checkpoint, push_checkpoint
 
     report = export_checkpoint(
         converted,
@@ -91,7 +110,13 @@ def write_and_publish(converted: ConvertedCheckpoint, args: argparse.Namespace) 
         print(f"  {name:<40}{size:>14,} bytes")
     print(f"verified: reloaded with trust_remote_code, max |logit difference| = {report.max_logit_difference:.3g}")
     if report.dry_run:
-        print(f"dry run: nothing written to {report.out_dir}" + (f" or pushed to {args.push_to_hub}" if args.push_to_hub else ""))
+        print(f"dry run: nothing written to {report.out_dir}")
+        if args.push_to_hub:
+            try:
+                check_push_ready(args.push_to_hub)
+                print(f"dry run: would push to {args.push_to_hub}")
+            except PublishError as error:
+                print(f"dry run: pushing would fail: {error}")
         return
     print(f"wrote {report.out_dir}")
     if args.push_to_hub:
@@ -102,21 +127,28 @@ def write_and_publish(converted: ConvertedCheckpoint, args: argparse.Namespace) 
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    """`vidcomp convert KIND SRC OUT`: a registered converter's source, written Hub-ready."""
     from .conversion import get_converter
 
-    write_and_publish(get_converter(args.kind).convert(args.source), args)
+    converter = get_converter(args.kind)
+    check_request(args)
+    write_and_publish(converter.convert(args.source), args)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    """`vidcomp export DIR OUT`: one of our own checkpoints, written Hub-ready."""
     from .conversion import LocalCheckpointExporter
 
+    check_request(args)
     write_and_publish(LocalCheckpointExporter().convert(args.checkpoint_dir), args)
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="the Hub-ready folder to write (atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
-    parser.add_argument("--max-shard-size", default="5GB", help="shard the safetensors weights above this size")
+    parser.add_argument(
+        "--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help="shard the safetensors weights above this size"
+    )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the verified folder to this Hub repository")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
     parser.add_argument("--revision", help="the branch to push to (created if missing)")
@@ -144,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="vidcomp-demo", help="folder for report.json and contact_sheet.png")
     demo.set_defaults(run=cmd_demo)
 
-    kinds = ", ".join(f"{kind} ({cls.description})" for kind, cls in sorted(CONVERTERS.items())) or "none yet"
+    kinds = ", ".join(f"{kind} ({description})" for kind, description in converter_kinds()) or "none registered"
     convert = commands.add_parser(
         "convert",
         help="convert a published checkpoint into a verified, Hub-ready folder of ours",
@@ -163,7 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "push_to_hub", "absent") is None:
+        given = [flag for flag, value in (("--private", args.private), ("--revision", args.revision),
+                                          ("--create-pr", args.create_pr)) if value]
+        if given:
+            parser.error(f"{', '.join(given)} only apply with --push-to-hub")
     try:
         args.run(args)
     except USER_ERRORS as error:

@@ -115,4 +115,4 @@ def create_tiny_checkpoint(out_dir: str | os.PathLike, preset_name: str = "basel
         trained=False,
     )
     card = render_model_card(model, processor, info, repo_id=Path(out_dir).name)
-    return save_checkpoint(model, processor, out_dir, overwrite=overwrite, model_card=card)
+    return save_checkpoint(model, processor, out_dir, overwrite=overwrite, model_card=card).path

@@ -6,7 +6,7 @@ verification in a clean interpreter, and upload to the Hub.
     model --write_checkpoint_files + render_model_card--> staging folder --verify_checkpoint--> OUT --push_checkpoint--> Hub
 """
 
-from .cards import CardInfo, TokenFigures, render_model_card, token_figures
+from .cards import CardInfo, ModelCardError, TokenFigures, render_model_card, token_figures
 from .converters import (
     CONVERTERS,
     CheckpointConverter,
@@ -26,10 +26,25 @@ from .layouts import (
     apply_layout,
     check_state_dict,
 )
-from .publish import HubOfflineError, HubPermissionError, HubTokenError, PublishError, push_checkpoint
+from .publish import (
+    HubOfflineError,
+    HubPermissionError,
+    HubTokenError,
+    PublishError,
+    check_push_ready,
+    check_repo_id,
+    push_checkpoint,
+)
 from .sources import CheckpointReadError, read_state_dict
 from .verify import VerificationError, verify_checkpoint
-from .writer import OutputExistsError, atomic_output_dir, save_checkpoint, write_checkpoint_files
+from .writer import (
+    OutputExistsError,
+    SavedCheckpoint,
+    atomic_output_dir,
+    check_output_dir,
+    save_checkpoint,
+    write_checkpoint_files,
+)
 
 __all__ = [
     "CONVERTERS",
@@ -46,14 +61,19 @@ __all__ = [
     "HubTokenError",
     "LayoutError",
     "LocalCheckpointExporter",
+    "ModelCardError",
     "NotAVidCompCheckpointError",
     "OutputExistsError",
     "PublishError",
+    "SavedCheckpoint",
     "TokenFigures",
     "UnknownConverterError",
     "VerificationError",
     "apply_layout",
     "atomic_output_dir",
+    "check_output_dir",
+    "check_push_ready",
+    "check_repo_id",
     "check_state_dict",
     "export_checkpoint",
     "get_converter",

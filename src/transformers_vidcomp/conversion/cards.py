@@ -6,6 +6,7 @@ for any other combination. The YAML front matter is built with huggingface_hub's
 """
 
 import importlib.resources
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from ..presets import PRESETS
 DEFAULT_TAGS = ("video-llm", "video-text-to-text", "token-compression", "transformers-vidcomp")
 # Marks randomly initialised checkpoints, so a later `vidcomp export` of one still says so.
 RANDOM_WEIGHTS_TAG = "random-weights"
+
+
+class ModelCardError(ValueError):
+    """The checkpoint lacks something its card must state."""
 
 
 @dataclass
@@ -48,6 +53,7 @@ class CardInfo:
 class TokenFigures:
     r"""The worst case of one video's path to the LLM, from the checkpoint's config and processor."""
 
+    video: str
     decode_fps: float | None
     max_decoded_frames: int
     max_kept_frames: int
@@ -66,21 +72,36 @@ class TokenFigures:
         return self.patch_tokens / self.tokens_per_video
 
 
+# Without a frame cap in the processor, the card describes an hour of video, the long end of what users bring.
+REFERENCE_SECONDS = 3600
+
+
 def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMixin) -> TokenFigures:
     r"""
     Computes the tokens one video costs from the sampler's and compressor's own bounds, for the longest video the
-    processor lets through (its frame cap).
+    processor lets through (its frame cap), or for an hour of video at the processor's rate if it has no cap.
     """
     config = model.config
     video_processor = processor.video_processor
     patch_size = config.vision_config.patch_size
     size = video_processor.size
     grid_h, grid_w = size["height"] // patch_size, size["width"] // patch_size
-    max_decoded = video_processor.num_frames
+    fps, max_decoded = video_processor.fps, video_processor.num_frames
+    if max_decoded is not None:
+        video = f"the longest video the processor lets through (its {max_decoded}-frame cap)"
+    elif fps is not None:
+        max_decoded = math.ceil(fps * REFERENCE_SECONDS)
+        video = "a one-hour video (the processor has no frame cap)"
+    else:
+        raise ModelCardError(
+            "The video processor decodes every frame (no `fps`, no `num_frames`), so a card cannot state what a "
+            "video costs. Set `fps` or `num_frames` on the video processor."
+        )
     kept = model.model.sampler.max_kept_frames(max_decoded)
     tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=config.video_token_budget)
     return TokenFigures(
-        decode_fps=video_processor.fps,
+        video=video,
+        decode_fps=fps,
         max_decoded_frames=max_decoded,
         max_kept_frames=kept,
         grid_h=grid_h,
@@ -91,11 +112,12 @@ def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMi
 
 
 def card_template_name(model: VidCompForConditionalGeneration) -> str:
-    """The preset whose sampler and compressor this model runs, or `custom`."""
+    """The template of the preset whose sampler and compressor this model runs, or `custom`."""
     sampler = model.config.sampler_config.model_type
     compressor = model.config.compressor_config.model_type
     for name, preset in PRESETS.items():
-        if (preset.sampler_config["model_type"], preset.compressor_config["model_type"]) == (sampler, compressor):
+        methods = (preset.sampler_config["model_type"], preset.compressor_config["model_type"])
+        if methods == (sampler, compressor) and (templates_dir() / f"{name}.md").is_file():
             return name
     return "custom"
 

@@ -18,12 +18,16 @@ from typing import ClassVar
 import torch
 from huggingface_hub import ModelCard
 from transformers import GenerationConfig
+from transformers.utils import logging
 
 from ..modeling import VidCompConfig, VidCompForConditionalGeneration
 from ..processors import VidCompProcessor
 from .cards import RANDOM_WEIGHTS_TAG, CardInfo
-from .layouts import CheckpointKeysError, CheckpointLayout, CheckpointShapeError, apply_layout, check_state_dict
+from .layouts import CheckpointLayout, apply_layout, check_state_dict
 from .sources import read_state_dict
+
+
+logger = logging.get_logger(__name__)
 
 
 class UnknownConverterError(ValueError):
@@ -42,13 +46,13 @@ class ConvertedCheckpoint:
     Args:
         model: the loaded model, in eval mode.
         processor: its processor.
-        card: what its model card says about provenance and license.
+        card_info: what its model card says about provenance and license.
         dropped_keys: source keys the layout deliberately left out.
     """
 
     model: VidCompForConditionalGeneration
     processor: VidCompProcessor
-    card: CardInfo
+    card_info: CardInfo
     dropped_keys: list[str] = field(default_factory=list)
 
 
@@ -90,21 +94,14 @@ class CheckpointConverter(ABC):
             target = VidCompForConditionalGeneration(config)
         mapped, dropped = apply_layout(self.read_weights(source), self.layout, target)
         check_state_dict(mapped, target, source=str(source))
-        model, loading = VidCompForConditionalGeneration.from_pretrained(
-            None, config=config, state_dict=mapped, output_loading_info=True
-        )
-        # `check_state_dict` already guarantees this; a difference here means Transformers loaded something else.
-        if loading["missing_keys"] or loading["unexpected_keys"]:
-            raise CheckpointKeysError(loading["missing_keys"], loading["unexpected_keys"], str(source))
-        if loading["mismatched_keys"]:
-            raise CheckpointShapeError({key: (got, want) for key, got, want in loading["mismatched_keys"]}, str(source))
+        model = VidCompForConditionalGeneration.from_pretrained(None, config=config, state_dict=mapped)
         generation_config = self.generation_config(source, config)
         if generation_config is not None:
             model.generation_config = generation_config
         return ConvertedCheckpoint(
             model=model.eval(),
             processor=self.build_processor(source, config),
-            card=self.card_info(source, config),
+            card_info=self.card_info(source, config),
             dropped_keys=dropped,
         )
 
@@ -140,7 +137,10 @@ class LocalCheckpointExporter(CheckpointConverter):
         config_file = source / "config.json"
         if not config_file.is_file():
             raise NotAVidCompCheckpointError(f"{str(source)!r} has no config.json; `vidcomp export` takes a checkpoint folder.")
-        model_type = json.loads(config_file.read_text()).get("model_type")
+        try:
+            model_type = json.loads(config_file.read_text()).get("model_type")
+        except json.JSONDecodeError as error:
+            raise NotAVidCompCheckpointError(f"{config_file} is not valid JSON: {error}.") from error
         if model_type != VidCompConfig.model_type:
             raise NotAVidCompCheckpointError(
                 f"{str(source)!r} holds a {model_type!r} checkpoint, not a transformers-vidcomp one. Convert it with "
@@ -165,7 +165,11 @@ class LocalCheckpointExporter(CheckpointConverter):
     def card_info(self, source: Path, config: VidCompConfig) -> CardInfo:
         info = CardInfo(source=f"Exported from the local checkpoint `{source.name}` with `vidcomp export`.")
         if (source / "README.md").is_file():
-            data = ModelCard.load(source / "README.md").data
+            try:
+                data = ModelCard.load(source / "README.md").data
+            except ValueError as error:  # malformed front matter: the new card starts from the defaults
+                logger.warning(f"Ignoring the unreadable front matter of {source / 'README.md'}: {error}")
+                return info
             info.base_model = _as_list(data.base_model)
             info.license = data.license or info.license
             info.datasets = _as_list(data.datasets)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from .cards import render_model_card
 from .converters import ConvertedCheckpoint
-from .verify import verify_checkpoint
-from .writer import DEFAULT_MAX_SHARD_SIZE, atomic_output_dir, check_output_dir, write_checkpoint_files
+from .writer import DEFAULT_MAX_SHARD_SIZE, save_checkpoint
 
 
 @dataclass
@@ -53,21 +52,23 @@ def export_checkpoint(
         OutputExistsError: `out_dir` is not empty and `overwrite` is false.
         VerificationError: the folder does not reproduce the model; nothing is left behind.
     """
-    check_output_dir(out_dir, overwrite)
     card = render_model_card(
-        converted.model, converted.processor, converted.card, repo_id=repo_id or Path(out_dir).name
+        converted.model, converted.processor, converted.card_info, repo_id=repo_id or Path(out_dir).name
     )
     with tempfile.TemporaryDirectory(prefix="vidcomp-dry-run-") as scratch:
-        target = Path(scratch) / Path(out_dir).name if dry_run else Path(out_dir)
-        with atomic_output_dir(target, overwrite=overwrite) as staging:
-            write_checkpoint_files(converted.model, converted.processor, staging, max_shard_size)
-            card.save(staging / "README.md")
-            difference = verify_checkpoint(staging, converted.model, converted.processor)
-            files = {path.name: path.stat().st_size for path in sorted(staging.iterdir())}
+        saved = save_checkpoint(
+            converted.model,
+            converted.processor,
+            Path(scratch) / Path(out_dir).name if dry_run else out_dir,
+            overwrite=overwrite,
+            model_card=card,
+            max_shard_size=max_shard_size,
+            verify=True,
+        )
     return ExportReport(
         out_dir=Path(out_dir).resolve(),
-        files=files,
-        max_logit_difference=difference,
+        files=saved.files,
+        max_logit_difference=saved.max_logit_difference,
         dropped_keys=converted.dropped_keys,
         dry_run=dry_run,
     )

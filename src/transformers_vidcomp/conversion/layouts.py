@@ -123,7 +123,14 @@ def apply_layout(
         converter.add_tensor(target_key, source_key, pattern, state_dict[source_key])
     config = getattr(model, "config", None)
     for first_target_key, converter in pending.items():
+        sources = sorted(set().union(*converter.layer_targets.values()))
         for target_key, tensor in converter.convert(first_target_key, model=model, config=config).items():
+            if target_key in origin:
+                raise LayoutError(
+                    f"Layout {layout.name!r} maps {origin[target_key]!r} to {target_key!r}, which its converter also "
+                    f"builds from {sources}; fix its patterns."
+                )
+            origin[target_key] = ", ".join(sources)
             converted[target_key] = tensor[0] if isinstance(tensor, list) else tensor
     return converted, dropped
 

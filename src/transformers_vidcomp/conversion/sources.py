@@ -3,6 +3,7 @@ r"""Reading a source checkpoint's tensors: safetensors (single or sharded), or P
 import json
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -60,7 +61,8 @@ def read_state_dict(source: str | os.PathLike) -> dict[str, torch.Tensor]:
             if path.suffix == ".safetensors":
                 tensors = load_file(path)
             elif path.suffix in TORCH_SUFFIXES:
-                tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                # mmap keeps a large file out of memory, but only the zip format (torch >= 1.6) supports it.
+                tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
             else:
                 raise CheckpointReadError(f"{path} is neither safetensors nor a PyTorch weights file ({TORCH_SUFFIXES}).")
         except (SafetensorError, RuntimeError, EOFError, OSError) as error:

@@ -26,6 +26,7 @@ class VerificationError(RuntimeError):
 
 
 VERIFICATION_QUESTION = "What happens in this video?"
+VERIFICATION_SECONDS = 2
 
 RELOAD_SCRIPT = textwrap.dedent(
     """
@@ -49,12 +50,13 @@ RELOAD_SCRIPT = textwrap.dedent(
 )
 
 
-def write_verification_video(path: str | os.PathLike, num_frames: int = 16, fps: int = 8) -> Path:
+def write_verification_video(path: str | os.PathLike, fps: int = 8) -> Path:
     r"""
     A 2-second clip of moving colour gradients, made with numpy alone so verification needs no sample data. Its
     frames differ from one another, so samplers and compressors that look at content have something to decide.
     """
     height, width = 64, 96
+    num_frames = VERIFICATION_SECONDS * fps
     t = np.arange(num_frames)[:, None, None] / num_frames
     y = np.linspace(0.0, 1.0, height)[None, :, None]
     x = np.linspace(0.0, 1.0, width)[None, None, :]
@@ -99,13 +101,19 @@ def verify_checkpoint(
         out = work / "reloaded.safetensors"
         # A private module cache: code cached from an earlier folder of the same name must not stand in for ours.
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(work / "modules")}
-        result = subprocess.run(
-            [
-                sys.executable, "-c", RELOAD_SCRIPT,
-                str(folder), str(video), VERIFICATION_QUESTION, str(model.dtype).removeprefix("torch."), str(out),
-            ],
-            capture_output=True, text=True, env=env, cwd=work, timeout=timeout,
-        )
+        try:
+            result = subprocess.run(
+                [
+                    sys.executable, "-c", RELOAD_SCRIPT,
+                    str(folder), str(video), VERIFICATION_QUESTION, str(model.dtype).removeprefix("torch."), str(out),
+                ],
+                capture_output=True, text=True, env=env, cwd=work, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise VerificationError(
+                f"Reloading the written folder and running it on a {VERIFICATION_SECONDS}-second video took more than "
+                f"{timeout:g} s; nothing was kept."
+            ) from error
         if result.returncode != 0:
             raise VerificationError(
                 f"The written folder did not load and run with trust_remote_code=True in a clean interpreter:\n"

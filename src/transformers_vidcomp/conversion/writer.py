@@ -5,6 +5,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import ModelCard
@@ -13,6 +14,7 @@ from transformers.dynamic_module_utils import custom_object_save
 
 from .. import COMPOSITE_AUTO_MAP, VIDEO_TEXT_TO_TEXT
 from ..processors.pipeline_vidcomp import VideoTextToTextPipeline
+from .verify import verify_checkpoint
 
 
 class OutputExistsError(FileExistsError):
@@ -81,6 +83,22 @@ def write_checkpoint_files(
     custom_object_save(VideoTextToTextPipeline, folder)
 
 
+@dataclass
+class SavedCheckpoint:
+    r"""
+    A written folder.
+
+    Args:
+        path: where it is.
+        files: file names and sizes in bytes.
+        max_logit_difference: verification's largest absolute logit difference, if it was verified.
+    """
+
+    path: Path
+    files: dict[str, int]
+    max_logit_difference: float | None = None
+
+
 def save_checkpoint(
     model: PreTrainedModel,
     processor: ProcessorMixin,
@@ -88,10 +106,19 @@ def save_checkpoint(
     overwrite: bool = False,
     model_card: ModelCard | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
-) -> Path:
-    """`write_checkpoint_files` plus an optional `README.md` model card, atomically into `out_dir`."""
+    verify: bool = False,
+) -> SavedCheckpoint:
+    r"""
+    `write_checkpoint_files` plus an optional `README.md` model card, atomically into `out_dir`. With `verify`, the
+    staged folder must first reload in a clean interpreter and reproduce `model`'s logits (`verify_checkpoint`);
+    otherwise nothing is kept.
+    """
+    difference = None
     with atomic_output_dir(out_dir, overwrite=overwrite) as staging:
         write_checkpoint_files(model, processor, staging, max_shard_size)
         if model_card is not None:
             model_card.save(staging / "README.md")
-    return Path(out_dir)
+        if verify:
+            difference = verify_checkpoint(staging, model, processor)
+        files = {path.name: path.stat().st_size for path in sorted(staging.iterdir())}
+    return SavedCheckpoint(Path(out_dir).resolve(), files, difference)

@@ -60,10 +60,21 @@ class SpatialPoolCompressor(VidCompCompressor):
         return -(-grid_h // stride), -(-grid_w // stride)
 
     def max_tokens(self, num_frames: int, grid_h: int, grid_w: int, token_budget: int | None = None) -> int:
-        pooled_h, pooled_w = self.pooled_grid(grid_h, grid_w)
-        tokens_per_frame = pooled_h * pooled_w
+        tokens_per_frame = self.tokens_per_frame(grid_h, grid_w, token_budget)
         frames = num_frames if token_budget is None else min(num_frames, token_budget // tokens_per_frame)
         return frames * tokens_per_frame
+
+    def tokens_per_frame(self, grid_h: int, grid_w: int, token_budget: int | None = None) -> int:
+        """Tokens of one pooled frame; a `TokenBudgetError` if `token_budget` cannot hold even one."""
+        check_token_budget(token_budget)
+        pooled_h, pooled_w = self.pooled_grid(grid_h, grid_w)
+        tokens_per_frame = pooled_h * pooled_w
+        if token_budget is not None and token_budget < tokens_per_frame:
+            raise TokenBudgetError(
+                f"A budget of {token_budget} tokens cannot hold one frame, which pools to {tokens_per_frame} "
+                f"tokens ({pooled_h}x{pooled_w}). Raise the budget or the pooling stride."
+            )
+        return tokens_per_frame
 
     def forward(
         self,
@@ -72,17 +83,11 @@ class SpatialPoolCompressor(VidCompCompressor):
         instruction: InstructionCondition | None = None,
         token_budget: int | None = None,
     ) -> CompressorOutput:
-        check_token_budget(token_budget)
         _, grid_h, grid_w, _ = features.values.shape
         pooled_h, pooled_w = self.pooled_grid(grid_h, grid_w)
-        tokens_per_frame = pooled_h * pooled_w
+        tokens_per_frame = self.tokens_per_frame(grid_h, grid_w, token_budget)
         frame_position = features.position_in_video()
         if token_budget is not None:
-            if token_budget < tokens_per_frame:
-                raise TokenBudgetError(
-                    f"A budget of {token_budget} tokens cannot hold one frame, which pools to {tokens_per_frame} "
-                    f"tokens ({pooled_h}x{pooled_w}). Raise the budget or the pooling stride."
-                )
             length = features.frame_counts.to(frame_position.device)[features.video_index()]
             keep = uniform_keep_mask(frame_position, length, torch.full_like(length, token_budget // tokens_per_frame))
             features, frame_position = features.select(keep), frame_position[keep]

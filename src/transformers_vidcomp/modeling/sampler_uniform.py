@@ -69,7 +69,7 @@ class UniformSampler(VidCompSampler):
             start_time = start_time.scatter_reduce(0, video, frames.timestamps, reduce="amin")
             # Timestamps are float32: a frame exactly on an interval boundary (decoded at the sampling rate) can land a
             # hair below it, more so an hour into a video. A slack of 1% of an interval keeps it in its own interval.
-            elapsed = (frames.timestamps - start_time[video]).double() * self.config.fps
+            elapsed = (frames.timestamps - start_time[video]) * self.config.fps
             interval = torch.floor(elapsed + INTERVAL_SLACK).long()
             # Frames arrive in time order, so the first frame of an interval is the one whose predecessor lies in
             # another interval or another video.
