@@ -12,13 +12,12 @@ from .conversion import (
     ConvertedCheckpoint,
     LayoutError,
     ModelCardError,
-    NotAVidCompCheckpointError,
     OutputExistsError,
     PublishError,
+    SourceCheckpointError,
     UnknownConverterError,
     VerificationError,
 )
-from .conversion.cards import ModelCardError
 from .conversion.writer import DEFAULT_MAX_SHARD_SIZE
 from .modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, InvalidVideoInputError, TokenBudgetError
 from .presets import PRESETS, UnknownPresetError
@@ -36,9 +35,9 @@ USER_ERRORS = (
     InvalidVideoInputError,
     LayoutError,
     ModelCardError,
-    NotAVidCompCheckpointError,
     OutputExistsError,
     PublishError,
+    SourceCheckpointError,
     TokenBudgetError,
     UnknownConverterError,
     UnknownPresetError,

@@ -13,11 +13,13 @@ from .converters import (
     ConvertedCheckpoint,
     LocalCheckpointExporter,
     NotAVidCompCheckpointError,
+    SourceCheckpointError,
     UnknownConverterError,
     get_converter,
     register_converter,
 )
 from .export import ExportReport, export_checkpoint
+from .llava_onevision import LlavaOnevisionConverter, NotLlavaOnevisionError
 from .layouts import (
     CheckpointKeysError,
     CheckpointLayout,
@@ -60,12 +62,15 @@ __all__ = [
     "HubPermissionError",
     "HubTokenError",
     "LayoutError",
+    "LlavaOnevisionConverter",
     "LocalCheckpointExporter",
     "ModelCardError",
     "NotAVidCompCheckpointError",
+    "NotLlavaOnevisionError",
     "OutputExistsError",
     "PublishError",
     "SavedCheckpoint",
+    "SourceCheckpointError",
     "TokenFigures",
     "UnknownConverterError",
     "VerificationError",

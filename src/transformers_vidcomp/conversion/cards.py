@@ -98,7 +98,9 @@ def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMi
             "video costs. Set `fps` or `num_frames` on the video processor."
         )
     kept = model.model.sampler.max_kept_frames(max_decoded)
-    tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=config.video_token_budget)
+    newline = int(config.video_newline)
+    budget = config.video_token_budget - newline if config.video_token_budget is not None else None
+    tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=budget) + newline
     return TokenFigures(
         video=video,
         decode_fps=fps,

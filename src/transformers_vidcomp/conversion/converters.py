@@ -34,7 +34,11 @@ class UnknownConverterError(ValueError):
     """No converter is registered for the requested source kind."""
 
 
-class NotAVidCompCheckpointError(ValueError):
+class SourceCheckpointError(ValueError):
+    """The source is not of the kind its converter reads, or its config cannot describe a model of ours."""
+
+
+class NotAVidCompCheckpointError(SourceCheckpointError):
     """`vidcomp export` was given a folder that is not a transformers-vidcomp checkpoint."""
 
 

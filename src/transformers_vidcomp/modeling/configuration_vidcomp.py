@@ -1,6 +1,8 @@
 r"""Configuration of the composite video LLM: vision tower, sampler, compressor, projector and LLM."""
 
 
+from typing import Literal
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -33,8 +35,19 @@ class VidCompConfig(PreTrainedConfig):
         The placeholder token. The processor writes it once per video; the model expands it to the video's tokens.
     projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
         Activation between the two layers of the projector from compressor tokens to LLM embeddings.
-    vision_feature_layer (`int`, *optional*, defaults to -1):
-        Which hidden state of the vision tower to use as frame features.
+    multimodal_projector_bias (`bool`, *optional*, defaults to `True`):
+        Whether the projector's linear layers have biases.
+    vision_feature_layer (`int` or `list[int]`, *optional*, defaults to -1):
+        Which of the vision tower's `hidden_states` are the frame features, as in Transformers' LLaVA models:
+        -1 is the last encoder layer's output (before SigLIP's `post_layernorm`); a list concatenates several.
+    vision_feature_select_strategy (`str`, *optional*, defaults to `"full"`):
+        `"default"` drops the first token of each frame (a CLS token), `"full"` keeps every token. SigLIP has no
+        CLS token, so it needs `"full"`.
+    project_before_compression (`bool`, *optional*, defaults to `False`):
+        Project frame features to the LLM's width before the compressor instead of after it. LLaVA-OneVision
+        projects first and pools the projected features; compressing first is cheaper.
+    video_newline (`bool`, *optional*, defaults to `False`):
+        Append a learned embedding after each video's tokens, LLaVA-OneVision's `image_newline`.
     video_token_budget (`int`, *optional*):
         The most LLM tokens one video may take; passed to the compressor. `None` means no limit.
     vision_batch_size (`int`, *optional*, defaults to 64):
@@ -60,7 +73,11 @@ class VidCompConfig(PreTrainedConfig):
     compressor_config: dict | PreTrainedConfig | None = None
     video_token_id: int = 151647
     projector_hidden_act: str = "gelu"
-    vision_feature_layer: int = -1
+    multimodal_projector_bias: bool = True
+    vision_feature_layer: int | list[int] = -1
+    vision_feature_select_strategy: Literal["default", "full"] = "full"
+    project_before_compression: bool = False
+    video_newline: bool = False
     video_token_budget: int | None = None
     vision_batch_size: int = 64
     tie_word_embeddings: bool = False
@@ -71,6 +88,20 @@ class VidCompConfig(PreTrainedConfig):
             raise ValueError(f"video_token_budget must be positive or None, got {self.video_token_budget}.")
         if self.vision_batch_size < 1:
             raise ValueError(f"vision_batch_size must be at least 1, got {self.vision_batch_size}.")
+        # hidden_states holds the embeddings and one entry per layer: valid indices are -(L + 1) .. L.
+        num_states = self.vision_config.num_hidden_layers + 1
+        layers = self.vision_feature_layers
+        if not layers or any(not -num_states <= layer < num_states for layer in layers):
+            raise ValueError(
+                f"vision_feature_layer {self.vision_feature_layer!r} is out of range: the vision tower has "
+                f"{num_states - 1} layers, so each index must lie in [{-num_states}, {num_states - 1}]."
+            )
+
+    @property
+    def vision_feature_layers(self) -> list[int]:
+        """`vision_feature_layer` as a list."""
+        layer = self.vision_feature_layer
+        return [layer] if isinstance(layer, int) else list(layer)
         if not self.tie_word_embeddings and self.text_config.tie_word_embeddings:
             self.tie_word_embeddings = True
 

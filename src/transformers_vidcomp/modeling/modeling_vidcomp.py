@@ -31,9 +31,10 @@ class VidCompVideoFeatures(BaseModelOutputWithPooling):
     token_counts (`torch.LongTensor` of shape `(num_videos,)`):
         How many tokens each video became.
     token_frame_index (`torch.LongTensor` of shape `(total_tokens,)`):
-        For each token, the index of its source frame among the frames given to the model for that video.
+        For each token, the index of its source frame among the frames given to the model for that video; -1 for
+        the video newline token (`config.video_newline`), which comes from no frame.
     token_timestamps (`torch.FloatTensor` of shape `(total_tokens,)`):
-        For each token, the time in seconds of its source frame.
+        For each token, the time in seconds of its source frame (the video's last kept frame for the newline).
     keep_mask (`torch.BoolTensor` of shape `(total_frames,)`):
         Which input frames the sampler kept.
     scene_ids (`torch.LongTensor` of shape `(total_frames,)`, *optional*):
@@ -85,14 +86,15 @@ class VidCompCausalLMOutputWithPast(ModelOutput):
 
 
 class VidCompMultiModalProjector(nn.Module):
-    """Two linear layers with an activation between them, from compressor tokens to LLM embeddings."""
+    """Two linear layers with an activation between them, from vision width to LLM embeddings."""
 
     def __init__(self, config: VidCompConfig, input_dim: int):
         super().__init__()
         text_hidden_size = config.text_config.hidden_size
-        self.linear_1 = nn.Linear(input_dim, text_hidden_size)
+        bias = config.multimodal_projector_bias
+        self.linear_1 = nn.Linear(input_dim, text_hidden_size, bias=bias)
         self.act = ACT2FN[config.projector_hidden_act]
-        self.linear_2 = nn.Linear(text_hidden_size, text_hidden_size)
+        self.linear_2 = nn.Linear(text_hidden_size, text_hidden_size, bias=bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(tokens)))
@@ -110,6 +112,12 @@ class VidCompPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = False  # token counts depend on the data
 
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, VidCompModel) and module.video_newline is not None:
+            nn.init.normal_(module.video_newline, std=self.config.text_config.hidden_size**-0.5)
+
 
 class VidCompModel(VidCompPreTrainedModel):
     def __init__(self, config: VidCompConfig):
@@ -117,9 +125,18 @@ class VidCompModel(VidCompPreTrainedModel):
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.sampler = build_sampler(config.sampler_config)
         self.compressor = build_compressor(config.compressor_config)
-        self.multi_modal_projector = VidCompMultiModalProjector(
-            config, self.compressor.output_dim(config.vision_config.hidden_size)
-        )
+        feature_dim = config.vision_config.hidden_size * len(config.vision_feature_layers)
+        text_dim = config.text_config.hidden_size
+        if config.project_before_compression:
+            self.multi_modal_projector = VidCompMultiModalProjector(config, feature_dim)
+            if self.compressor.output_dim(text_dim) != text_dim:
+                raise ValueError(
+                    f"project_before_compression needs a compressor that keeps the LLM width ({text_dim}); "
+                    f"{type(self.compressor).__name__} returns {self.compressor.output_dim(text_dim)}."
+                )
+        else:
+            self.multi_modal_projector = VidCompMultiModalProjector(config, self.compressor.output_dim(feature_dim))
+        self.video_newline = nn.Parameter(torch.zeros(text_dim)) if config.video_newline else None
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -131,19 +148,21 @@ class VidCompModel(VidCompPreTrainedModel):
 
     def encode_frames(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         r"""
-        Runs the vision tower over frames in batches of `config.vision_batch_size`.
+        Runs the vision tower over frames in batches of `config.vision_batch_size` and selects the feature layers.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(num_frames, 3, height, width)`)
         Returns:
-            `torch.FloatTensor` of shape `(num_frames, grid_h, grid_w, vision_hidden_size)`.
+            `torch.FloatTensor` of shape `(num_frames, grid_h, grid_w, vision_hidden_size * num_feature_layers)`.
         """
         patch_size = self.config.vision_config.patch_size
-        layer = self.config.vision_feature_layer
         hidden = []
         for chunk in pixel_values.split(self.config.vision_batch_size):
-            outputs = self.vision_tower(pixel_values=chunk, output_hidden_states=layer != -1)
-            hidden.append(outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer])
+            states = self.vision_tower(pixel_values=chunk, output_hidden_states=True).hidden_states
+            selected = torch.cat([states[layer] for layer in self.config.vision_feature_layers], dim=-1)
+            if self.config.vision_feature_select_strategy == "default":
+                selected = selected[:, 1:]
+            hidden.append(selected)
         return rearrange(torch.cat(hidden), "t (h w) d -> t h w d", h=pixel_values.shape[-2] // patch_size)
 
     def get_video_features(
@@ -197,7 +216,11 @@ class VidCompModel(VidCompPreTrainedModel):
             kept = frames.select(keep)
             features = kept.with_values(self.encode_frames(kept.values))
 
+        if self.config.project_before_compression:
+            features = features.with_values(self.multi_modal_projector(features.values))
         budget = video_token_budget if video_token_budget is not None else self.config.video_token_budget
+        if budget is not None and self.video_newline is not None:
+            budget -= 1  # the newline counts against the video's budget too
         compressed = self.compressor(
             features, auxiliary_features=sampled.auxiliary_features, instruction=instruction, token_budget=budget
         )
@@ -208,15 +231,56 @@ class VidCompModel(VidCompPreTrainedModel):
             torch.arange(frames.num_videos, device=compressed.token_counts.device), compressed.token_counts
         )
         token_frame_index = kept_frame_position[kept_first[token_video] + compressed.token_frame_index]
+        projected = compressed.tokens
+        if not self.config.project_before_compression:
+            projected = self.multi_modal_projector(compressed.tokens)
+        token_counts, token_timestamps = compressed.token_counts, compressed.token_timestamps
+        if self.video_newline is not None:
+            projected, token_frame_index, token_timestamps, token_counts = self.append_video_newline(
+                projected, token_frame_index, token_timestamps, token_counts
+            )
         return VidCompVideoFeatures(
             last_hidden_state=compressed.tokens,
-            pooler_output=self.multi_modal_projector(compressed.tokens),
-            token_counts=compressed.token_counts,
+            pooler_output=projected,
+            token_counts=token_counts,
             token_frame_index=token_frame_index,
-            token_timestamps=compressed.token_timestamps,
+            token_timestamps=token_timestamps,
             keep_mask=keep,
             scene_ids=sampled.scene_ids,
         )
+
+    def append_video_newline(
+        self,
+        tokens: torch.FloatTensor,
+        token_frame_index: torch.LongTensor,
+        token_timestamps: torch.FloatTensor,
+        token_counts: torch.LongTensor,
+    ) -> tuple[torch.FloatTensor, torch.LongTensor, torch.FloatTensor, torch.LongTensor]:
+        r"""
+        Appends `video_newline` after each video's tokens, in one scatter for the batch.
+
+        Args:
+            tokens (`torch.FloatTensor` of shape `(total_tokens, text_hidden_size)`): projected, video after video.
+            token_frame_index (`torch.LongTensor` of shape `(total_tokens,)`)
+            token_timestamps (`torch.FloatTensor` of shape `(total_tokens,)`)
+            token_counts (`torch.LongTensor` of shape `(num_videos,)`)
+        Returns:
+            The same four, with `total_tokens + num_videos` tokens and every count one larger.
+        """
+        new_counts = token_counts + 1
+        is_newline = torch.zeros(int(new_counts.sum()), dtype=torch.bool, device=tokens.device)
+        is_newline[torch.cumsum(new_counts, 0).to(tokens.device) - 1] = True
+        out = tokens.new_empty(is_newline.shape[0], tokens.shape[-1])
+        out[~is_newline] = tokens
+        out[is_newline] = self.video_newline.to(tokens.dtype)
+        frame_index = token_frame_index.new_full(is_newline.shape, -1)
+        frame_index[~is_newline] = token_frame_index
+        # The newline carries the time of its video's last token, so timestamps stay non-decreasing per video.
+        last_token = (torch.cumsum(token_counts, 0) - 1).clamp(min=0).to(tokens.device)
+        timestamps = token_timestamps.new_empty(is_newline.shape)
+        timestamps[~is_newline] = token_timestamps
+        timestamps[is_newline] = token_timestamps[last_token]
+        return out, frame_index, timestamps, new_counts
 
     def instruction_condition(
         self,
