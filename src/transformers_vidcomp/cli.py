@@ -1,4 +1,4 @@
-r"""The `vidcomp` command: `methods`, `create-tiny`, `demo`, `convert` and `export`."""
+r"""The `vidcomp` command: `methods`, `create-tiny`, `demo`, `convert`, `export` and `swap`."""
 
 import argparse
 import sys
@@ -9,6 +9,7 @@ from .conversion import (
     CheckpointKeysError,
     CheckpointReadError,
     CheckpointShapeError,
+    ComponentSpecError,
     ConvertedCheckpoint,
     LayoutError,
     ModelCardError,
@@ -30,6 +31,7 @@ USER_ERRORS = (
     CheckpointKeysError,
     CheckpointReadError,
     CheckpointShapeError,
+    ComponentSpecError,
     FileNotFoundError,
     ImportError,
     InvalidVideoInputError,
@@ -142,6 +144,16 @@ def cmd_export(args: argparse.Namespace) -> None:
     write_and_publish(LocalCheckpointExporter().convert(args.checkpoint_dir), args)
 
 
+def cmd_swap(args: argparse.Namespace) -> None:
+    """`vidcomp swap DIR OUT --compressor SPEC`: the same model with another sampler or compressor."""
+    from .conversion import swap_components
+
+    if args.sampler is None and args.compressor is None:
+        raise ComponentSpecError("Nothing to swap: give --sampler, --compressor or both.")
+    check_request(args)
+    write_and_publish(swap_components(args.checkpoint_dir, sampler=args.sampler, compressor=args.compressor), args)
+
+
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="the Hub-ready folder to write (atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
@@ -190,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint_dir")
     add_export_arguments(export)
     export.set_defaults(run=cmd_export)
+
+    swap = commands.add_parser(
+        "swap",
+        help="replace a checkpoint's sampler or compressor, keeping the towers and the LLM",
+        description="SPEC is a registered model_type (its defaults) or a JSON config, e.g. "
+        '\'{"model_type": "vidcomp_spatial_pool_compressor", "stride": 3}\'. Train the result with the '
+        "compressor+projector stage.",
+    )
+    swap.add_argument("checkpoint_dir")
+    swap.add_argument("--sampler", metavar="SPEC", help="the new sampler")
+    swap.add_argument("--compressor", metavar="SPEC", help="the new compressor")
+    add_export_arguments(swap)
+    swap.set_defaults(run=cmd_swap)
     return parser
 
 

@@ -51,7 +51,9 @@ TINY_TEXT = dict(
 )
 
 
-def build_tiny_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
+def build_tiny_tokenizer(
+    vocab_size: int = 512, special_tokens: tuple[str, ...] = (IM_START, IM_END, VIDEO_TOKEN)
+) -> Qwen2Tokenizer:
     """A byte-level BPE tokenizer trained offline on `TOKENIZER_CORPUS`, with the chat and video special tokens."""
     import json
 
@@ -69,7 +71,8 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
     trained = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
     tokenizer = Qwen2Tokenizer(vocab=trained["vocab"], merges=merges)
-    tokenizer.add_special_tokens({"additional_special_tokens": [IM_START, IM_END, VIDEO_TOKEN]})
+    if special_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(special_tokens)})
     return tokenizer
 
 

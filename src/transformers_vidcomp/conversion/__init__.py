@@ -38,6 +38,7 @@ from .publish import (
     push_checkpoint,
 )
 from .sources import CheckpointReadError, read_state_dict
+from .swap import ComponentSpecError, swap_components
 from .verify import VerificationError, verify_checkpoint
 from .writer import (
     OutputExistsError,
@@ -56,6 +57,7 @@ __all__ = [
     "CheckpointLayout",
     "CheckpointReadError",
     "CheckpointShapeError",
+    "ComponentSpecError",
     "ConvertedCheckpoint",
     "ExportReport",
     "HubOfflineError",
@@ -87,6 +89,7 @@ __all__ = [
     "register_converter",
     "render_model_card",
     "save_checkpoint",
+    "swap_components",
     "token_figures",
     "verify_checkpoint",
     "write_checkpoint_files",

@@ -52,6 +52,10 @@ class VidCompConfig(PreTrainedConfig):
         The most LLM tokens one video may take; passed to the compressor. `None` means no limit.
     vision_batch_size (`int`, *optional*, defaults to 64):
         Frames per vision-tower call, which bounds the encoder's peak memory on long videos.
+    parts (`dict[str, str]`, *optional*):
+        Where pretrained parts came from, by part name (`vision_tower`, `language_model`, `sampler`,
+        `compressor`, `projector`), as recorded by `VidCompForConditionalGeneration.from_pretrained_parts`. Parts
+        not listed were initialised fresh.
     """
 
     model_type = "vidcomp"
@@ -80,6 +84,7 @@ class VidCompConfig(PreTrainedConfig):
     video_newline: bool = False
     video_token_budget: int | None = None
     vision_batch_size: int = 64
+    parts: dict[str, str] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

@@ -6,12 +6,13 @@ the video's token count, together with the attention mask and the labels. `gener
 expands the prompt, and hands the tokens to the prefill step through `mm_encoder_outputs`.
 """
 
+import os
 from dataclasses import dataclass
 
 import torch
 from einops import rearrange
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
@@ -21,6 +22,17 @@ from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 from .components_vidcomp import InstructionCondition, InvalidVideoInputError, PackedFrames
 from .configuration_vidcomp import VidCompConfig
 from .methods_vidcomp import build_compressor, build_sampler
+from .parts_vidcomp import (
+    PartError,
+    PartSource,
+    load_component,
+    load_language_model,
+    load_projector_state,
+    load_vision_tower,
+    part_module_names,
+    part_name,
+    video_token_id_for,
+)
 
 
 @dataclass
@@ -460,6 +472,96 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
 
     def get_video_features(self, *args, **kwargs) -> VidCompVideoFeatures:
         return self.model.get_video_features(*args, **kwargs)
+
+    @classmethod
+    def from_pretrained_parts(
+        cls,
+        vision_tower: PartSource,
+        language_model: PartSource,
+        sampler: PartSource | PreTrainedConfig | dict | None = None,
+        compressor: PartSource | PreTrainedConfig | dict | None = None,
+        projector: str | os.PathLike | nn.Module | None = None,
+        video_token: str = "<video>",
+        video_token_id: int | None = None,
+        freeze: bool = False,
+        **config_kwargs,
+    ) -> "VidCompForConditionalGeneration":
+        r"""
+        Assembles a model from pretrained parts, each a local folder, a Hub id or an already loaded model.
+
+        ```python
+        >>> model = VidCompForConditionalGeneration.from_pretrained_parts(
+        ...     vision_tower="google/siglip-so400m-patch14-384",
+        ...     language_model="Qwen/Qwen2-7B-Instruct",
+        ...     compressor={"model_type": "vidcomp_spatial_pool_compressor", "stride": 2},
+        ...     freeze=True,  # only the parts not loaded here (sampler, compressor, projector) will train
+        ... )
+        >>> processor = VidCompProcessor.from_pretrained_parts(
+        ...     vision_tower="google/siglip-so400m-patch14-384", language_model="Qwen/Qwen2-7B-Instruct"
+        ... )
+        ```
+
+        Args:
+            vision_tower: a vision model, or the vision half of a two-tower checkpoint (SigLIP, CLIP).
+            language_model: a causal LM with its head; its tokenizer gives the `video_token` id.
+            sampler, compressor: a config (dict or config object) for a fresh component, or a saved or loaded one.
+            projector: weights for the projector (a module, or a safetensors file); fresh without it.
+            video_token: the placeholder token, added to the tokenizer's vocabulary (and the embeddings) if absent.
+            video_token_id: its id, when `language_model` is a loaded model without a tokenizer to ask.
+            freeze: freeze every loaded part, so fine-tuning trains only the new ones.
+            config_kwargs: any other `VidCompConfig` argument (`video_token_budget`, `vision_feature_layer`, ...).
+
+        The parts' origins are recorded in `config.parts`.
+        """
+        vision = load_vision_tower(vision_tower)
+        llm = load_language_model(language_model)
+        vocab_size = llm.get_input_embeddings().num_embeddings
+        if video_token_id is None:
+            if isinstance(language_model, PreTrainedModel) and not os.path.isdir(part_name(language_model)):
+                raise PartError("language_model is a loaded model without a tokenizer folder: pass video_token_id.")
+            video_token_id, tokenizer_size = video_token_id_for(
+                language_model if not isinstance(language_model, PreTrainedModel) else part_name(language_model),
+                video_token,
+            )
+            if tokenizer_size > vocab_size:
+                llm.resize_token_embeddings(tokenizer_size)
+        sampler_config, sampler_module = load_component(sampler, "sampler")
+        compressor_config, compressor_module = load_component(compressor, "compressor")
+        parts = {"vision_tower": part_name(vision_tower), "language_model": part_name(language_model)}
+        parts.update({name: part_name(part) for name, part, module in (
+            ("sampler", sampler, sampler_module), ("compressor", compressor, compressor_module)) if module is not None})
+        if projector is not None:
+            parts["projector"] = part_name(projector)
+        config = VidCompConfig(
+            vision_config=vision.config.to_dict(),
+            text_config=llm.config.to_dict(),
+            sampler_config=sampler_config,
+            compressor_config=compressor_config,
+            video_token_id=video_token_id,
+            parts=parts,
+            tie_word_embeddings=llm.config.tie_word_embeddings,
+            **config_kwargs,
+        )
+        # Build the skeleton without memory, then put the loaded parts in place and initialise only the new ones.
+        with torch.device("meta"):
+            model = cls(config)
+        model.model.vision_tower = vision
+        model.model.language_model = llm.base_model
+        model.lm_head = llm.get_output_embeddings()
+        model.model.sampler = sampler_module or build_sampler(config.sampler_config)
+        model.model.compressor = compressor_module or build_compressor(config.compressor_config)
+        for module in model.modules():
+            if any(t.is_meta for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))):
+                module.to_empty(device="cpu", recurse=False)
+                model._init_weights(module)
+        if projector is not None:
+            model.model.multi_modal_projector.load_state_dict(load_projector_state(projector))
+        model.tie_weights()
+        model.to(llm.dtype)
+        if freeze:
+            for name in part_module_names(parts):
+                model.get_submodule(name).requires_grad_(False)
+        return model.eval()
 
     @can_return_tuple
     def forward(

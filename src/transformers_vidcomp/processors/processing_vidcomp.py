@@ -1,5 +1,7 @@
 r"""The processor: tokenizer + video processor + a chat template with `{"type": "video"}` blocks."""
 
+import os
+
 import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature
@@ -7,7 +9,7 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.utils import logging
 from transformers.video_utils import VideoMetadata
 
-from .video_processing_vidcomp import VideoDecodeError
+from .video_processing_vidcomp import VidCompVideoProcessor, VideoDecodeError
 
 
 logger = logging.get_logger(__name__)
@@ -63,6 +65,40 @@ class VidCompProcessor(ProcessorMixin):
         self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
         self.timestamps_in_prompt = timestamps_in_prompt
         super().__init__(video_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
+
+    @classmethod
+    def from_pretrained_parts(
+        cls,
+        vision_tower: str | os.PathLike,
+        language_model: str | os.PathLike,
+        video_token: str = "<video>",
+        **video_processor_kwargs,
+    ) -> "VidCompProcessor":
+        r"""
+        The processor matching `VidCompForConditionalGeneration.from_pretrained_parts` on the same parts: the LLM's
+        tokenizer (with `video_token` added if absent, so both agree on its id) and a video processor with the
+        vision tower's pixel settings (size, resampling, rescaling, normalisation) when it ships an image processor.
+
+        Args:
+            vision_tower: folder or Hub id of the vision tower.
+            language_model: folder or Hub id of the LLM.
+            video_processor_kwargs: overrides for [`VidCompVideoProcessor`], e.g. `fps` or `num_frames`.
+        """
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(language_model)
+        if video_token not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [video_token]})
+        pixel_settings = {}
+        try:
+            image_processor = AutoImageProcessor.from_pretrained(vision_tower)
+        except (OSError, ValueError):  # a tower saved without its image processor keeps our SigLIP defaults
+            image_processor = None
+        if image_processor is not None:
+            names = ("size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
+            pixel_settings = {name: getattr(image_processor, name) for name in names if hasattr(image_processor, name)}
+        video_processor = VidCompVideoProcessor(**{**pixel_settings, **video_processor_kwargs})
+        return cls(video_processor=video_processor, tokenizer=tokenizer, video_token=video_token)
 
     def __call__(
         self,

@@ -2,20 +2,29 @@ r"""Training stages: which parts of a [`VidCompForConditionalGeneration`] learn,
 
 - `projector`: align the projector alone (vision tower, compressor and LLM frozen), LLaVA's stage 1;
 - `compressor`: train the compressor (and a sampler with weights) alone;
-- `compressor+projector+llm`: everything but the vision tower, the usual instruction-tuning stage.
+- `compressor+projector`: a newly swapped-in compressor and the projector that feeds the LLM (towers and LLM frozen);
+- `compressor+projector+llm`: everything but the vision tower, the usual instruction-tuning stage;
+- `new-parts`: everything `from_pretrained_parts` did not load (recorded in `config.parts`).
 """
 
 from transformers import PreTrainedModel
+
+from ..modeling.parts_vidcomp import part_module_names
 
 
 class UnknownStageError(ValueError):
     """The training stage name is not one of `TRAINING_STAGES`."""
 
 
+# Module names trained by each stage; `video_newline` is an embedding in LLM space, so it trains with the projector.
 TRAINING_STAGES: dict[str, tuple[str, ...]] = {
-    "projector": ("multi_modal_projector",),
+    "projector": ("multi_modal_projector", "video_newline"),
     "compressor": ("sampler", "compressor"),
-    "compressor+projector+llm": ("sampler", "compressor", "multi_modal_projector", "language_model", "lm_head"),
+    "compressor+projector": ("sampler", "compressor", "multi_modal_projector", "video_newline"),
+    "compressor+projector+llm": (
+        "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
+    ),
+    "new-parts": (),  # decided per model from config.parts
 }
 
 
@@ -28,10 +37,22 @@ def apply_training_stage(model: PreTrainedModel, stage: str) -> dict[str, int]:
     """
     if stage not in TRAINING_STAGES:
         raise UnknownStageError(f"Unknown training stage {stage!r}. Stages: {', '.join(TRAINING_STAGES)}.")
-    trained_modules = TRAINING_STAGES[stage]
+    if stage == "new-parts":
+        loaded = part_module_names(model.config.parts)
+        if not loaded:
+            raise UnknownStageError(
+                "The new-parts stage trains what from_pretrained_parts did not load, but this model's config.parts "
+                "records no pretrained parts. Choose another stage."
+            )
+
+        def is_trained(name: str) -> bool:
+            return not any(name == prefix or name.startswith(prefix + ".") for prefix in loaded)
+    else:
+        def is_trained(name: str) -> bool:
+            return any(module in name.split(".") for module in TRAINING_STAGES[stage])
+
     counts = {"trainable": 0, "frozen": 0}
     for name, parameter in model.named_parameters():
-        parts = name.split(".")
-        parameter.requires_grad_(any(module in parts for module in trained_modules))
+        parameter.requires_grad_(is_trained(name))
         counts["trainable" if parameter.requires_grad else "frozen"] += parameter.numel()
     return counts
