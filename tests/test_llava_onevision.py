@@ -148,6 +148,8 @@ def test_missing_or_extra_keys_are_named(damage, tmp_path):
     with pytest.raises(CheckpointKeysError) as error:
         get_converter("llava-onevision").convert(source)
     assert expected in str(error.value)
+    assert main(["convert", "llava-onevision", str(source), str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_vision_feature_layer_out_of_range_is_named(tmp_path, capsys):
@@ -159,4 +161,43 @@ def test_a_vision_feature_layer_out_of_range_is_named(tmp_path, capsys):
     with pytest.raises(SourceCheckpointError, match=r"vision_feature_layer -9 is out of range: the vision tower has 3"):
         get_converter("llava-onevision").convert(source)
     assert main(["convert", "llava-onevision", str(source), str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_parity_holds_for_a_left_padded_batch_with_two_videos_in_one_prompt(frames, tmp_path):
+    source = tmp_path / "llava"
+    reference, reference_processor = build_llava_onevision(source, **VARIANTS["grid5-two-layers-tied"])
+    converted = get_converter("llava-onevision").convert(source)
+    two_videos = "<|im_start|>user <video><video>\nCompare them.<|im_end|>\n<|im_start|>assistant\n"
+    texts, videos = [PROMPT, two_videos], [frames[:4], frames[4:], frames[::2]]
+    for processor in (reference_processor, converted.processor):
+        processor.tokenizer.padding_side = "left"
+    theirs = reference_processor(text=texts, videos=videos, padding=True, return_tensors="pt")
+    ours = converted.processor(text=texts, videos=videos, padding=True, return_tensors="pt", do_sample_frames=False)
+    with torch.no_grad():
+        expected = reference(**theirs).logits
+        actual = converted.model(**ours).logits
+    assert actual.shape == expected.shape
+    real = theirs["attention_mask"].bool()  # padding positions carry no meaning in either model
+    torch.testing.assert_close(actual[real], expected[real], atol=1e-4, rtol=0)
+    expected_ids = reference.generate(**theirs, max_new_tokens=6, do_sample=False)
+    actual_ids = converted.model.generate(**ours, max_new_tokens=6, do_sample=False)
+    assert actual_ids[:, -6:].tolist() == expected_ids[:, -6:].tolist()
+
+
+@pytest.mark.parametrize("damage", ["shape", "corrupt"])
+def test_damaged_weights_are_clear_errors_and_leave_no_folder(damage, tmp_path, capsys):
+    source = tmp_path / "llava"
+    build_llava_onevision(source, **VARIANTS["grid4-last-layer"])
+    if damage == "shape":
+        weights = load_file(source / "model.safetensors")
+        weights["multi_modal_projector.linear_2.weight"] = torch.zeros(32, 16)
+        save_file(weights, source / "model.safetensors", metadata={"format": "pt"})
+        expected = "model.multi_modal_projector.linear_2.weight: checkpoint [32, 16] vs model [32, 32]"
+    else:
+        data = (source / "model.safetensors").read_bytes()
+        (source / "model.safetensors").write_bytes(data[: len(data) // 2])
+        expected = "Could not read the weights"
+    assert main(["convert", "llava-onevision", str(source), str(tmp_path / "out")]) == 2
+    assert expected in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -180,3 +180,23 @@ def test_frames_without_timestamps_are_taken_one_second_apart(tiny):
     features = model.model.get_video_features(torch.randn(5, 3, 64, 64), torch.tensor([3, 2]))
     assert features.token_timestamps.view(5, 16)[:, 0].tolist() == [0.0, 1.0, 2.0, 0.0, 1.0]
     assert features.token_frame_index.view(5, 16)[:, 0].tolist() == [0, 1, 2, 0, 1]
+
+
+def test_a_tied_text_config_ties_the_composite():
+    from transformers_vidcomp import VidCompConfig
+    from transformers_vidcomp.tiny import TINY_TEXT, TINY_VISION
+
+    config = VidCompConfig(vision_config=TINY_VISION, text_config={**TINY_TEXT, "tie_word_embeddings": True})
+    assert config.tie_word_embeddings
+
+
+def test_a_budget_without_room_beside_the_video_newline_is_refused(tiny):
+    model, _ = tiny
+    model.config.video_newline = True
+    model.model.video_newline = torch.nn.Parameter(torch.zeros(model.config.text_config.hidden_size))
+    pixels = torch.randn(2, 3, 64, 64)
+    with pytest.raises(TokenBudgetError, match="leaves no room for frame tokens next to the video newline"):
+        model.model.get_video_features(pixels, torch.tensor([2]), video_token_budget=1)
+    features = model.model.get_video_features(pixels, torch.tensor([2]), video_token_budget=17)
+    assert features.token_counts.tolist() == [17]  # one frame of 16 tokens, then the newline
+    assert features.token_frame_index[-1] == -1

@@ -145,3 +145,49 @@ def test_swap_after_llava_onevision_conversion_keeps_towers_and_llm(tmp_path, ca
     assert main(["swap", str(tmp_path / "ours"), str(tmp_path / "x")]) == 2
     assert "Nothing to swap" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_loaded_models_and_saved_components_are_parts_too(parts, tmp_path):
+    from transformers_vidcomp.modeling import UniformSampler, UniformSamplerConfig
+
+    root, *_ = parts
+    vision = SiglipVisionModel.from_pretrained(root / "vision")
+    llm = Qwen2ForCausalLM.from_pretrained(root / "llm")  # its tokenizer is found through name_or_path
+    llm.generation_config.eos_token_id = [3, 4]
+    UniformSampler(UniformSamplerConfig(num_frames=5)).save_pretrained(tmp_path / "sampler")
+    model = VidCompForConditionalGeneration.from_pretrained_parts(
+        vision_tower=vision, language_model=llm, sampler=tmp_path / "sampler", compressor="vidcomp_spatial_pool_compressor"
+    )
+    assert model.model.vision_tower is vision and model.config.sampler_config.num_frames == 5
+    assert model.config.parts["sampler"] == str(tmp_path / "sampler") and "compressor" not in model.config.parts
+    assert model.generation_config.eos_token_id == [3, 4]  # the LLM's stop tokens survive
+
+
+def test_a_tied_llm_stays_tied(parts, tmp_path):
+    root, *_ = parts
+    tokenizer = build_tiny_tokenizer()
+    Qwen2ForCausalLM(Qwen2Config(**TEXT, vocab_size=len(tokenizer), tie_word_embeddings=True)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = VidCompForConditionalGeneration.from_pretrained_parts(vision_tower=root / "vision", language_model=tmp_path)
+    assert model.config.tie_word_embeddings
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def test_bad_component_specs_and_projectors_are_named(parts, tmp_path):
+    from transformers_vidcomp.modeling.parts_vidcomp import ComponentSpecError
+
+    root, *_ = parts
+    kwargs = dict(vision_tower=root / "vision", language_model=root / "llm")
+    with pytest.raises(ComponentSpecError, match=r"has no setting\(s\) \['strid'\]"):
+        VidCompForConditionalGeneration.from_pretrained_parts(
+            **kwargs, compressor='{"model_type": "vidcomp_spatial_pool_compressor", "strid": 3}')
+    with pytest.raises(ComponentSpecError, match="stride must be at least 1"):
+        VidCompForConditionalGeneration.from_pretrained_parts(
+            **kwargs, compressor={"model_type": "vidcomp_spatial_pool_compressor", "stride": 0})
+    from safetensors.torch import save_file
+
+    save_file({"linear_1.weight": torch.zeros(3, 3)}, tmp_path / "bad.safetensors")
+    with pytest.raises(PartError, match="does not fit this model"):
+        VidCompForConditionalGeneration.from_pretrained_parts(**kwargs, projector=tmp_path / "bad.safetensors")
+    with pytest.raises(PartError, match="not a patch-based vision model"):
+        VidCompForConditionalGeneration.from_pretrained_parts(vision_tower=root / "llm", language_model=root / "llm")

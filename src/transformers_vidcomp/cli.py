@@ -9,7 +9,6 @@ from .conversion import (
     CheckpointKeysError,
     CheckpointReadError,
     CheckpointShapeError,
-    ComponentSpecError,
     ConvertedCheckpoint,
     LayoutError,
     ModelCardError,
@@ -21,6 +20,7 @@ from .conversion import (
 )
 from .conversion.writer import DEFAULT_MAX_SHARD_SIZE
 from .modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, InvalidVideoInputError, TokenBudgetError
+from .modeling.parts_vidcomp import PartError
 from .presets import PRESETS, UnknownPresetError
 from .processors import VideoDecodeError
 from .training import UnknownStageError
@@ -31,11 +31,11 @@ USER_ERRORS = (
     CheckpointKeysError,
     CheckpointReadError,
     CheckpointShapeError,
-    ComponentSpecError,
     FileNotFoundError,
     ImportError,
     InvalidVideoInputError,
     LayoutError,
+    PartError,
     ModelCardError,
     OutputExistsError,
     PublishError,
@@ -148,8 +148,6 @@ def cmd_swap(args: argparse.Namespace) -> None:
     """`vidcomp swap DIR OUT --compressor SPEC`: the same model with another sampler or compressor."""
     from .conversion import swap_components
 
-    if args.sampler is None and args.compressor is None:
-        raise ComponentSpecError("Nothing to swap: give --sampler, --compressor or both.")
     check_request(args)
     write_and_publish(swap_components(args.checkpoint_dir, sampler=args.sampler, compressor=args.compressor), args)
 

@@ -38,7 +38,7 @@ from .publish import (
     push_checkpoint,
 )
 from .sources import CheckpointReadError, read_state_dict
-from .swap import ComponentSpecError, swap_components
+from .swap import swap_components
 from .verify import VerificationError, verify_checkpoint
 from .writer import (
     OutputExistsError,
@@ -57,7 +57,6 @@ __all__ = [
     "CheckpointLayout",
     "CheckpointReadError",
     "CheckpointShapeError",
-    "ComponentSpecError",
     "ConvertedCheckpoint",
     "ExportReport",
     "HubOfflineError",

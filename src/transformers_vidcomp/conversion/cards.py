@@ -98,9 +98,8 @@ def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMi
             "video costs. Set `fps` or `num_frames` on the video processor."
         )
     kept = model.model.sampler.max_kept_frames(max_decoded)
-    newline = int(config.video_newline)
-    budget = config.video_token_budget - newline if config.video_token_budget is not None else None
-    tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=budget) + newline
+    budget = model.model.compressor_token_budget(config.video_token_budget)
+    tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=budget) + int(config.video_newline)
     return TokenFigures(
         video=video,
         decode_fps=fps,

@@ -42,6 +42,28 @@ class NotAVidCompCheckpointError(SourceCheckpointError):
     """`vidcomp export` was given a folder that is not a transformers-vidcomp checkpoint."""
 
 
+def source_model_type(source: Path, error: type[SourceCheckpointError] = SourceCheckpointError) -> str | None:
+    """The `model_type` in a source folder's config.json; `error` if the folder has no readable config."""
+    config_file = source / "config.json"
+    if not source.is_dir() or not config_file.is_file():
+        raise error(f"{str(source)!r} is not a checkpoint folder with a config.json.")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as decode_error:
+        raise error(f"{config_file} is not valid JSON: {decode_error}.") from decode_error
+    if not isinstance(config, dict):
+        raise error(f"{config_file} does not hold a JSON object.")
+    return config.get("model_type")
+
+
+def hub_id_of(source: Path) -> str | None:
+    """The Hub id of a folder inside the Hugging Face cache (`.../models--org--name/snapshots/<hash>`), if it is one."""
+    for part in source.resolve().parts:
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/", 1)
+    return None
+
+
 @dataclass
 class ConvertedCheckpoint:
     r"""
@@ -138,13 +160,7 @@ class LocalCheckpointExporter(CheckpointConverter):
     layout = CheckpointLayout(name="transformers-vidcomp")
 
     def build_config(self, source: Path) -> VidCompConfig:
-        config_file = source / "config.json"
-        if not config_file.is_file():
-            raise NotAVidCompCheckpointError(f"{str(source)!r} has no config.json; `vidcomp export` takes a checkpoint folder.")
-        try:
-            model_type = json.loads(config_file.read_text()).get("model_type")
-        except json.JSONDecodeError as error:
-            raise NotAVidCompCheckpointError(f"{config_file} is not valid JSON: {error}.") from error
+        model_type = source_model_type(source, NotAVidCompCheckpointError)
         if model_type != VidCompConfig.model_type:
             raise NotAVidCompCheckpointError(
                 f"{str(source)!r} holds a {model_type!r} checkpoint, not a transformers-vidcomp one. Convert it with "

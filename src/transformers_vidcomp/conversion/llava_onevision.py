@@ -9,10 +9,11 @@ tokenizer are carried over unchanged. Frames are sampled by the processor (unifo
 LLaVA-OneVision is evaluated); the model's `uniform` sampler then keeps them all.
 """
 
-import json
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from transformers import (
     AutoProcessor,
     AutoTokenizer,
@@ -23,23 +24,20 @@ from transformers import (
 from transformers.core_model_loading import WeightRenaming
 
 from ..modeling import SpatialPoolCompressorConfig, UniformSamplerConfig, VidCompConfig
-from ..processors import VidCompProcessor, VidCompVideoProcessor
+from ..processors import VidCompProcessor, VidCompVideoProcessor, pixel_settings
 from .cards import CardInfo
-from .converters import CheckpointConverter, SourceCheckpointError, register_converter
+from .converters import CheckpointConverter, SourceCheckpointError, hub_id_of, register_converter, source_model_type
 from .layouts import CheckpointKeysError, CheckpointLayout, CheckpointShapeError
+from .sources import CheckpointReadError
 
 
 class NotLlavaOnevisionError(SourceCheckpointError):
     """The source folder is not a LLaVA-OneVision checkpoint in Transformers format."""
 
 
-# LLaVA-OneVision is evaluated on 32 uniformly sampled frames per video.
+# LLaVA-OneVision is evaluated on 32 uniformly sampled frames per video. (Its own processor keeps every frame it
+# is given; ours samples up to 32, so pass do_sample_frames=False to feed pre-sampled frames unchanged.)
 DEFAULT_NUM_FRAMES = 32
-# The video processor settings that decide the pixels, copied from the source so pixel values match exactly.
-PIXEL_SETTINGS = (
-    "size", "resample", "do_resize", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std",
-    "do_convert_rgb",
-)  # fmt: skip
 
 
 @register_converter
@@ -54,19 +52,16 @@ class LlavaOnevisionConverter(CheckpointConverter):
     )
 
     def source_config(self, source: Path) -> LlavaOnevisionConfig:
-        config_file = source / "config.json"
-        if not source.is_dir() or not config_file.is_file():
-            raise NotLlavaOnevisionError(f"{str(source)!r} is not a checkpoint folder with a config.json.")
-        try:
-            model_type = json.loads(config_file.read_text()).get("model_type")
-        except json.JSONDecodeError as error:
-            raise NotLlavaOnevisionError(f"{config_file} is not valid JSON: {error}.") from error
+        model_type = source_model_type(source, NotLlavaOnevisionError)
         if model_type != LlavaOnevisionConfig.model_type:
             raise NotLlavaOnevisionError(
                 f"{str(source)!r} holds a {model_type!r} checkpoint, not LLaVA-OneVision ('llava_onevision'). "
                 "`vidcomp convert --help` lists the source kinds."
             )
-        return LlavaOnevisionConfig.from_pretrained(source)
+        try:
+            return LlavaOnevisionConfig.from_pretrained(source)
+        except (ValueError, TypeError, StrictDataclassError) as error:
+            raise SourceCheckpointError(f"{source / 'config.json'} is not a valid LLaVA-OneVision config: {error}") from error
 
     def build_config(self, source: Path) -> VidCompConfig:
         original = self.source_config(source)
@@ -92,9 +87,13 @@ class LlavaOnevisionConverter(CheckpointConverter):
         )
 
     def read_weights(self, source: Path) -> dict[str, torch.Tensor]:
-        model, loading = LlavaOnevisionForConditionalGeneration.from_pretrained(
-            source, output_loading_info=True, dtype="auto"
-        )
+        try:
+            # Mismatched shapes are collected (and refused below) rather than raised halfway through loading.
+            model, loading = LlavaOnevisionForConditionalGeneration.from_pretrained(
+                source, output_loading_info=True, dtype="auto", ignore_mismatched_sizes=True
+            )
+        except (OSError, SafetensorError) as error:
+            raise CheckpointReadError(f"Could not read the weights in {str(source)!r}: {error}") from error
         # from_pretrained would initialise missing weights randomly and ignore extra ones; a conversion may not.
         if loading["missing_keys"] or loading["unexpected_keys"]:
             raise CheckpointKeysError(list(loading["missing_keys"]), list(loading["unexpected_keys"]), str(source))
@@ -108,15 +107,17 @@ class LlavaOnevisionConverter(CheckpointConverter):
         try:
             original = AutoProcessor.from_pretrained(source)
         except (OSError, ValueError) as error:
-            raise NotLlavaOnevisionError(
-                f"{str(source)!r} has no usable processor (tokenizer, video_preprocessor_config.json): {error}"
+            raise SourceCheckpointError(
+                f"The LLaVA-OneVision checkpoint {str(source)!r} lacks a usable processor (tokenizer, "
+                f"video_preprocessor_config.json, chat template); save it with the model. ({error})"
             ) from error
         video_processor = getattr(original, "video_processor", None)
         if video_processor is None:
-            raise NotLlavaOnevisionError(f"The processor in {str(source)!r} has no video processor.")
-        pixel_settings = {name: getattr(video_processor, name) for name in PIXEL_SETTINGS}
+            raise SourceCheckpointError(f"The processor in {str(source)!r} has no video processor.")
         return VidCompProcessor(
-            video_processor=VidCompVideoProcessor(**pixel_settings, fps=None, num_frames=DEFAULT_NUM_FRAMES),
+            video_processor=VidCompVideoProcessor(
+                **pixel_settings(video_processor), fps=None, num_frames=DEFAULT_NUM_FRAMES
+            ),
             tokenizer=AutoTokenizer.from_pretrained(source),
             chat_template=original.chat_template,
             video_token=original.video_token,
@@ -128,7 +129,8 @@ class LlavaOnevisionConverter(CheckpointConverter):
         return None
 
     def card_info(self, source: Path, config: VidCompConfig) -> CardInfo:
-        name = LlavaOnevisionConfig.from_pretrained(source).name_or_path or source.name
+        hub_id = hub_id_of(source)
+        name = hub_id or source.name
         return CardInfo(
             source=(
                 f"Converted from the LLaVA-OneVision checkpoint `{name}` with `vidcomp convert llava-onevision`: the "
@@ -136,7 +138,7 @@ class LlavaOnevisionConverter(CheckpointConverter):
                 "bilinear pooling after the projector, one newline per video). Images are not supported; pass a "
                 "one-frame video."
             ),
-            base_model=[name] if "/" in name else [],
+            base_model=[hub_id] if hub_id else [],
             datasets=["lmms-lab/LLaVA-OneVision-Data"],
             extra_tags=["llava-onevision"],
         )

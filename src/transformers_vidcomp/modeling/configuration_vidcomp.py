@@ -93,6 +93,8 @@ class VidCompConfig(PreTrainedConfig):
             raise ValueError(f"video_token_budget must be positive or None, got {self.video_token_budget}.")
         if self.vision_batch_size < 1:
             raise ValueError(f"vision_batch_size must be at least 1, got {self.vision_batch_size}.")
+        if not self.tie_word_embeddings and self.text_config.tie_word_embeddings:
+            self.tie_word_embeddings = True
         # hidden_states holds the embeddings and one entry per layer: valid indices are -(L + 1) .. L.
         num_states = self.vision_config.num_hidden_layers + 1
         layers = self.vision_feature_layers
@@ -107,8 +109,6 @@ class VidCompConfig(PreTrainedConfig):
         """`vision_feature_layer` as a list."""
         layer = self.vision_feature_layer
         return [layer] if isinstance(layer, int) else list(layer)
-        if not self.tie_word_embeddings and self.text_config.tie_word_embeddings:
-            self.tie_word_embeddings = True
 
 
 __all__ = ["VidCompConfig"]

@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutp
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 
-from .components_vidcomp import InstructionCondition, InvalidVideoInputError, PackedFrames
+from .components_vidcomp import InstructionCondition, InvalidVideoInputError, PackedFrames, TokenBudgetError
 from .configuration_vidcomp import VidCompConfig
 from .methods_vidcomp import build_compressor, build_sampler
 from .parts_vidcomp import (
@@ -168,14 +168,23 @@ class VidCompModel(VidCompPreTrainedModel):
             `torch.FloatTensor` of shape `(num_frames, grid_h, grid_w, vision_hidden_size * num_feature_layers)`.
         """
         patch_size = self.config.vision_config.patch_size
+        grid_h, grid_w = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
+        layers = self.config.vision_feature_layers
         hidden = []
         for chunk in pixel_values.split(self.config.vision_batch_size):
-            states = self.vision_tower(pixel_values=chunk, output_hidden_states=True).hidden_states
-            selected = torch.cat([states[layer] for layer in self.config.vision_feature_layers], dim=-1)
+            # A list of indices makes Transformers keep only those hidden states, not one per layer.
+            states = self.vision_tower(pixel_values=chunk, output_hidden_states=layers).hidden_states
+            selected = torch.cat([states[layer] for layer in layers], dim=-1)
             if self.config.vision_feature_select_strategy == "default":
                 selected = selected[:, 1:]
+            if selected.shape[1] != grid_h * grid_w:
+                raise ValueError(
+                    f"The vision tower returns {selected.shape[1]} tokens per frame for a {grid_h}x{grid_w} patch "
+                    f"grid. vision_feature_select_strategy='default' drops a CLS token (CLIP has one); 'full' keeps "
+                    "all tokens (SigLIP has no CLS token). Set it to match the tower."
+                )
             hidden.append(selected)
-        return rearrange(torch.cat(hidden), "t (h w) d -> t h w d", h=pixel_values.shape[-2] // patch_size)
+        return rearrange(torch.cat(hidden), "t (h w) d -> t h w d", h=grid_h)
 
     def get_video_features(
         self,
@@ -231,10 +240,11 @@ class VidCompModel(VidCompPreTrainedModel):
         if self.config.project_before_compression:
             features = features.with_values(self.multi_modal_projector(features.values))
         budget = video_token_budget if video_token_budget is not None else self.config.video_token_budget
-        if budget is not None and self.video_newline is not None:
-            budget -= 1  # the newline counts against the video's budget too
         compressed = self.compressor(
-            features, auxiliary_features=sampled.auxiliary_features, instruction=instruction, token_budget=budget
+            features,
+            auxiliary_features=sampled.auxiliary_features,
+            instruction=instruction,
+            token_budget=self.compressor_token_budget(budget),
         )
         # The compressor indexes frames among the kept ones; report them among the frames the caller gave.
         kept_frame_position = frames.position_in_video()[keep]
@@ -260,6 +270,17 @@ class VidCompModel(VidCompPreTrainedModel):
             keep_mask=keep,
             scene_ids=sampled.scene_ids,
         )
+
+    def compressor_token_budget(self, video_token_budget: int | None) -> int | None:
+        """The part of a video's token budget left to the compressor: all of it, or all but the video newline."""
+        if video_token_budget is None or self.video_newline is None:
+            return video_token_budget
+        if video_token_budget < 2:
+            raise TokenBudgetError(
+                f"A video token budget of {video_token_budget} leaves no room for frame tokens next to the video "
+                "newline token. Raise the budget."
+            )
+        return video_token_budget - 1
 
     def append_video_newline(
         self,
@@ -502,9 +523,12 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         ```
 
         Args:
-            vision_tower: a vision model, or the vision half of a two-tower checkpoint (SigLIP, CLIP).
-            language_model: a causal LM with its head; its tokenizer gives the `video_token` id.
-            sampler, compressor: a config (dict or config object) for a fresh component, or a saved or loaded one.
+            vision_tower: a vision model, or the vision half of a two-tower checkpoint. SigLIP towers work as they
+                are; a tower with a CLS token (CLIP) needs `vision_feature_select_strategy="default"`.
+            language_model: a causal LM with its head; its tokenizer gives the `video_token` id, and its generation
+                config (stop tokens) is kept.
+            sampler, compressor: a registered `model_type`, a JSON or dict config, or a config object for a fresh
+                component; or a folder, Hub id or loaded component with weights.
             projector: weights for the projector (a module, or a safetensors file); fresh without it.
             video_token: the placeholder token, added to the tokenizer's vocabulary (and the embeddings) if absent.
             video_token_id: its id, when `language_model` is a loaded model without a tokenizer to ask.
@@ -517,19 +541,16 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         llm = load_language_model(language_model)
         vocab_size = llm.get_input_embeddings().num_embeddings
         if video_token_id is None:
-            if isinstance(language_model, PreTrainedModel) and not os.path.isdir(part_name(language_model)):
-                raise PartError("language_model is a loaded model without a tokenizer folder: pass video_token_id.")
-            video_token_id, tokenizer_size = video_token_id_for(
-                language_model if not isinstance(language_model, PreTrainedModel) else part_name(language_model),
-                video_token,
-            )
+            video_token_id, tokenizer_size = video_token_id_for(language_model, video_token)
             if tokenizer_size > vocab_size:
                 llm.resize_token_embeddings(tokenizer_size)
         sampler_config, sampler_module = load_component(sampler, "sampler")
         compressor_config, compressor_module = load_component(compressor, "compressor")
         parts = {"vision_tower": part_name(vision_tower), "language_model": part_name(language_model)}
-        parts.update({name: part_name(part) for name, part, module in (
-            ("sampler", sampler, sampler_module), ("compressor", compressor, compressor_module)) if module is not None})
+        if sampler_module is not None:
+            parts["sampler"] = part_name(sampler)
+        if compressor_module is not None:
+            parts["compressor"] = part_name(compressor)
         if projector is not None:
             parts["projector"] = part_name(projector)
         config = VidCompConfig(
@@ -555,9 +576,13 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
                 module.to_empty(device="cpu", recurse=False)
                 model._init_weights(module)
         if projector is not None:
-            model.model.multi_modal_projector.load_state_dict(load_projector_state(projector))
+            try:
+                model.model.multi_modal_projector.load_state_dict(load_projector_state(projector))
+            except RuntimeError as error:  # missing, unexpected or mis-shaped projector tensors
+                raise PartError(f"projector {part_name(projector)!r} does not fit this model: {error}") from error
         model.tie_weights()
         model.to(llm.dtype)
+        model.generation_config = llm.generation_config
         if freeze:
             for name in part_module_names(parts):
                 model.get_submodule(name).requires_grad_(False)

@@ -4,13 +4,14 @@ and optionally a sampler, a compressor and a projector. Each part is a local fol
 loading always goes through the real `from_pretrained` calls.
 """
 
+import json
 import os
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
-from .components_vidcomp import VidCompComponent
+from .components_vidcomp import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, VidCompComponent
 
 
 PartSource = str | os.PathLike | PreTrainedModel
@@ -35,6 +36,46 @@ class PartError(ValueError):
     """A part given to `from_pretrained_parts` is not what its slot needs."""
 
 
+class ComponentSpecError(PartError):
+    """A sampler or compressor spec is neither a registered method nor a valid JSON config of one."""
+
+
+COMPONENT_REGISTRIES = {"sampler": SAMPLER_REGISTRY, "compressor": COMPRESSOR_REGISTRY}
+
+
+def is_component_spec(text: str, kind: str) -> bool:
+    """Whether `text` names a registered method or holds a JSON config, rather than a folder or Hub id."""
+    return text.strip().startswith("{") or text in COMPONENT_REGISTRIES[kind]
+
+
+def component_config(spec: str | dict, kind: str) -> dict:
+    r"""
+    A validated sampler or compressor config from a registered `model_type` (its defaults), a JSON object, or a
+    dict with a `model_type`. Unknown keys and invalid values are errors, not silently dropped.
+    """
+    registry = COMPONENT_REGISTRIES[kind]
+    if isinstance(spec, str):
+        text = spec.strip()
+        try:
+            spec = json.loads(text) if text.startswith("{") else {"model_type": text}
+        except json.JSONDecodeError as error:
+            raise ComponentSpecError(f"The {kind} config is not valid JSON: {error}.") from error
+    model_type = spec.get("model_type")
+    if model_type not in registry:
+        raise ComponentSpecError(
+            f"Unknown {kind} {model_type!r}. Registered {kind}s: {', '.join(sorted(registry))} (`vidcomp methods`)."
+        )
+    config_class = registry[model_type].config_class
+    settings = {key: value for key, value in spec.items() if key != "model_type"}
+    unknown = sorted(set(settings) - set(config_class.__dataclass_fields__))
+    if unknown:
+        raise ComponentSpecError(f"{model_type} has no setting(s) {unknown}; its settings are in `{config_class.__name__}`.")
+    try:
+        return config_class(**settings).to_dict()
+    except Exception as error:  # strict dataclass validation and __post_init__ checks raise several types
+        raise ComponentSpecError(f"Invalid {kind} config {spec}: {error}") from error
+
+
 def part_name(part: PartSource | nn.Module | PreTrainedConfig | dict) -> str:
     """Where a part came from, for `config.parts`: its path or Hub id, else its class."""
     if isinstance(part, (str, os.PathLike)):
@@ -54,9 +95,13 @@ def load_vision_tower(part: PartSource) -> PreTrainedModel:
                 f"vision_tower is a two-tower {type(part).__name__}; pass its vision model (e.g. SiglipVisionModel) "
                 "or the checkpoint path, from which the vision half is loaded."
             )
-        return part
-    config = AutoConfig.from_pretrained(part)
-    return AutoModel.from_pretrained(part, config=getattr(config, "vision_config", config))
+        model = part
+    else:
+        config = AutoConfig.from_pretrained(part)
+        model = AutoModel.from_pretrained(part, config=getattr(config, "vision_config", config))
+    if model.main_input_name != "pixel_values" or not hasattr(model.config, "patch_size"):
+        raise PartError(f"vision_tower {part_name(part)!r} is a {type(model).__name__}, not a patch-based vision model.")
+    return model
 
 
 def load_language_model(part: PartSource) -> PreTrainedModel:
@@ -72,10 +117,11 @@ def load_language_model(part: PartSource) -> PreTrainedModel:
 
 def video_token_id_for(part: PartSource, video_token: str) -> tuple[int, int]:
     r"""
-    The id of `video_token` in the LLM's tokenizer, added as a special token if the tokenizer lacks it (as
-    `VidCompProcessor` does when built from the same parts), and the tokenizer's size.
+    The id of `video_token` in the LLM's tokenizer (from its folder or Hub id, also for a loaded model), added as
+    a special token if the tokenizer lacks it (as `VidCompProcessor.from_pretrained_parts` does), and the
+    tokenizer's size.
     """
-    source = part if isinstance(part, (str, os.PathLike)) else part_name(part)
+    source = part_name(part)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -98,10 +144,10 @@ def load_component(part: PartSource | PreTrainedConfig | dict | VidCompComponent
     """
     if part is None:
         return None, None
-    if isinstance(part, dict):
-        return part, None
     if isinstance(part, PreTrainedConfig):
         return part.to_dict(), None
+    if isinstance(part, dict) or (isinstance(part, str) and is_component_spec(part, kind)):
+        return component_config(part, kind), None
     module = part if isinstance(part, nn.Module) else AutoModel.from_pretrained(part)
     if not isinstance(module, VidCompComponent):
         raise PartError(f"{kind} must be a transformers-vidcomp {kind}, got {type(module).__name__}.")
@@ -114,4 +160,7 @@ def load_projector_state(part: str | os.PathLike | nn.Module) -> dict[str, torch
         return part.state_dict()
     from safetensors.torch import load_file
 
-    return load_file(os.fspath(part))
+    try:
+        return load_file(os.fspath(part))
+    except (OSError, ValueError, RuntimeError) as error:
+        raise PartError(f"Could not read projector weights from {os.fspath(part)!r}: {error}") from error

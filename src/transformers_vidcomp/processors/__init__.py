@@ -2,4 +2,11 @@
 
 from .pipeline_vidcomp import VideoTextToTextPipeline
 from .processing_vidcomp import VidCompProcessor
-from .video_processing_vidcomp import EmptyVideoError, VidCompVideoProcessor, VideoDecodeError, decode_video
+from .video_processing_vidcomp import (
+    PIXEL_SETTINGS,
+    EmptyVideoError,
+    VidCompVideoProcessor,
+    VideoDecodeError,
+    decode_video,
+    pixel_settings,
+)

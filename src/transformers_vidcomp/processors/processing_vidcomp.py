@@ -9,7 +9,7 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.utils import logging
 from transformers.video_utils import VideoMetadata
 
-from .video_processing_vidcomp import VidCompVideoProcessor, VideoDecodeError
+from .video_processing_vidcomp import VidCompVideoProcessor, VideoDecodeError, pixel_settings
 
 
 logger = logging.get_logger(__name__)
@@ -89,15 +89,11 @@ class VidCompProcessor(ProcessorMixin):
         tokenizer = AutoTokenizer.from_pretrained(language_model)
         if video_token not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [video_token]})
-        pixel_settings = {}
         try:
-            image_processor = AutoImageProcessor.from_pretrained(vision_tower)
+            settings = pixel_settings(AutoImageProcessor.from_pretrained(vision_tower))
         except (OSError, ValueError):  # a tower saved without its image processor keeps our SigLIP defaults
-            image_processor = None
-        if image_processor is not None:
-            names = ("size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
-            pixel_settings = {name: getattr(image_processor, name) for name in names if hasattr(image_processor, name)}
-        video_processor = VidCompVideoProcessor(**{**pixel_settings, **video_processor_kwargs})
+            settings = {}
+        video_processor = VidCompVideoProcessor(**{**settings, **video_processor_kwargs})
         return cls(video_processor=video_processor, tokenizer=tokenizer, video_token=video_token)
 
     def __call__(

@@ -14,6 +14,19 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata, load_video
 
 
+# What decides the pixels a frame becomes. Converters and `from_pretrained_parts` copy exactly these from a source
+# image or video processor, so frames are prepared the way the vision tower was trained.
+PIXEL_SETTINGS = (
+    "size", "resample", "do_resize", "do_center_crop", "crop_size", "do_rescale", "rescale_factor", "do_normalize",
+    "image_mean", "image_std", "do_convert_rgb",
+)  # fmt: skip
+
+
+def pixel_settings(processor) -> dict:
+    """The `PIXEL_SETTINGS` an image or video processor has set."""
+    return {name: getattr(processor, name) for name in PIXEL_SETTINGS if getattr(processor, name, None) is not None}
+
+
 class VideoDecodeError(ValueError):
     """A video file could not be decoded: it is corrupt, truncated, empty or not a video at all."""
 
@@ -128,4 +141,4 @@ def decode_video(path: str | os.PathLike, sample_indices_fn=None) -> tuple[np.nd
     return frames, metadata
 
 
-__all__ = ["EmptyVideoError", "VidCompVideoProcessor", "VideoDecodeError", "decode_video"]
+__all__ = ["EmptyVideoError", "PIXEL_SETTINGS", "VidCompVideoProcessor", "VideoDecodeError", "decode_video", "pixel_settings"]
