@@ -201,3 +201,16 @@ def test_damaged_weights_are_clear_errors_and_leave_no_folder(damage, tmp_path, 
     assert main(["convert", "llava-onevision", str(source), str(tmp_path / "out")]) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_hub_key_layout_converts_to_the_same_weights(tmp_path):
+    # Hub checkpoints such as llava-hf/llava-onevision-qwen2-0.5b-ov-hf store the tower under `vision_model.`.
+    source = tmp_path / "llava"
+    reference, _ = build_llava_onevision(source, **VARIANTS["grid4-last-layer"])
+    weights = load_file(source / "model.safetensors")
+    hub_layout = {k.replace("vision_tower.", "vision_tower.vision_model.", 1): v for k, v in weights.items()}
+    assert any(k.startswith("vision_tower.vision_model.") for k in hub_layout)
+    save_file(hub_layout, source / "model.safetensors", metadata={"format": "pt"})
+    converted = get_converter("llava-onevision").convert(source).model.state_dict()
+    for key, tensor in reference.state_dict().items():
+        assert torch.equal(converted[key.replace("model.image_newline", "model.video_newline")], tensor), key
