@@ -99,7 +99,9 @@ def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMi
         )
     kept = model.model.sampler.max_kept_frames(max_decoded)
     budget = model.model.compressor_token_budget(config.video_token_budget)
-    tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=budget) + int(config.video_newline)
+    scenes = model.model.sampler.max_scenes(max_decoded)
+    tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=budget, num_scenes=scenes)
+    tokens += int(config.video_newline)
     return TokenFigures(
         video=video,
         decode_fps=fps,

@@ -262,6 +262,10 @@ class VidCompSampler(VidCompComponent):
         """The most frames this sampler keeps of a video of `num_frames` frames, whatever their content."""
         raise NotImplementedError
 
+    def max_scenes(self, num_frames: int) -> int | None:
+        """The most scenes it groups a video of `num_frames` frames into; `None` for samplers without scenes."""
+        return None
+
     def forward(
         self,
         frames: PackedFrames,
@@ -291,10 +295,18 @@ class VidCompCompressor(VidCompComponent):
         """Width of the tokens this compressor returns for features of width `input_dim`."""
         return input_dim
 
-    def max_tokens(self, num_frames: int, grid_h: int, grid_w: int, token_budget: int | None = None) -> int:
+    def max_tokens(
+        self,
+        num_frames: int,
+        grid_h: int,
+        grid_w: int,
+        token_budget: int | None = None,
+        num_scenes: int | None = None,
+    ) -> int:
         r"""
         The most tokens this compressor returns for one video of `num_frames` frames of `grid_h x grid_w` patches,
-        whatever their content, under `token_budget`. Model cards and budget planning rely on it.
+        whatever their content, under `token_budget`; `num_scenes` is the sampler's `max_scenes` when it groups
+        frames into scenes. Model cards and budget planning rely on it.
         """
         raise NotImplementedError
 
@@ -304,6 +316,7 @@ class VidCompCompressor(VidCompComponent):
         auxiliary_features: PackedFrames | None = None,
         instruction: InstructionCondition | None = None,
         token_budget: int | None = None,
+        scene_ids: torch.LongTensor | None = None,
     ) -> CompressorOutput:
         r"""
         Args:
@@ -313,6 +326,8 @@ class VidCompCompressor(VidCompComponent):
                 Extra per-frame features from the sampler (for example DINOv2), aligned with `features`.
             instruction (`InstructionCondition`, *optional*): the question asked of each video.
             token_budget (`int`, *optional*): the most tokens any one video may produce.
+            scene_ids (`torch.LongTensor` of shape `(total_frames,)`, *optional*):
+                The sampler's scene of each kept frame, numbered from 0 within its video and non-decreasing in time.
         """
         raise NotImplementedError
 

@@ -59,7 +59,14 @@ class SpatialPoolCompressor(VidCompCompressor):
         stride = self.config.stride
         return -(-grid_h // stride), -(-grid_w // stride)
 
-    def max_tokens(self, num_frames: int, grid_h: int, grid_w: int, token_budget: int | None = None) -> int:
+    def max_tokens(
+        self,
+        num_frames: int,
+        grid_h: int,
+        grid_w: int,
+        token_budget: int | None = None,
+        num_scenes: int | None = None,
+    ) -> int:
         tokens_per_frame = self.tokens_per_frame(grid_h, grid_w, token_budget)
         frames = num_frames if token_budget is None else min(num_frames, token_budget // tokens_per_frame)
         return frames * tokens_per_frame
@@ -82,6 +89,7 @@ class SpatialPoolCompressor(VidCompCompressor):
         auxiliary_features: PackedFrames | None = None,
         instruction: InstructionCondition | None = None,
         token_budget: int | None = None,
+        scene_ids: torch.LongTensor | None = None,
     ) -> CompressorOutput:
         _, grid_h, grid_w, _ = features.values.shape
         pooled_h, pooled_w = self.pooled_grid(grid_h, grid_w)

@@ -7,7 +7,18 @@ A new method adds its module to the imports below; nothing else in the composite
 from transformers import PreTrainedConfig
 
 from .components_vidcomp import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, VidCompCompressor, VidCompSampler
+from .compressor_fila import (
+    FilaAttentionPoolingCompressor,
+    FilaAttentionPoolingConfig,
+    FilaBipartiteMergeCompressor,
+    FilaBipartiteMergeConfig,
+    FilaTemporalAverageCompressor,
+    FilaTemporalAverageConfig,
+    FilaWeightedFusionCompressor,
+    FilaWeightedFusionConfig,
+)
 from .compressor_pool import SpatialPoolCompressor, SpatialPoolCompressorConfig
+from .sampler_fila import FilaBipartiteSampler, FilaBipartiteSamplerConfig, FilaKMeansSampler, FilaKMeansSamplerConfig
 from .sampler_uniform import UniformSampler, UniformSamplerConfig
 
 
@@ -20,6 +31,18 @@ def build_compressor(config: PreTrainedConfig) -> VidCompCompressor:
 
 
 __all__ = [
+    "FilaAttentionPoolingCompressor",
+    "FilaAttentionPoolingConfig",
+    "FilaBipartiteMergeCompressor",
+    "FilaBipartiteMergeConfig",
+    "FilaBipartiteSampler",
+    "FilaBipartiteSamplerConfig",
+    "FilaKMeansSampler",
+    "FilaKMeansSamplerConfig",
+    "FilaTemporalAverageCompressor",
+    "FilaTemporalAverageConfig",
+    "FilaWeightedFusionCompressor",
+    "FilaWeightedFusionConfig",
     "SpatialPoolCompressor",
     "SpatialPoolCompressorConfig",
     "UniformSampler",

@@ -245,6 +245,7 @@ class VidCompModel(VidCompPreTrainedModel):
             auxiliary_features=sampled.auxiliary_features,
             instruction=instruction,
             token_budget=self.compressor_token_budget(budget),
+            scene_ids=sampled.scene_ids[keep] if sampled.scene_ids is not None else None,
         )
         # The compressor indexes frames among the kept ones; report them among the frames the caller gave.
         kept_frame_position = frames.position_in_video()[keep]
