@@ -74,7 +74,7 @@ def main() -> None:
 
         points, valid = torch.from_numpy(features)[None], torch.ones(1, num_frames, dtype=torch.bool)
         init = kmeans_plus_plus(points, valid, args.scenes, torch.Generator().manual_seed(0))
-        _, labels = batched_kmeans(points, valid, args.scenes, init=init)
+        _, labels = batched_kmeans(points, valid, init)
         reference = KMeans(args.scenes, init=init[0].numpy(), n_init=1, max_iter=100, tol=1e-4).fit(features)
         same = bool((labels[0].numpy() == reference.labels_).all())
         print(

@@ -34,12 +34,14 @@ class DemoReport:
     question: str
     answer: str
     frames_decoded: int
+    frames_encoded: int
     frames_kept: int
     kept_timestamps: list[float]
     tokens_per_frame: float
     tokens_to_llm: int
     seconds: dict[str, float]
     scene_cuts: list[float] | None = None
+    scenes: list[list[float]] | None = None
 
 
 @contextmanager
@@ -64,17 +66,41 @@ def stage_timer(stages: dict[str, torch.nn.Module]):
             handle.remove()
 
 
-def contact_sheet(frames: np.ndarray, timestamps: list[float], path: Path, columns: int = 4) -> None:
-    """Saves the kept frames in a grid, each captioned with its time in seconds."""
+def contact_sheet(
+    frames: np.ndarray,
+    timestamps: list[float],
+    path: Path,
+    columns: int = 4,
+    scenes: list[int] | None = None,
+) -> None:
+    r"""
+    Saves the kept frames in a grid, each captioned with its time in seconds. With `scenes` (the scene of each
+    frame), each row is one scene: its supplements, then its representative (the scene's last frame) framed in red.
+    """
     height, width = frames.shape[1:3]
     caption = 18
-    rows = -(-len(frames) // columns)
+    if scenes is None:
+        cells = [(i // columns, i % columns) for i in range(len(frames))]
+    else:
+        scene_numbers = sorted(set(scenes))
+        cells, used = [], {scene: 0 for scene in scene_numbers}
+        for scene in scenes:
+            cells.append((scene_numbers.index(scene), used[scene]))
+            used[scene] += 1
+        columns = max(used.values())
+    rows = max(row for row, _ in cells) + 1
     sheet = Image.new("RGB", (columns * width, rows * (height + caption)), "white")
     draw = ImageDraw.Draw(sheet)
-    for i, (frame, t) in enumerate(zip(frames, timestamps)):
-        x, y = (i % columns) * width, (i // columns) * (height + caption)
+    for i, ((row, column), frame, t) in enumerate(zip(cells, frames, timestamps)):
+        x, y = column * width, row * (height + caption)
         sheet.paste(Image.fromarray(frame), (x, y))
-        draw.text((x + 4, y + height + 3), f"t = {t:.1f} s", fill="black")
+        label = f"t = {t:.1f} s"
+        if scenes is not None:
+            is_representative = i + 1 == len(scenes) or scenes[i + 1] != scenes[i]
+            label = f"scene {scenes[i]} " + ("rep " if is_representative else "") + label
+            if is_representative:
+                draw.rectangle((x, y, x + width - 1, y + height - 1), outline="red", width=3)
+        draw.text((x + 4, y + height + 3), label, fill="black")
     sheet.save(path)
 
 
@@ -123,21 +149,28 @@ def run_demo(
     keep = outputs["sample"].keep_mask.cpu().numpy()
     kept_timestamps = [round(float(t), 3) for t in inputs["video_timestamps"][keep]]
     tokens = int(outputs["compress"].token_counts.sum())
+    scene_ids = outputs["sample"].scene_ids
+    kept_scenes = scene_ids[torch.from_numpy(keep)].tolist() if scene_ids is not None else None
+    scenes = None
+    if kept_scenes is not None:
+        scenes = [[t for t, s in zip(kept_timestamps, kept_scenes) if s == scene] for scene in sorted(set(kept_scenes))]
     report = DemoReport(
         video=str(video),
         preset=preset,
         question=question,
         answer=answer,
         frames_decoded=len(frames),
+        frames_encoded=len(frames) if inner.sampler.needs_frame_features else int(keep.sum()),
         frames_kept=int(keep.sum()),
         kept_timestamps=kept_timestamps,
         tokens_per_frame=tokens / max(1, int(keep.sum())),
         tokens_to_llm=tokens,
         seconds={"decode": decode_seconds, **dict(seconds)},
         scene_cuts=scene_cuts,
+        scenes=scenes,
     )
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2))
-    contact_sheet(frames[keep], kept_timestamps, out / "contact_sheet.png")
+    contact_sheet(frames[keep], kept_timestamps, out / "contact_sheet.png", scenes=kept_scenes)
     return report
 
 
@@ -145,9 +178,10 @@ def format_report(report: DemoReport) -> str:
     s = report.seconds
     rows = [
         ("decode", f"{report.frames_decoded} frames decoded", s["decode"]),
-        ("sample", f"{report.frames_kept} frames kept", s.get("sample", 0.0)),
-        ("encode", f"{report.frames_kept} frames through the vision tower", s.get("encode", 0.0)),
-        ("compress", f"{report.tokens_per_frame:g} tokens per frame", s.get("compress", 0.0)),
+        ("sample", f"{report.frames_kept} frames kept" + (
+            f" in {len(report.scenes)} scenes" if report.scenes else ""), s.get("sample", 0.0)),
+        ("encode", f"{report.frames_encoded} frames through the vision tower", s.get("encode", 0.0)),
+        ("compress", f"{report.tokens_per_frame:g} tokens per kept frame", s.get("compress", 0.0)),
         ("llm", f"{report.tokens_to_llm} video tokens to the LLM", s.get("llm", 0.0)),
     ]
     lines = [f"{'stage':<10}{'what':<42}{'time (ms)':>10}", "-" * 62]

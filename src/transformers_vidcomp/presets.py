@@ -18,6 +18,7 @@ class Preset:
     sampler_config: dict
     compressor_config: dict
     video_processor_kwargs: dict = field(default_factory=dict)
+    processor_kwargs: dict = field(default_factory=dict)
     video_token_budget: int | None = None
 
 
@@ -28,6 +29,24 @@ PRESETS: dict[str, Preset] = {
         sampler_config={"model_type": "vidcomp_uniform_sampler", "num_frames": 16},
         compressor_config={"model_type": "vidcomp_spatial_pool_compressor", "stride": 2, "mode": "bilinear"},
         video_processor_kwargs={"fps": 4.0, "num_frames": 64},
+    ),
+    "fila": Preset(
+        name="fila",
+        description="FiLA-Video: K-Means scene selection (8 scenes of up to 3 frames) and learnable weighted fusion "
+        "of each scene into one frame's tokens, with frame times in the prompt",
+        sampler_config={"model_type": "vidcomp_fila_kmeans_sampler", "num_scenes": 8, "supplements_per_scene": 2},
+        compressor_config={"model_type": "vidcomp_fila_weighted_fusion", "scene_size": 3},
+        video_processor_kwargs={"fps": 4.0, "num_frames": 64},
+        processor_kwargs={"timestamps_in_prompt": True},
+    ),
+    "fila-multirate": Preset(
+        name="fila-multirate",
+        description="FiLA-Video's stage-4 training mode: 96 uniform frames, every 3 consecutive fused into one by "
+        "the same weighted fusion (train it with the fila-stage4 stage)",
+        sampler_config={"model_type": "vidcomp_uniform_sampler", "num_frames": 96},
+        compressor_config={"model_type": "vidcomp_fila_weighted_fusion", "scene_size": 3},
+        video_processor_kwargs={"fps": None, "num_frames": 96},
+        processor_kwargs={"timestamps_in_prompt": True},
     ),
 }
 

@@ -76,6 +76,18 @@ def build_tiny_tokenizer(
     return tokenizer
 
 
+def sized_for_tiny_vision(component_config: dict) -> dict:
+    """Fills a compressor's `num_patches` / `hidden_size`, where its config has them, with the tiny tower's."""
+    from .modeling import COMPRESSOR_REGISTRY
+
+    fields = COMPRESSOR_REGISTRY[component_config["model_type"]].config_class.__dataclass_fields__
+    tiny = {
+        "num_patches": (TINY_VISION["image_size"] // TINY_VISION["patch_size"]) ** 2,
+        "hidden_size": TINY_VISION["hidden_size"],
+    }
+    return {**{key: value for key, value in tiny.items() if key in fields}, **component_config}
+
+
 def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompForConditionalGeneration, VidCompProcessor]:
     """A randomly initialised tiny model of `preset_name` and its processor, in memory."""
     preset = get_preset(preset_name)
@@ -90,7 +102,7 @@ def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompFor
             "eos_token_id": tokenizer.convert_tokens_to_ids(IM_END),
         },
         sampler_config=preset.sampler_config,
-        compressor_config=preset.compressor_config,
+        compressor_config=sized_for_tiny_vision(preset.compressor_config),
         video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
         video_token_budget=preset.video_token_budget,
     )
@@ -106,7 +118,9 @@ def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompFor
     video_processor = VidCompVideoProcessor(
         size={"height": image_size, "width": image_size}, **preset.video_processor_kwargs
     )
-    processor = VidCompProcessor(video_processor=video_processor, tokenizer=tokenizer, video_token=VIDEO_TOKEN)
+    processor = VidCompProcessor(
+        video_processor=video_processor, tokenizer=tokenizer, video_token=VIDEO_TOKEN, **preset.processor_kwargs
+    )
     return model, processor
 
 

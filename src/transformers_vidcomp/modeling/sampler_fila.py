@@ -133,14 +133,45 @@ def kmeans_plus_plus(
     return torch.stack(centers, 1)
 
 
+def initial_centers(
+    points: torch.Tensor,
+    valid: torch.BoolTensor,
+    num_clusters: torch.LongTensor,
+    init: Literal["k-means++", "random"],
+    seed: int,
+) -> tuple[torch.Tensor, torch.BoolTensor]:
+    r"""
+    Initial centres for each video, drawn with its own generator seeded with `seed`, so a video's scenes never
+    depend on the other videos in its batch (a loop over videos, not frames).
+
+    Args:
+        points (`torch.Tensor` of shape `(num_videos, max_frames, dim)`), valid (`torch.BoolTensor`, same first two)
+        num_clusters (`torch.LongTensor` of shape `(num_videos,)`): k of each video, at most its frame count.
+    Returns:
+        `centers` of shape `(num_videos, max_k, dim)` and `center_valid` of shape `(num_videos, max_k)`.
+    """
+    num_videos, _, dim = points.shape
+    max_k = int(num_clusters.max())
+    centers = points.new_zeros(num_videos, max_k, dim)
+    for video in range(num_videos):
+        k, frames = int(num_clusters[video]), points[video, valid[video]][None]
+        all_valid = torch.ones(frames.shape[:2], dtype=torch.bool, device=points.device)
+        generator = torch.Generator(points.device).manual_seed(seed)
+        if init == "k-means++":
+            centers[video, :k] = kmeans_plus_plus(frames, all_valid, k, generator)[0]
+        else:
+            chosen = torch.randperm(frames.shape[1], generator=generator, device=points.device)[:k]
+            centers[video, :k] = frames[0, chosen]
+    return centers, torch.arange(max_k, device=points.device)[None, :] < num_clusters[:, None]
+
+
 def batched_kmeans(
     points: torch.Tensor,
     valid: torch.BoolTensor,
-    num_clusters: int,
-    init: Literal["k-means++", "random"] | torch.Tensor = "k-means++",
+    centers: torch.Tensor,
+    center_valid: torch.BoolTensor | None = None,
     max_iter: int = 100,
     tol: float = 1e-4,
-    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.LongTensor]:
     r"""
     Lloyd's K-Means (Euclidean) on every video at once, with scikit-learn's stopping rule: stop when the labels no
@@ -150,20 +181,23 @@ def batched_kmeans(
     Args:
         points (`torch.Tensor` of shape `(num_videos, max_frames, dim)`): frame features, zero-padded.
         valid (`torch.BoolTensor` of shape `(num_videos, max_frames)`): which rows are real frames.
-        num_clusters: k, at most the number of frames of the shortest video.
-        init: `"k-means++"`, `"random"` (k distinct frames), or initial centres `(num_videos, k, dim)`.
+        centers (`torch.Tensor` of shape `(num_videos, max_k, dim)`): initial centres.
+        center_valid (`torch.BoolTensor` of shape `(num_videos, max_k)`, *optional*): which centres a video has,
+            when videos have different k.
     Returns:
-        `centers` of shape `(num_videos, k, dim)` and `labels` of shape `(num_videos, max_frames)` (-1 on padding).
+        `centers` of shape `(num_videos, max_k, dim)` and `labels` of shape `(num_videos, max_frames)` (-1 on
+        padding).
     """
     num_videos, max_frames, dim = points.shape
-    generator = generator if generator is not None else torch.Generator(points.device).manual_seed(0)
-    if isinstance(init, torch.Tensor):
-        centers = init.to(points)
-    elif init == "k-means++":
-        centers = kmeans_plus_plus(points, valid, num_clusters, generator)
-    else:
-        order = torch.rand(valid.shape, generator=generator, device=points.device).masked_fill(~valid, 2.0)
-        centers = points.gather(1, order.argsort(1)[:, :num_clusters, None].expand(-1, -1, dim))
+    num_clusters = centers.shape[1]
+    centers = centers.to(points)
+    unused = ~center_valid[:, None, :] if center_valid is not None else None
+
+    def nearest(centers: torch.Tensor) -> torch.LongTensor:
+        distances = squared_distances(points, centers, point_norms)
+        if unused is not None:
+            distances = distances.masked_fill(unused, float("inf"))
+        return distances.argmin(-1).masked_fill(~valid, -1)
 
     # scikit-learn's tolerance is relative to the mean per-feature variance, which is
     # (mean squared norm - squared norm of the mean) / dim: no pass over the points beyond their norms.
@@ -174,7 +208,7 @@ def batched_kmeans(
     labels = torch.full((num_videos, max_frames), -1, dtype=torch.long, device=points.device)
     active = torch.ones(num_videos, dtype=torch.bool, device=points.device)
     for _ in range(max_iter):
-        new_labels = squared_distances(points, centers, point_norms).argmin(-1).masked_fill(~valid, -1)
+        new_labels = nearest(centers)
         label_stable = (new_labels == labels).all(1)
         # Cluster sums as one matrix product with the (k, frames) membership matrix; padding rows belong nowhere.
         membership = (new_labels[:, None, :] == torch.arange(num_clusters, device=points.device)[None, :, None])
@@ -190,7 +224,7 @@ def batched_kmeans(
         if not active.any():
             break
     if not strictly_converged.all():  # labels must match the final centres (scikit-learn does the same)
-        labels = squared_distances(points, centers, point_norms).argmin(-1).masked_fill(~valid, -1)
+        labels = nearest(centers)
     return centers, labels
 
 
@@ -270,17 +304,14 @@ class FilaKMeansSampler(VidCompSampler):
         if frame_features is None:
             raise InvalidVideoInputError("The FiLA K-Means sampler clusters vision features: pass frame_features.")
         points, valid = frame_means_by_video(frame_features)
-        num_videos, max_frames, _ = points.shape
-        counts = valid.sum(1)
-        # Every video is clustered with k = min(num_scenes, shortest video); longer videos that could hold more
-        # scenes are rare in a batch and get the same k, so one batched run serves them all.
-        num_clusters = min(self.config.num_scenes, int(counts.min()))
-        generator = torch.Generator(points.device).manual_seed(self.config.seed)
+        num_videos = points.shape[0]
+        num_clusters = valid.sum(1).clamp(max=self.config.num_scenes)  # fewer frames than k: a scene per frame
+        centers, center_valid = initial_centers(points, valid, num_clusters, self.config.init, self.config.seed)
         centers, labels = batched_kmeans(
-            points, valid, num_clusters, self.config.init, self.config.max_iter, self.config.tol, generator
+            points, valid, centers, center_valid, self.config.max_iter, self.config.tol
         )
         distance = squared_distances(points, centers)  # (videos, frames, clusters)
-        in_cluster = labels[..., None] == torch.arange(num_clusters, device=points.device)
+        in_cluster = labels[..., None] == torch.arange(centers.shape[1], device=points.device)
         representative = distance.masked_fill(~in_cluster, float("inf")).argmin(1)  # (videos, clusters)
         has_frames = in_cluster.any(1)
         is_representative = torch.zeros_like(valid)
@@ -415,6 +446,7 @@ __all__ = [
     "FilaKMeansSampler",
     "FilaKMeansSamplerConfig",
     "batched_kmeans",
+    "initial_centers",
     "kmeans_plus_plus",
     "rank_within_groups",
 ]

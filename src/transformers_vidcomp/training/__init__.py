@@ -1,6 +1,19 @@
 """Fine-tuning with `Trainer`: a processor-based collator and stage presets that freeze the right parts."""
 
 from .collator import VidCompDataCollator
-from .stages import TRAINING_STAGES, UnknownStageError, apply_training_stage
+from .stages import (
+    STAGE_LEARNING_RATES,
+    TRAINING_STAGES,
+    UnknownStageError,
+    apply_training_stage,
+    stage_parameter_groups,
+)
 
-__all__ = ["TRAINING_STAGES", "UnknownStageError", "VidCompDataCollator", "apply_training_stage"]
+__all__ = [
+    "STAGE_LEARNING_RATES",
+    "TRAINING_STAGES",
+    "UnknownStageError",
+    "VidCompDataCollator",
+    "apply_training_stage",
+    "stage_parameter_groups",
+]

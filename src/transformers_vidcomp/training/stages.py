@@ -4,7 +4,9 @@ r"""Training stages: which parts of a [`VidCompForConditionalGeneration`] learn,
 - `compressor`: train the compressor (and a sampler with weights) alone;
 - `compressor+projector`: a newly swapped-in compressor and the projector that feeds the LLM (towers and LLM frozen);
 - `compressor+projector+llm`: everything but the vision tower, the usual instruction-tuning stage;
-- `new-parts`: everything `from_pretrained_parts` did not load (recorded in `config.parts`).
+- `new-parts`: everything `from_pretrained_parts` did not load (recorded in `config.parts`);
+- `fila-stage4`: FiLA-Video's stage 4, everything including the vision tower and the scene-merging compressor, with
+  the paper's learning rates per part (`stage_parameter_groups`).
 """
 
 from transformers import PreTrainedModel
@@ -25,6 +27,18 @@ TRAINING_STAGES: dict[str, tuple[str, ...]] = {
         "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
     ),
     "new-parts": (),  # decided per model from config.parts
+    "fila-stage4": (
+        "vision_tower", "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
+    ),
+}
+
+# Learning rates per module for stages whose paper gives them; other stages use the optimizer's one rate.
+STAGE_LEARNING_RATES: dict[str, dict[str, float]] = {
+    # FiLA-Video §4: vision encoder 2e-6, projector 2e-6, LLM 1e-5, scene merging 2e-6.
+    "fila-stage4": {
+        "vision_tower": 2e-6, "multi_modal_projector": 2e-6, "video_newline": 2e-6, "language_model": 1e-5,
+        "lm_head": 1e-5, "sampler": 2e-6, "compressor": 2e-6,
+    },
 }
 
 
@@ -56,3 +70,25 @@ def apply_training_stage(model: PreTrainedModel, stage: str) -> dict[str, int]:
         parameter.requires_grad_(is_trained(name))
         counts["trainable" if parameter.requires_grad else "frozen"] += parameter.numel()
     return counts
+
+
+def stage_parameter_groups(model: PreTrainedModel, stage: str) -> list[dict]:
+    r"""
+    Applies `stage`, then groups the trainable parameters by the stage's learning rates, ready for an optimizer:
+    `Trainer(..., optimizers=(torch.optim.AdamW(stage_parameter_groups(model, "fila-stage4")), None))`.
+
+    Returns:
+        One `{"params": [...], "lr": rate, "name": module}` per module with trainable parameters.
+    """
+    apply_training_stage(model, stage)
+    if stage not in STAGE_LEARNING_RATES:
+        raise UnknownStageError(
+            f"Stage {stage!r} has no per-part learning rates; stages that do: {', '.join(STAGE_LEARNING_RATES)}."
+        )
+    rates = STAGE_LEARNING_RATES[stage]
+    groups: dict[str, list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            module = next(part for part in name.split(".") if part in rates)
+            groups.setdefault(module, []).append(parameter)
+    return [{"params": params, "lr": rates[module], "name": module} for module, params in groups.items()]
