@@ -55,22 +55,41 @@ def test_kmeans_matches_scikit_learn_from_the_same_initial_centres(n, dim, k, se
     centers, labels = batched_kmeans(tensor, valid, init, max_iter=300)
     reference = KMeans(k, init=init[0].double().numpy(), n_init=1, max_iter=300, tol=1e-4, algorithm="lloyd")
     reference.fit(points.astype(np.float64))
-    if len(np.unique(reference.labels_)) < k:  # scikit-learn relocates empty clusters; we keep their centres
-        return
     assert (labels[0].numpy() == reference.labels_).all()
     np.testing.assert_allclose(centers[0].numpy(), reference.cluster_centers_, atol=1e-3)
 
 
-def test_selection_is_deterministic_and_independent_of_batch_mates():
-    long_video, short_video = shots([12, 9, 15, 10], seed=1), shots([4, 3], seed=2)
-    sampler = kmeans_sampler(num_scenes=4, supplements_per_scene=2)
-    alone = sampler(packed([long_video]), frame_features=packed([long_video]))
-    batch = packed([long_video, short_video])
-    together = sampler(batch, frame_features=batch)
-    again = sampler(batch, frame_features=batch)
+@pytest.mark.parametrize("sampler", [
+    FilaKMeansSampler(FilaKMeansSamplerConfig(num_scenes=4, supplements_per_scene=2)),
+    FilaBipartiteSampler(FilaBipartiteSamplerConfig(num_scenes=4, frames_per_scene=3)),
+], ids=["kmeans", "bipartite"])
+def test_selection_is_deterministic_and_independent_of_batch_mates(sampler):
+    videos = [shots([4, 3], seed=2, dim=64), shots([12, 9, 15, 10], seed=1, dim=64), shots([2, 2, 1], seed=3, dim=64)]
+    batch = packed(videos)
+    together, again = sampler(batch, frame_features=batch), sampler(batch, frame_features=batch)
     assert torch.equal(together.keep_mask, again.keep_mask) and torch.equal(together.scene_ids, again.scene_ids)
-    assert torch.equal(together.keep_mask[:46], alone.keep_mask)
-    assert torch.equal(together.scene_ids[:46], alone.scene_ids)
+    offset = 0
+    for video in videos:  # padded or not, each video selects as it would alone
+        alone = sampler(packed([video]), frame_features=packed([video]))
+        assert torch.equal(together.keep_mask[offset:offset + len(video)], alone.keep_mask)
+        assert torch.equal(together.scene_ids[offset:offset + len(video)], alone.scene_ids)
+        offset += len(video)
+
+
+def test_batched_kmeans_with_different_k_per_video_and_random_init_matches_scikit_learn():
+    from transformers_vidcomp.modeling.sampler_fila import frame_means_by_video, initial_centers
+
+    videos = [shots([30, 20, 25], seed=11, dim=16), shots([10, 12], seed=12, dim=16)]
+    points, valid = frame_means_by_video(packed(videos))
+    for init in ("random", "k-means++"):
+        centers, center_valid = initial_centers(points, valid, torch.tensor([3, 2]), init, seed=4)
+        final, labels = batched_kmeans(points, valid, centers, center_valid)
+        for video, k in enumerate([3, 2]):
+            n = len(videos[video])
+            reference = KMeans(k, init=centers[video, :k].double().numpy(), n_init=1, tol=1e-4, algorithm="lloyd")
+            reference.fit(points[video, :n].double().numpy())
+            assert (labels[video, :n].numpy() == reference.labels_).all()
+            np.testing.assert_allclose(final[video, :k].numpy(), reference.cluster_centers_, atol=1e-4)
 
 
 def test_representatives_are_chronological_and_supplements_come_from_their_gap():
@@ -142,6 +161,36 @@ def test_config_validation():
         FilaKMeansSamplerConfig(supplements_per_scene=-1)
 
 
+def reference_bipartite_selection(means: torch.Tensor, num_scenes: int, frames_per_scene: int) -> list[int]:
+    """Appendix B written plainly: per segment, merge away A ends of the most similar edges until the target."""
+    n, kept = len(means), []
+    segments = [[i for i in range(n) if i * min(num_scenes, n) // n == s] for s in range(min(num_scenes, n))]
+    for members in segments:
+        members = list(members)
+        while len(members) > frames_per_scene:
+            a, b = members[::2], members[1::2]
+            edges = []
+            for i in a:
+                scores = [float(torch.nn.functional.cosine_similarity(means[i], means[j], dim=0)) for j in b]
+                edges.append((max(scores), i))
+            remove = len(members) - frames_per_scene
+            ranked = sorted(edges, key=lambda edge: -edge[0])  # stable: ties keep time order
+            drop = {i for _, i in ranked[: min(remove, len(a))]}
+            members = [i for i in members if i not in drop]
+        kept += members
+    return kept
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), scenes=st.integers(1, 6), per_scene=st.integers(1, 4), seed=st.integers(0, 999))
+def test_bipartite_selection_matches_a_plain_reference(n, scenes, per_scene, seed):
+    means = torch.randn(n, 6, generator=torch.Generator().manual_seed(seed))
+    frames = packed([means])
+    out = FilaBipartiteSampler(FilaBipartiteSamplerConfig(num_scenes=scenes, frames_per_scene=per_scene))(
+        frames, frame_features=frames)
+    assert torch.nonzero(out.keep_mask).squeeze(1).tolist() == reference_bipartite_selection(means, scenes, per_scene)
+
+
 def test_bipartite_selection_keeps_the_least_redundant_frames_per_segment():
     # Segment of 6 frames: three near-duplicates pairs; merging the most similar A->B edges leaves 3 frames.
     pairs = torch.tensor([[5.0, 0], [5.0, 0.01], [0, 5.0], [0.02, 5.0], [3.0, 3.0], [3.0, 3.1]])
@@ -166,6 +215,17 @@ def scene_batch(scene_lengths, grid=2, dim=8, seed=0):
     values = torch.randn(total, grid, grid, dim, generator=generator)
     scene_ids = torch.repeat_interleave(torch.arange(len(scene_lengths)), torch.tensor(scene_lengths))
     return PackedFrames(values, torch.tensor([total]), torch.arange(total, dtype=torch.float32)), scene_ids
+
+
+def test_weighted_fusion_keeps_each_positions_total_weight_on_short_and_long_scenes():
+    fusion = FilaWeightedFusionCompressor(FilaWeightedFusionConfig(scene_size=3, num_patches=4, hidden_size=8))
+    with torch.no_grad():
+        fusion.weight.copy_(torch.tensor([0.1, 0.1, 0.8])[:, None, None].expand(3, 4, 8))
+    for length in (1, 2, 3, 5):
+        weights = fusion.weights_for(length)
+        assert weights.shape == (length, 4, 8)
+        torch.testing.assert_close(weights.sum(0), torch.ones(4, 8))
+    assert fusion.weights_for(2)[-1, 0, 0] > fusion.weights_for(2)[0, 0, 0]  # the representative keeps its weight
 
 
 @pytest.mark.parametrize("lengths", [[3, 3, 3], [1, 3, 2], [5, 3]])
@@ -205,11 +265,13 @@ def test_attention_pooling_weights_frames_per_token_with_the_middle_frame_as_que
     torch.testing.assert_close(pooling(features, scene_ids=scene_ids).tokens, expected.reshape(4, 8))
     bound = (6 / (8 + 6)) ** 0.5  # Xavier-uniform range
     assert pooling.query.weight.abs().max() <= bound and pooling.query.weight.std() > bound / 4
+    half = PackedFrames(features.values.bfloat16(), features.frame_counts, features.timestamps)
+    assert pooling(half, scene_ids=scene_ids).tokens.dtype == torch.bfloat16  # bf16 features, fp32 projections
 
 
 def reference_bipartite_merge(tokens: torch.Tensor, target: int) -> torch.Tensor:
-    """Algorithm 1 written plainly, one merge at a time, as the independent reference."""
-    sums, sizes = [t.clone() for t in tokens], [1.0] * len(tokens)
+    """Algorithm 1 written plainly, one merge at a time, as the independent reference; output in source order."""
+    sums, sizes, origins = [t.clone() for t in tokens], [1.0] * len(tokens), list(range(len(tokens)))
     while len(sums) > target:
         current = [s / z for s, z in zip(sums, sizes)]
         a, b = current[::2], current[1::2]
@@ -221,14 +283,17 @@ def reference_bipartite_merge(tokens: torch.Tensor, target: int) -> torch.Tensor
             edges.append((scores[j], i, j))
         order = sorted(range(len(a)), key=lambda i: -edges[i][0])
         merged, unmerged = order[:r], order[r:]
-        sums_b, sizes_b = sums[1::2], sizes[1::2]
+        sums_b, sizes_b, origins_b = sums[1::2], sizes[1::2], origins[1::2]
         for i in merged:
             j = edges[i][2]
             sums_b[j] = sums_b[j] + sums[::2][i]
             sizes_b[j] = sizes_b[j] + sizes[::2][i]
+            origins_b[j] = min(origins_b[j], origins[::2][i])
         sums = [sums[::2][i] for i in unmerged] + sums_b
         sizes = [sizes[::2][i] for i in unmerged] + sizes_b
-    return torch.stack([s / z for s, z in zip(sums, sizes)])
+        origins = [origins[::2][i] for i in unmerged] + origins_b
+    order = sorted(range(len(sums)), key=lambda i: origins[i])
+    return torch.stack([sums[i] / sizes[i] for i in order])
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 4])
@@ -280,8 +345,6 @@ def test_fila_preset_runs_end_to_end_and_its_card_says_what_it_costs(tmp_path, d
                                              {"type": "text", "text": "What happens?"}]}]
     inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
                                            return_tensors="pt")
-    prompt = processor.tokenizer.decode(inputs["input_ids"][0])
-    assert "This video samples" in prompt and "-second video at" in prompt
     generated = model.generate(**inputs, max_new_tokens=3)
     assert generated.shape[1] > inputs["input_ids"].shape[1]
     card = render_model_card(model, processor, CardInfo(source="test", trained=False), repo_id="me/fila")
@@ -316,3 +379,31 @@ def test_fila_checkpoint_exports_and_verifies_as_remote_code(tmp_path, capsys):
     assert main(["export", str(tmp_path / "fila"), str(tmp_path / "hub")]) == 0
     assert "verified: reloaded with trust_remote_code" in capsys.readouterr().out
     assert {"sampler_fila.py", "compressor_fila.py"} <= {p.name for p in (tmp_path / "hub").iterdir()}
+
+
+def test_multirate_prompt_states_the_sampled_frames_real_times(demo_video):
+    from transformers_vidcomp.tiny import build_tiny
+
+    _, processor = build_tiny("fila-multirate")
+    messages = [{"role": "user", "content": [{"type": "video", "path": str(demo_video[0])},
+                                             {"type": "text", "text": "What happens?"}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    prompt = processor.tokenizer.decode(inputs["input_ids"][0])
+    times = inputs["video_timestamps"].tolist()
+    assert len(times) == 40  # the 4 s demo clip at 10 fps, all under the 96-frame cap
+    expected = f"This video samples 40 frames of a 4.0-second video at {times[0]:.1f}, {times[1]:.1f}"
+    assert expected in prompt, prompt
+
+
+def test_fila_demo_reports_and_draws_scenes(tmp_path, demo_video):
+    from PIL import Image
+
+    from transformers_vidcomp.demo import format_report, run_demo
+
+    report = run_demo(demo_video[0], preset="fila", out_dir=tmp_path)
+    assert report.scenes and sum(len(scene) for scene in report.scenes) == report.frames_kept
+    assert report.frames_encoded == report.frames_decoded  # K-Means looks at every decoded frame
+    assert "tokens per scene" in format_report(report)
+    sheet = Image.open(tmp_path / "contact_sheet.png")
+    assert sheet.height >= len(report.scenes) * 64  # a row per scene

@@ -72,10 +72,12 @@ def contact_sheet(
     path: Path,
     columns: int = 4,
     scenes: list[int] | None = None,
+    mark_representatives: bool = False,
 ) -> None:
     r"""
     Saves the kept frames in a grid, each captioned with its time in seconds. With `scenes` (the scene of each
-    frame), each row is one scene: its supplements, then its representative (the scene's last frame) framed in red.
+    frame), each row is one scene; with `mark_representatives`, each scene's last frame, its representative, is
+    framed in red after its supplements.
     """
     height, width = frames.shape[1:3]
     caption = 18
@@ -96,8 +98,8 @@ def contact_sheet(
         sheet.paste(Image.fromarray(frame), (x, y))
         label = f"t = {t:.1f} s"
         if scenes is not None:
-            is_representative = i + 1 == len(scenes) or scenes[i + 1] != scenes[i]
-            label = f"scene {scenes[i]} " + ("rep " if is_representative else "") + label
+            is_representative = mark_representatives and (i + 1 == len(scenes) or scenes[i + 1] != scenes[i])
+            label = f"scene {scenes[i]}, " + ("representative, " if is_representative else "") + label
             if is_representative:
                 draw.rectangle((x, y, x + width - 1, y + height - 1), outline="red", width=3)
         draw.text((x + 4, y + height + 3), label, fill="black")
@@ -170,7 +172,13 @@ def run_demo(
         scenes=scenes,
     )
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2))
-    contact_sheet(frames[keep], kept_timestamps, out / "contact_sheet.png", scenes=kept_scenes)
+    contact_sheet(
+        frames[keep],
+        kept_timestamps,
+        out / "contact_sheet.png",
+        scenes=kept_scenes,
+        mark_representatives=inner.sampler.scene_ends_at_representative,
+    )
     return report
 
 
@@ -181,7 +189,8 @@ def format_report(report: DemoReport) -> str:
         ("sample", f"{report.frames_kept} frames kept" + (
             f" in {len(report.scenes)} scenes" if report.scenes else ""), s.get("sample", 0.0)),
         ("encode", f"{report.frames_encoded} frames through the vision tower", s.get("encode", 0.0)),
-        ("compress", f"{report.tokens_per_frame:g} tokens per kept frame", s.get("compress", 0.0)),
+        ("compress", f"{report.tokens_to_llm // len(report.scenes)} tokens per scene" if report.scenes
+         else f"{report.tokens_per_frame:g} tokens per frame", s.get("compress", 0.0)),
         ("llm", f"{report.tokens_to_llm} video tokens to the LLM", s.get("llm", 0.0)),
     ]
     lines = [f"{'stage':<10}{'what':<42}{'time (ms)':>10}", "-" * 62]

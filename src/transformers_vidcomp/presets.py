@@ -33,16 +33,17 @@ PRESETS: dict[str, Preset] = {
     "fila": Preset(
         name="fila",
         description="FiLA-Video: K-Means scene selection (8 scenes of up to 3 frames) and learnable weighted fusion "
-        "of each scene into one frame's tokens, with frame times in the prompt",
+        "of each scene into one frame's tokens",
         sampler_config={"model_type": "vidcomp_fila_kmeans_sampler", "num_scenes": 8, "supplements_per_scene": 2},
         compressor_config={"model_type": "vidcomp_fila_weighted_fusion", "scene_size": 3},
         video_processor_kwargs={"fps": 4.0, "num_frames": 64},
-        processor_kwargs={"timestamps_in_prompt": True},
+        # No frame times in the prompt: the processor would list every decoded frame, while K-Means then keeps
+        # only the scenes' frames, which are chosen inside the model after the text is written.
     ),
     "fila-multirate": Preset(
         name="fila-multirate",
         description="FiLA-Video's stage-4 training mode: 96 uniform frames, every 3 consecutive fused into one by "
-        "the same weighted fusion (train it with the fila-stage4 stage)",
+        "the same weighted fusion (train it with the fila-stage4 stage), with the frames' times in the prompt",
         sampler_config={"model_type": "vidcomp_uniform_sampler", "num_frames": 96},
         compressor_config={"model_type": "vidcomp_fila_weighted_fusion", "scene_size": 3},
         video_processor_kwargs={"fps": None, "num_frames": 96},

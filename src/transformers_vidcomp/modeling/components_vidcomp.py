@@ -257,6 +257,8 @@ class VidCompSampler(VidCompComponent):
     """
 
     needs_frame_features: ClassVar[bool] = False
+    # True for samplers whose scenes end at a chosen representative frame (FiLA's K-Means), which displays mark.
+    scene_ends_at_representative: ClassVar[bool] = False
 
     def max_kept_frames(self, num_frames: int) -> int:
         """The most frames this sampler keeps of a video of `num_frames` frames, whatever their content."""

@@ -162,8 +162,8 @@ class FilaWeightedFusionCompressor(FilaSceneMerger):
 
     A scene of m != k frames (a short gap in K-Means selection, or a different `scene_size`) uses W resampled
     along time to m rows (linear, ends aligned, so a scene's last frame, its representative, always meets W's
-    last row), scaled by k / m so the weights keep the total mass they were trained with: an untrained W still
-    averages, whatever m.
+    last row), rescaled so that every (patch, channel) keeps the total weight it has over W's k rows: a one-frame
+    scene gets W's column sums, and an untrained W still averages, whatever m.
     """
 
     config: FilaWeightedFusionConfig
@@ -182,12 +182,18 @@ class FilaWeightedFusionCompressor(FilaSceneMerger):
         k = self.config.scene_size
         if scene_length == k:
             return self.weight
+        total = self.weight.sum(0, keepdim=True)
         if scene_length == 1:
-            return self.weight[-1:] * k
+            return total
         resampled = F.interpolate(
             rearrange(self.weight, "k n d -> 1 (n d) k"), size=scene_length, mode="linear", align_corners=True
         )
-        return rearrange(resampled, "1 (n d) m -> m n d", n=self.config.num_patches) * (k / scene_length)
+        resampled = rearrange(resampled, "1 (n d) m -> m n d", n=self.config.num_patches)
+        resampled_total = resampled.sum(0, keepdim=True)
+        # Where the resampled weights sum to ~0 (a trained W can), fall back to scaling by k / m.
+        safe = resampled_total.abs() > 1e-6
+        scale = torch.where(safe, total / torch.where(safe, resampled_total, 1.0), k / scene_length)
+        return resampled * scale
 
     def merge(self, scenes: torch.Tensor) -> torch.Tensor:
         _, scene_length, num_patches, dim = scenes.shape
@@ -256,10 +262,11 @@ class FilaAttentionPoolingCompressor(FilaSceneMerger):
             nn.init.xavier_uniform_(module.weight)
 
     def merge(self, scenes: torch.Tensor) -> torch.Tensor:
-        middle = scenes[:, (scenes.shape[1] - 1) // 2]
-        queries, keys = self.query(middle), self.key(scenes)
+        projected = scenes.to(self.query.weight.dtype)  # bf16 features meet fp32 projections, and vice versa
+        middle = projected[:, (scenes.shape[1] - 1) // 2]
+        queries, keys = self.query(middle), self.key(projected)
         scores = torch.einsum("snk,smnk->smn", queries, keys) / math.sqrt(queries.shape[-1])
-        return torch.einsum("smn,smnd->snd", scores.softmax(dim=1), scenes)
+        return torch.einsum("smn,smnd->snd", scores.softmax(dim=1).to(scenes.dtype), scenes)
 
 
 @strict
@@ -272,7 +279,8 @@ class FilaBipartiteMergeCompressor(FilaSceneMerger):
     r"""
     Bipartite soft matching merge (Appendix C.2, Algorithm 1; ToMe). A scene's m x N tokens alternate into sets A
     and B; each A token's most similar B token (cosine) is its edge; the A ends of the most similar edges merge
-    into their B partners as size-weighted averages. Rounds repeat until N tokens remain. No weights.
+    into their B partners as size-weighted averages. Rounds repeat until N tokens remain, which are returned in
+    the order of their earliest source token (so an unmerged scene keeps its layout). No weights.
     """
 
     config: FilaBipartiteMergeConfig
@@ -285,6 +293,7 @@ class FilaBipartiteMergeCompressor(FilaSceneMerger):
         num_scenes, scene_length, num_patches, dim = scenes.shape
         weighted = rearrange(scenes, "s m n d -> s (m n) d").float()  # token sums, each of size 1 so far
         size = weighted.new_ones(num_scenes, weighted.shape[1])
+        origin = torch.arange(weighted.shape[1], device=scenes.device).expand(num_scenes, -1)
         rows = torch.arange(num_scenes, device=scenes.device)[:, None]
         while weighted.shape[1] > num_patches:
             tokens = weighted / size[..., None]
@@ -296,12 +305,17 @@ class FilaBipartiteMergeCompressor(FilaSceneMerger):
             merged, unmerged = order[:, :merges], order[:, merges:]
             sum_a, sum_b = weighted[:, ::2], weighted[:, 1::2].clone()
             size_a, size_b = size[:, ::2], size[:, 1::2].clone()
+            origin_a, origin_b = origin[:, ::2], origin[:, 1::2].clone()
             destination = partner.gather(1, merged)
-            sum_b.index_put_((rows.expand_as(destination), destination), sum_a[rows, merged], accumulate=True)
-            size_b.index_put_((rows.expand_as(destination), destination), size_a[rows, merged], accumulate=True)
+            target = (rows.expand_as(destination), destination)
+            sum_b.index_put_(target, sum_a[rows, merged], accumulate=True)
+            size_b.index_put_(target, size_a[rows, merged], accumulate=True)
+            origin_b = origin_b.scatter_reduce(1, destination, origin_a.gather(1, merged), reduce="amin")
             weighted = torch.cat([sum_a[rows, unmerged], sum_b], dim=1)
             size = torch.cat([size_a[rows, unmerged], size_b], dim=1)
-        return (weighted / size[..., None]).to(scenes.dtype)
+            origin = torch.cat([origin_a[rows, unmerged], origin_b], dim=1)
+        order = origin.argsort(dim=1)
+        return (weighted / size[..., None]).gather(1, order[..., None].expand_as(weighted)).to(scenes.dtype)
 
 
 __all__ = [

@@ -6,8 +6,8 @@ merging compressors fuse.
   torch) finds k scene centres; the frame nearest each centre represents its scene, in chronological order; each
   scene is completed with the r frames between the previous representative and its own that are most similar to
   it (or least similar, the paper's Table 2 ablation).
-- `fila_bipartite` (Appendix B): the video is cut into k even segments; in each, bipartite soft matching between
-  alternate frames keeps the r + 1 frames of the most similar edges.
+- `fila_bipartite` (Appendix B): the video is cut into k even segments; in each, bipartite soft matching (ToMe)
+  merges away the most redundant frames (the A ends of the most similar A-B edges) until r + 1 remain.
 
 No code was released: the defaults (k = 32 scenes, r = 2, k-means++ seeded with 0, 100 iterations, tolerance 1e-4)
 are ours, and each choice the paper leaves open is documented where it is made.
@@ -38,7 +38,7 @@ def frame_means_by_video(features: PackedFrames) -> tuple[torch.Tensor, torch.Bo
         `points` of shape `(num_videos, max_frames, dim)` (zeros past a video's end) and `valid` of shape
         `(num_videos, max_frames)`.
     """
-    means = features.values.float().mean(dim=(1, 2))
+    means = features.values.mean(dim=(1, 2), dtype=torch.float32)
     if not torch.isfinite(means).all():
         raise InvalidVideoInputError(
             "Frame features contain NaN or infinite values, so scenes cannot be clustered. Check the vision tower's "
@@ -165,6 +165,42 @@ def initial_centers(
     return centers, torch.arange(max_k, device=points.device)[None, :] < num_clusters[:, None]
 
 
+def relocate_empty_clusters(
+    points: torch.Tensor,
+    valid: torch.BoolTensor,
+    centers: torch.Tensor,
+    labels: torch.LongTensor,
+    sums: torch.Tensor,
+    sizes: torch.Tensor,
+    center_valid: torch.BoolTensor | None,
+) -> None:
+    r"""
+    scikit-learn's rule for a cluster left empty by an assignment step: it takes over the frame farthest from its
+    own centre (the next farthest for a second empty cluster, and so on), which leaves its old cluster. `sums` and
+    `sizes` (`(num_videos, k, dim)` and `(num_videos, k)`, the new centres' accumulators) are updated in place.
+    Empty clusters are rare, so this loops over them, never over frames.
+    """
+    empty = sizes == 0
+    if center_valid is not None:
+        empty &= center_valid
+    if not empty.any():
+        return
+    own_center = centers.gather(1, labels.clamp(min=0)[..., None].expand_as(points))
+    distance = (points - own_center).square().sum(-1).masked_fill(~valid, float("-inf"))
+    num_empty = empty.sum(1)
+    farthest = distance.topk(int(num_empty.max()), dim=1).indices
+    empty_ids = torch.argsort((~empty).to(torch.uint8), dim=1, stable=True)
+    for slot in range(int(num_empty.max())):
+        videos = torch.nonzero(num_empty > slot).squeeze(1)
+        frame, new_cluster = farthest[videos, slot], empty_ids[videos, slot]
+        old_cluster = labels[videos, frame]
+        point = points[videos, frame].to(sums)
+        sums[videos, old_cluster] -= point
+        sizes[videos, old_cluster] -= 1
+        sums[videos, new_cluster] = point
+        sizes[videos, new_cluster] = 1
+
+
 def batched_kmeans(
     points: torch.Tensor,
     valid: torch.BoolTensor,
@@ -176,7 +212,8 @@ def batched_kmeans(
     r"""
     Lloyd's K-Means (Euclidean) on every video at once, with scikit-learn's stopping rule: stop when the labels no
     longer change, or when the squared centre shift falls to `tol` times the mean per-feature variance of the
-    video; labels are then recomputed for the final centres. An empty cluster keeps its previous centre.
+    video; labels are then recomputed for the final centres. An emptied cluster takes over the farthest frame, as
+    in scikit-learn (`relocate_empty_clusters`).
 
     Args:
         points (`torch.Tensor` of shape `(num_videos, max_frames, dim)`): frame features, zero-padded.
@@ -205,25 +242,32 @@ def batched_kmeans(
     counts = valid.sum(1).to(points)
     mean = torch.bmm(valid.to(points)[:, None, :], points).squeeze(1) / counts[:, None]
     threshold = tol * (point_norms.sum(1) / counts - mean.square().sum(-1)) / dim
+    # Centre sums accumulate in float64: the order of a float32 sum must not decide which side of a boundary a
+    # frame falls on (scikit-learn's result is the reference).
+    sum_points = points.reshape(-1, dim).double()
+    flat_valid = valid.flatten().double()
+    cluster_offset = (torch.arange(num_videos, device=points.device) * (num_clusters + 1))[:, None]
     labels = torch.full((num_videos, max_frames), -1, dtype=torch.long, device=points.device)
     active = torch.ones(num_videos, dtype=torch.bool, device=points.device)
     for _ in range(max_iter):
         new_labels = nearest(centers)
         label_stable = (new_labels == labels).all(1)
-        # Cluster sums as one matrix product with the (k, frames) membership matrix; padding rows belong nowhere.
-        membership = (new_labels[:, None, :] == torch.arange(num_clusters, device=points.device)[None, :, None])
-        membership = membership.to(points)
-        sums, sizes = torch.bmm(membership, points), membership.sum(-1)
-        new_centers = torch.where(sizes[..., None] > 0, sums / sizes.clamp(min=1)[..., None], centers)
+        # Cluster sums in one index_add over all videos; padding rows (label -1) land in a discarded extra slot.
+        slot = (new_labels % (num_clusters + 1) + cluster_offset).flatten()
+        sums = sum_points.new_zeros(num_videos * (num_clusters + 1), dim).index_add_(0, slot, sum_points)
+        sizes = sum_points.new_zeros(num_videos * (num_clusters + 1)).index_add_(0, slot, flat_valid)
+        sums = sums.view(num_videos, num_clusters + 1, dim)[:, :num_clusters]
+        sizes = sizes.view(num_videos, num_clusters + 1)[:, :num_clusters]
+        relocate_empty_clusters(points, valid, centers, new_labels, sums, sizes, center_valid)
+        new_centers = torch.where(sizes[..., None] > 0, sums / sizes.clamp(min=1)[..., None], centers).to(points)
         shift = squared_norms(new_centers - centers).sum(1)
         # A converged video keeps its centres and labels while the others go on.
         centers = torch.where(active[:, None, None], new_centers, centers)
         labels = torch.where(active[:, None], new_labels, labels)
-        strictly_converged = label_stable
         active &= ~label_stable & (shift > threshold)
         if not active.any():
             break
-    if not strictly_converged.all():  # labels must match the final centres (scikit-learn does the same)
+    if not label_stable.all():  # labels must match the final centres (scikit-learn does the same)
         labels = nearest(centers)
     return centers, labels
 
@@ -266,6 +310,8 @@ class FilaKMeansSamplerConfig(PreTrainedConfig):
             raise ValueError(f"supplements_per_scene must be 0 or more, got {self.supplements_per_scene}.")
         if self.max_iter < 1:
             raise ValueError(f"max_iter must be at least 1, got {self.max_iter}.")
+        if self.tol < 0:
+            raise ValueError(f"tol must be 0 or more, got {self.tol}.")
         super().__post_init__(**kwargs)
 
 
@@ -284,6 +330,7 @@ class FilaKMeansSampler(VidCompSampler):
 
     config: FilaKMeansSamplerConfig
     needs_frame_features = True
+    scene_ends_at_representative = True
 
     def __init__(self, config: FilaKMeansSamplerConfig):
         super().__init__(config)
@@ -304,20 +351,38 @@ class FilaKMeansSampler(VidCompSampler):
         if frame_features is None:
             raise InvalidVideoInputError("The FiLA K-Means sampler clusters vision features: pass frame_features.")
         points, valid = frame_means_by_video(frame_features)
-        num_videos = points.shape[0]
         num_clusters = valid.sum(1).clamp(max=self.config.num_scenes)  # fewer frames than k: a scene per frame
         centers, center_valid = initial_centers(points, valid, num_clusters, self.config.init, self.config.seed)
         centers, labels = batched_kmeans(
             points, valid, centers, center_valid, self.config.max_iter, self.config.tol
         )
-        distance = squared_distances(points, centers)  # (videos, frames, clusters)
-        in_cluster = labels[..., None] == torch.arange(centers.shape[1], device=points.device)
-        representative = distance.masked_fill(~in_cluster, float("inf")).argmin(1)  # (videos, clusters)
-        has_frames = in_cluster.any(1)
+        return self.complete_scenes(points, valid, self.representatives(points, valid, centers, labels), frames)
+
+    @staticmethod
+    def representatives(
+        points: torch.Tensor, valid: torch.BoolTensor, centers: torch.Tensor, labels: torch.LongTensor
+    ) -> torch.BoolTensor:
+        r"""
+        The frame nearest each cluster's centre among that cluster's frames; ties (the two frames of a two-frame
+        cluster are equally far from its mean) go to the earlier frame. Distances are taken element-wise, so the
+        choice never depends on the batch a video is in.
+        """
+        num_videos, max_frames, _ = points.shape
+        own_center = centers.gather(1, labels.clamp(min=0)[..., None].expand_as(points))
+        distance = (points - own_center).square().sum(-1).masked_fill(~valid, float("inf"))
+        slot = labels.masked_fill(~valid, centers.shape[1])  # padding goes to a discarded slot
+        nearest = torch.full((num_videos, centers.shape[1] + 1), float("inf"), device=points.device)
+        nearest = nearest.scatter_reduce(1, slot, distance, reduce="amin")
+        is_nearest = valid & (distance == nearest.gather(1, slot))
+        position = torch.arange(max_frames, device=points.device).expand(num_videos, -1)
+        first = torch.full_like(nearest, max_frames, dtype=torch.long).scatter_reduce(
+            1, slot, position.masked_fill(~is_nearest, max_frames), reduce="amin"
+        )[:, :-1]
         is_representative = torch.zeros_like(valid)
-        rows = torch.arange(num_videos, device=points.device)[:, None].expand_as(representative)
-        is_representative[rows[has_frames], representative[has_frames]] = True
-        return self.complete_scenes(points, valid, is_representative, frames)
+        has_frames = first < max_frames
+        rows = torch.arange(num_videos, device=points.device)[:, None].expand_as(first)
+        is_representative[rows[has_frames], first[has_frames]] = True
+        return is_representative
 
     def complete_scenes(
         self, points: torch.Tensor, valid: torch.BoolTensor, is_representative: torch.BoolTensor, frames: PackedFrames
@@ -379,7 +444,7 @@ class FilaBipartiteSampler(VidCompSampler):
     r"""
     FiLA-Video's Appendix B alternative: bipartite soft matching (ToMe) within even segments.
 
-    Each video is cut into k even segments (as `np.array_split` cuts). In each round, a segment's remaining frames
+    Each video is cut into k even segments (frame i of n goes to segment floor(i k / n)). In each round, a segment's remaining frames
     alternate into sets A and B; every A frame draws an edge to its most similar B frame (cosine of frame means);
     the A ends of the most similar edges merge into their partners and leave, as many as the segment is over
     `frames_per_scene` (at most all of A). Rounds repeat until every segment is down to `frames_per_scene`; a
@@ -423,10 +488,10 @@ class FilaBipartiteSampler(VidCompSampler):
             excess = (size - self.config.frames_per_scene).clamp(min=0).gather(1, live_segment.clamp(min=0)) * keep
             if not excess.any():
                 break
-            # Alternate the remaining frames of each segment into A (even) and B (odd).
-            order_in_segment = torch.cumsum(keep.long(), 1) - 1
-            first_in_segment = torch.zeros_like(segment).scatter_reduce(
-                1, live_segment.clamp(min=0), order_in_segment, reduce="amin", include_self=False
+            # Alternate the remaining frames of each segment into A (even) and B (odd); dropped frames take no part.
+            order_in_segment = (torch.cumsum(keep.long(), 1) - 1).masked_fill(~keep, max_frames)
+            first_in_segment = torch.full_like(segment, max_frames).scatter_reduce(
+                1, live_segment.clamp(min=0), order_in_segment, reduce="amin"
             )
             local = order_in_segment - first_in_segment.gather(1, live_segment.clamp(min=0))
             in_a, in_b = keep & (local % 2 == 0), keep & (local % 2 == 1)

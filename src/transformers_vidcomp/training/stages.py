@@ -80,11 +80,11 @@ def stage_parameter_groups(model: PreTrainedModel, stage: str) -> list[dict]:
     Returns:
         One `{"params": [...], "lr": rate, "name": module}` per module with trainable parameters.
     """
-    apply_training_stage(model, stage)
     if stage not in STAGE_LEARNING_RATES:
         raise UnknownStageError(
             f"Stage {stage!r} has no per-part learning rates; stages that do: {', '.join(STAGE_LEARNING_RATES)}."
         )
+    apply_training_stage(model, stage)
     rates = STAGE_LEARNING_RATES[stage]
     groups: dict[str, list] = {}
     for name, parameter in model.named_parameters():
