@@ -1,6 +1,7 @@
-r"""The `vidcomp` command: `methods`, `create-tiny`, `demo`, `convert`, `export` and `swap`."""
+r"""The `vidcomp` command: `methods`, `create-tiny`, `demo`, `convert`, `export`, `swap` and `finetune`."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .modeling.parts_vidcomp import PartError
 from .presets import PRESETS, UnknownPresetError
 from .processors import VideoDecodeError
 from .training import UnknownStageError
+from .training.finetune import TrainingDataError
 
 
 # Errors that mean the user asked for something impossible: reported in one line, without a traceback.
@@ -41,6 +43,7 @@ USER_ERRORS = (
     PublishError,
     SourceCheckpointError,
     TokenBudgetError,
+    TrainingDataError,
     UnknownConverterError,
     UnknownPresetError,
     UnknownStageError,
@@ -152,6 +155,17 @@ def cmd_swap(args: argparse.Namespace) -> None:
     write_and_publish(swap_components(args.checkpoint_dir, sampler=args.sampler, compressor=args.compressor), args)
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    """`vidcomp finetune CKPT DATA OUT`: Trainer fine-tuning, in one process or under torchrun / accelerate."""
+    from .training.finetune import finetune
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_request(argparse.Namespace(out_dir=args.out_dir, overwrite=args.overwrite, push_to_hub=None))
+    written = finetune(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {written}")
+
+
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="the Hub-ready folder to write (atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
@@ -213,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--compressor", metavar="SPEC", help="the new compressor")
     add_export_arguments(swap)
     swap.set_defaults(run=cmd_swap)
+
+    from .training.finetune import add_arguments as add_finetune_arguments
+
+    tune = commands.add_parser(
+        "finetune",
+        help="fine-tune a checkpoint with Trainer; run it under torchrun or accelerate launch for several processes",
+    )
+    add_finetune_arguments(tune)
+    tune.set_defaults(run=cmd_finetune)
     return parser
 
 

@@ -1,0 +1,118 @@
+r"""
+`vidcomp finetune`: `Trainer` fine-tuning of a checkpoint of ours on chat examples with videos.
+
+The same command runs in one process or many, because distribution is Transformers' and Accelerate's job, not ours:
+
+    vidcomp finetune CKPT data.jsonl out/ --stage compressor+projector+llm --max-steps 100
+    torchrun --nproc_per_node 2 -m transformers_vidcomp.cli finetune CKPT data.jsonl out/ --per-device-batch-size 1
+    accelerate launch -m transformers_vidcomp.cli finetune CKPT data.jsonl out/
+
+On CPUs the processes talk over gloo. `data.jsonl` holds one `{"messages": [...]}` per line, in the format of
+[`VidCompDataCollator`]. With `--data-order sequential`, two processes with a per-device batch of 1 see exactly the
+batches one process with a batch of 2 sees, and end with the same weights up to floating-point tolerance.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from .collator import VidCompDataCollator
+from .stages import TRAINING_STAGES, apply_training_stage
+
+
+class TrainingDataError(ValueError):
+    """The training data file is missing, empty, or not one JSON example with `messages` per line."""
+
+
+def read_examples(path: str | os.PathLike) -> list[dict]:
+    """One `{"messages": [...]}` per non-empty line of a JSON-lines file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No training data at {str(path)!r}.")
+    examples = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            example = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TrainingDataError(f"{path}:{number} is not valid JSON: {error}.") from error
+        if not isinstance(example, dict) or not isinstance(example.get("messages"), list):
+            raise TrainingDataError(f'{path}:{number} must be an object with a "messages" list.')
+        examples.append(example)
+    if not examples:
+        raise TrainingDataError(f"{path} holds no examples.")
+    return examples
+
+
+def finetune(args: argparse.Namespace) -> Path:
+    r"""Runs the fine-tuning `args` describe and writes the result, Hub-ready, to `args.out_dir` (main process only)."""
+    from ..conversion.cards import render_model_card
+    from ..conversion.converters import LocalCheckpointExporter
+    from ..conversion.writer import save_checkpoint
+    from ..modeling import VidCompForConditionalGeneration
+    from ..processors import VidCompProcessor
+
+    examples = read_examples(args.data)
+    model = VidCompForConditionalGeneration.from_pretrained(args.checkpoint_dir, dtype=torch.float32)
+    processor = VidCompProcessor.from_pretrained(args.checkpoint_dir)
+    model.train()
+    apply_training_stage(model, args.stage)
+    on_cpu = not torch.cuda.is_available()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # Trainer needs a working folder even when it saves nothing; the result goes to out_dir through our writer.
+    scratch = tempfile.TemporaryDirectory(prefix="vidcomp-trainer-")
+    training_args = TrainingArguments(
+        output_dir=scratch.name,
+        per_device_train_batch_size=args.per_device_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="constant",
+        seed=args.seed,
+        data_seed=args.seed,
+        train_sampling_strategy=args.data_order,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        use_cpu=on_cpu,
+        ddp_backend="gloo" if on_cpu and distributed else None,
+        disable_tqdm=args.quiet,
+    )
+    collator = VidCompDataCollator(processor, {"num_frames": args.num_frames} if args.num_frames else None)
+    trainer = Trainer(model=model, args=training_args, train_dataset=examples, data_collator=collator)
+    trainer.train()
+    scratch.cleanup()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if trainer.is_world_process_zero():
+        info = LocalCheckpointExporter().card_info(Path(args.checkpoint_dir), model.config)
+        info.source = (
+            f"Fine-tuned from `{Path(args.checkpoint_dir).name}` with `vidcomp finetune` ({args.stage} stage, "
+            f"{args.max_steps} steps on {len(examples)} examples)."
+        )
+        card = render_model_card(model, processor, info, repo_id=Path(args.out_dir).name)
+        save_checkpoint(model.eval(), processor, args.out_dir, overwrite=args.overwrite, model_card=card)
+        (Path(args.out_dir) / "training_losses.json").write_text(json.dumps(losses))
+    return Path(args.out_dir)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint_dir", help="a checkpoint of ours to start from")
+    parser.add_argument("data", help='JSON lines, one {"messages": [...]} per line')
+    parser.add_argument("out_dir", help="where the fine-tuned checkpoint is written (Hub-ready)")
+    parser.add_argument("--stage", default="compressor+projector+llm", choices=sorted(TRAINING_STAGES))
+    parser.add_argument("--max-steps", type=int, default=100)
+    parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument("--per-device-batch-size", type=int, default=1)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--num-frames", type=int, help="frames per video (the processor's default otherwise)")
+    parser.add_argument("--data-order", default="random", choices=["random", "sequential"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
