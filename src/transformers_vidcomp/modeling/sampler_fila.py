@@ -272,6 +272,50 @@ def batched_kmeans(
     return centers, labels
 
 
+class FilaSceneSampler(VidCompSampler):
+    r"""
+    What FiLA's two scene selections share: they read every frame's vision features (as frame means, Eq. 1), keep
+    at most `frames_per_scene` frames in each of at most `num_scenes` scenes, and return them as a keep mask and
+    scene ids. Subclasses implement `select_scenes` on the per-video layout.
+    """
+
+    needs_frame_features = True
+
+    @property
+    def frames_per_scene(self) -> int:
+        raise NotImplementedError
+
+    def max_kept_frames(self, num_frames: int) -> int:
+        return min(num_frames, self.config.num_scenes * self.frames_per_scene)
+
+    def max_scenes(self, num_frames: int) -> int:
+        return min(num_frames, self.config.num_scenes)
+
+    def select_scenes(self, points: torch.Tensor, valid: torch.BoolTensor) -> tuple[torch.BoolTensor, torch.LongTensor]:
+        r"""
+        Args:
+            points (`torch.Tensor` of shape `(num_videos, max_frames, dim)`): frame means, zero-padded.
+            valid (`torch.BoolTensor` of shape `(num_videos, max_frames)`): which rows are real frames.
+        Returns:
+            `keep` (`torch.BoolTensor`) and `scene` (`torch.LongTensor`, -1 where not kept), both
+            `(num_videos, max_frames)`.
+        """
+        raise NotImplementedError
+
+    def forward(
+        self,
+        frames: PackedFrames,
+        frame_features: PackedFrames | None = None,
+        instruction: InstructionCondition | None = None,
+    ) -> SamplerOutput:
+        if frame_features is None:
+            raise InvalidVideoInputError(f"{type(self).__name__} selects scenes from vision features: pass frame_features.")
+        points, valid = frame_means_by_video(frame_features)
+        keep, scene = self.select_scenes(points, valid)
+        flat = valid.flatten()
+        return SamplerOutput(keep_mask=keep.flatten()[flat], scene_ids=scene.flatten()[flat])
+
+
 @strict
 class FilaKMeansSamplerConfig(PreTrainedConfig):
     r"""
@@ -316,7 +360,7 @@ class FilaKMeansSamplerConfig(PreTrainedConfig):
 
 
 @register_sampler
-class FilaKMeansSampler(VidCompSampler):
+class FilaKMeansSampler(FilaSceneSampler):
     r"""
     FiLA-Video's clustering-based scene selection. Frames kept: k representatives and up to r supplements each.
 
@@ -329,34 +373,23 @@ class FilaKMeansSampler(VidCompSampler):
     """
 
     config: FilaKMeansSamplerConfig
-    needs_frame_features = True
     scene_ends_at_representative = True
 
     def __init__(self, config: FilaKMeansSamplerConfig):
         super().__init__(config)
         self.post_init()
 
-    def max_kept_frames(self, num_frames: int) -> int:
-        return min(num_frames, self.config.num_scenes * (self.config.supplements_per_scene + 1))
+    @property
+    def frames_per_scene(self) -> int:
+        return self.config.supplements_per_scene + 1
 
-    def max_scenes(self, num_frames: int) -> int:
-        return min(num_frames, self.config.num_scenes)
-
-    def forward(
-        self,
-        frames: PackedFrames,
-        frame_features: PackedFrames | None = None,
-        instruction: InstructionCondition | None = None,
-    ) -> SamplerOutput:
-        if frame_features is None:
-            raise InvalidVideoInputError("The FiLA K-Means sampler clusters vision features: pass frame_features.")
-        points, valid = frame_means_by_video(frame_features)
+    def select_scenes(self, points: torch.Tensor, valid: torch.BoolTensor) -> tuple[torch.BoolTensor, torch.LongTensor]:
         num_clusters = valid.sum(1).clamp(max=self.config.num_scenes)  # fewer frames than k: a scene per frame
         centers, center_valid = initial_centers(points, valid, num_clusters, self.config.init, self.config.seed)
         centers, labels = batched_kmeans(
             points, valid, centers, center_valid, self.config.max_iter, self.config.tol
         )
-        return self.complete_scenes(points, valid, self.representatives(points, valid, centers, labels), frames)
+        return self.complete_scenes(points, valid, self.representatives(points, valid, centers, labels))
 
     @staticmethod
     def representatives(
@@ -385,8 +418,8 @@ class FilaKMeansSampler(VidCompSampler):
         return is_representative
 
     def complete_scenes(
-        self, points: torch.Tensor, valid: torch.BoolTensor, is_representative: torch.BoolTensor, frames: PackedFrames
-    ) -> SamplerOutput:
+        self, points: torch.Tensor, valid: torch.BoolTensor, is_representative: torch.BoolTensor
+    ) -> tuple[torch.BoolTensor, torch.LongTensor]:
         r"""
         Adds to each representative its r supplements from the frames since the previous representative, and
         numbers the scenes in time order.
@@ -411,10 +444,8 @@ class FilaKMeansSampler(VidCompSampler):
         candidate = (scene >= 0) & ~is_representative
         rank = rank_within_groups(scene.masked_fill(~candidate, -1), similarity)
         chosen = candidate & (rank < self.config.supplements_per_scene)
-        keep_grid = is_representative | chosen
-        scene_grid = scene.masked_fill(~keep_grid, -1)
-        flat = valid.flatten()
-        return SamplerOutput(keep_mask=keep_grid.flatten()[flat], scene_ids=scene_grid.flatten()[flat])
+        keep = is_representative | chosen
+        return keep, scene.masked_fill(~keep, -1)
 
 
 @strict
@@ -440,39 +471,28 @@ class FilaBipartiteSamplerConfig(PreTrainedConfig):
 
 
 @register_sampler
-class FilaBipartiteSampler(VidCompSampler):
+class FilaBipartiteSampler(FilaSceneSampler):
     r"""
     FiLA-Video's Appendix B alternative: bipartite soft matching (ToMe) within even segments.
 
-    Each video is cut into k even segments (frame i of n goes to segment floor(i k / n)). In each round, a segment's remaining frames
-    alternate into sets A and B; every A frame draws an edge to its most similar B frame (cosine of frame means);
+    Each video is cut into k even segments (frame i of n goes to segment floor(i k / n)). In each round, a
+    segment's remaining frames alternate into sets A and B; every A frame draws an edge to its most similar B frame (cosine of frame means);
     the A ends of the most similar edges merge into their partners and leave, as many as the segment is over
     `frames_per_scene` (at most all of A). Rounds repeat until every segment is down to `frames_per_scene`; a
     shorter segment keeps all its frames. The kept frames stay in time order, one scene per segment.
     """
 
     config: FilaBipartiteSamplerConfig
-    needs_frame_features = True
 
     def __init__(self, config: FilaBipartiteSamplerConfig):
         super().__init__(config)
         self.post_init()
 
-    def max_kept_frames(self, num_frames: int) -> int:
-        return min(num_frames, self.config.num_scenes * self.config.frames_per_scene)
+    @property
+    def frames_per_scene(self) -> int:
+        return self.config.frames_per_scene
 
-    def max_scenes(self, num_frames: int) -> int:
-        return min(num_frames, self.config.num_scenes)
-
-    def forward(
-        self,
-        frames: PackedFrames,
-        frame_features: PackedFrames | None = None,
-        instruction: InstructionCondition | None = None,
-    ) -> SamplerOutput:
-        if frame_features is None:
-            raise InvalidVideoInputError("The FiLA bipartite sampler compares vision features: pass frame_features.")
-        points, valid = frame_means_by_video(frame_features)
+    def select_scenes(self, points: torch.Tensor, valid: torch.BoolTensor) -> tuple[torch.BoolTensor, torch.LongTensor]:
         num_videos, max_frames, _ = points.shape
         counts = valid.sum(1, keepdim=True)
         position = torch.arange(max_frames, device=points.device)[None, :].expand(num_videos, -1)
@@ -500,13 +520,12 @@ class FilaBipartiteSampler(VidCompSampler):
             has_edge = in_a & torch.isfinite(best)
             rank = rank_within_groups(live_segment.masked_fill(~has_edge, -1), best)
             keep &= ~(has_edge & (rank < excess))
-        scene = segment.masked_fill(~keep, -1)
-        flat = valid.flatten()
-        return SamplerOutput(keep_mask=keep.flatten()[flat], scene_ids=scene.flatten()[flat])
+        return keep, segment.masked_fill(~keep, -1)
 
 
 __all__ = [
     "FilaBipartiteSampler",
+    "FilaSceneSampler",
     "FilaBipartiteSamplerConfig",
     "FilaKMeansSampler",
     "FilaKMeansSamplerConfig",
