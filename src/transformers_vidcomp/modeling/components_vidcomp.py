@@ -334,11 +334,24 @@ class VidCompCompressor(VidCompComponent):
         raise NotImplementedError
 
 
-def check_token_budget(token_budget: int | None) -> None:
+def check_token_budget(
+    token_budget: int | None,
+    tokens_per_unit: int | None = None,
+    unit: str = "frame",
+    advice: str = "Raise the budget.",
+) -> None:
+    r"""
+    Refuses a budget that is not a positive number of tokens, or that cannot hold even one of the compressor's
+    smallest units (a pooled frame, a merged scene) of `tokens_per_unit` tokens.
+    """
     if token_budget is not None and (isinstance(token_budget, bool) or int(token_budget) < 1):
         raise TokenBudgetError(
             f"token_budget must be a positive number of tokens per video, got {token_budget!r}. "
             "Use None for no limit."
+        )
+    if token_budget is not None and tokens_per_unit is not None and token_budget < tokens_per_unit:
+        raise TokenBudgetError(
+            f"A budget of {token_budget} tokens cannot hold one {unit}, which takes {tokens_per_unit} tokens. {advice}"
         )
 
 

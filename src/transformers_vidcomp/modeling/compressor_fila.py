@@ -27,7 +27,6 @@ from .components_vidcomp import (
     InstructionCondition,
     InvalidVideoInputError,
     PackedFrames,
-    TokenBudgetError,
     VidCompCompressor,
     check_token_budget,
     register_compressor,
@@ -82,12 +81,7 @@ class FilaSceneMerger(VidCompCompressor):
         return scenes * tokens_per_scene
 
     def tokens_per_scene(self, num_patches: int, token_budget: int | None) -> int:
-        check_token_budget(token_budget)
-        if token_budget is not None and token_budget < num_patches:
-            raise TokenBudgetError(
-                f"A budget of {token_budget} tokens cannot hold one scene, which merges to {num_patches} tokens. "
-                "Raise the budget."
-            )
+        check_token_budget(token_budget, num_patches, "scene (merged to one frame's tokens)")
         return num_patches
 
     def forward(

@@ -13,7 +13,6 @@ from .components_vidcomp import (
     CompressorOutput,
     InstructionCondition,
     PackedFrames,
-    TokenBudgetError,
     VidCompCompressor,
     check_token_budget,
     register_compressor,
@@ -73,14 +72,14 @@ class SpatialPoolCompressor(VidCompCompressor):
 
     def tokens_per_frame(self, grid_h: int, grid_w: int, token_budget: int | None = None) -> int:
         """Tokens of one pooled frame; a `TokenBudgetError` if `token_budget` cannot hold even one."""
-        check_token_budget(token_budget)
         pooled_h, pooled_w = self.pooled_grid(grid_h, grid_w)
         tokens_per_frame = pooled_h * pooled_w
-        if token_budget is not None and token_budget < tokens_per_frame:
-            raise TokenBudgetError(
-                f"A budget of {token_budget} tokens cannot hold one frame, which pools to {tokens_per_frame} "
-                f"tokens ({pooled_h}x{pooled_w}). Raise the budget or the pooling stride."
-            )
+        check_token_budget(
+            token_budget,
+            tokens_per_frame,
+            f"frame (pooled to {pooled_h}x{pooled_w})",
+            "Raise the budget or the pooling stride.",
+        )
         return tokens_per_frame
 
     def forward(
