@@ -23,6 +23,8 @@ from .modeling import (
     PackedFrames,
     SamplerOutput,
     TokenBudgetError,
+    TransNetV2Config,
+    TransNetV2Model,
     VidCompCompressor,
     VidCompConfig,
     VidCompForConditionalGeneration,
@@ -59,7 +61,7 @@ def _register() -> None:
     AutoModelForMultimodalLM.register(VidCompConfig, VidCompForConditionalGeneration, exist_ok=True)
     AutoVideoProcessor.register(VidCompConfig, VidCompVideoProcessor, exist_ok=True)
     AutoProcessor.register(VidCompConfig, VidCompProcessor, exist_ok=True)
-    for component in (*SAMPLER_REGISTRY.values(), *COMPRESSOR_REGISTRY.values()):
+    for component in (*SAMPLER_REGISTRY.values(), *COMPRESSOR_REGISTRY.values(), TransNetV2Model):
         AutoConfig.register(component.config_class.model_type, component.config_class, exist_ok=True)
         AutoModel.register(component.config_class, component, exist_ok=True)
         component.config_class.register_for_auto_class("AutoConfig")
@@ -91,6 +93,8 @@ __all__ = [
     "PackedFrames",
     "SamplerOutput",
     "TokenBudgetError",
+    "TransNetV2Config",
+    "TransNetV2Model",
     "VidCompCompressor",
     "VidCompConfig",
     "VidCompForConditionalGeneration",

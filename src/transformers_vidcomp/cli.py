@@ -11,6 +11,7 @@ from .conversion import (
     CheckpointReadError,
     CheckpointShapeError,
     ConvertedCheckpoint,
+    ExportReport,
     LayoutError,
     ModelCardError,
     OutputExistsError,
@@ -19,8 +20,15 @@ from .conversion import (
     UnknownConverterError,
     VerificationError,
 )
+from .conversion.transnetv2 import TransNetV2Converter
 from .conversion.writer import DEFAULT_MAX_SHARD_SIZE
-from .modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, InvalidVideoInputError, TokenBudgetError
+from .modeling import (
+    COMPRESSOR_REGISTRY,
+    SAMPLER_REGISTRY,
+    InvalidThumbnailsError,
+    InvalidVideoInputError,
+    TokenBudgetError,
+)
 from .modeling.parts_vidcomp import PartError
 from .presets import PRESETS, UnknownPresetError
 from .processors import VideoDecodeError
@@ -35,6 +43,7 @@ USER_ERRORS = (
     CheckpointShapeError,
     FileNotFoundError,
     ImportError,
+    InvalidThumbnailsError,
     InvalidVideoInputError,
     LayoutError,
     PartError,
@@ -52,8 +61,13 @@ USER_ERRORS = (
 )
 
 
+# Converters of standalone models (not video LLMs), which write their own folders.
+STANDALONE_CONVERTERS = {TransNetV2Converter.kind: TransNetV2Converter}
+
+
 def converter_kinds() -> list[tuple[str, str]]:
-    return [(kind, converter.description) for kind, converter in sorted(CONVERTERS.items())]
+    kinds = {**CONVERTERS, **STANDALONE_CONVERTERS}
+    return [(kind, converter.description) for kind, converter in sorted(kinds.items())]
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
@@ -98,7 +112,7 @@ def write_and_publish(converted: ConvertedCheckpoint, args: argparse.Namespace) 
     Writes and verifies the folder, prints what is in it, then pushes it. A failed push leaves the folder, so the
     conversion's work is never lost.
     """
-    from .conversion import check_push_ready, export_checkpoint, push_checkpoint
+    from .conversion import export_checkpoint
 
     report = export_checkpoint(
         converted,
@@ -108,11 +122,18 @@ def write_and_publish(converted: ConvertedCheckpoint, args: argparse.Namespace) 
         repo_id=args.push_to_hub,
         dry_run=args.dry_run,
     )
+    report_and_publish(report, args, "reloaded with trust_remote_code")
+
+
+def report_and_publish(report: ExportReport, args: argparse.Namespace, verification: str) -> None:
+    """Prints what a written folder holds and how it was verified, then pushes it unless it was a dry run."""
+    from .conversion import check_push_ready, push_checkpoint
+
     for key in report.dropped_keys:
         print(f"left out by the layout: {key}")
     for name, size in report.files.items():
         print(f"  {name:<40}{size:>14,} bytes")
-    print(f"verified: reloaded with trust_remote_code, max |logit difference| = {report.max_logit_difference:.3g}")
+    print(f"verified: {verification}, max |logit difference| = {report.max_logit_difference:.3g}")
     if report.dry_run:
         print(f"dry run: nothing written to {report.out_dir}")
         if args.push_to_hub:
@@ -134,7 +155,16 @@ def cmd_convert(args: argparse.Namespace) -> None:
     """`vidcomp convert KIND SRC OUT`: a registered converter's source, written Hub-ready."""
     from .conversion import get_converter
 
+    if args.kind in STANDALONE_CONVERTERS:
+        check_request(args)
+        report = STANDALONE_CONVERTERS[args.kind]().convert_and_export(
+            args.source, args.out_dir, overwrite=args.overwrite, repo_id=args.push_to_hub, dry_run=args.dry_run
+        )
+        report_and_publish(report, args, "reloaded from the written folder")
+        return
     converter = get_converter(args.kind)
+    if args.source is None:
+        raise SourceCheckpointError(f"`vidcomp convert {args.kind}` needs a source: vidcomp convert {args.kind} SRC OUT.")
     check_request(args)
     write_and_publish(converter.convert(args.source), args)
 
@@ -206,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Source kinds: {kinds}.",
     )
     convert.add_argument("kind", help="the source format")
-    convert.add_argument("source", help="the source checkpoint: a folder or a weights file")
+    convert.add_argument(
+        "source", nargs="?", help="the source checkpoint: a folder or a weights file (optional for transnetv2)"
+    )
     add_export_arguments(convert)
     convert.set_defaults(run=cmd_convert)
 

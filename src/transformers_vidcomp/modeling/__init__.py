@@ -3,4 +3,6 @@
 from .components_vidcomp import *  # noqa: F403
 from .configuration_vidcomp import VidCompConfig
 from .methods_vidcomp import *  # noqa: F403
+from .configuration_transnetv2 import TransNetV2Config
+from .modeling_transnetv2 import InvalidThumbnailsError, TransNetV2Model, TransNetV2Output
 from .modeling_vidcomp import VidCompForConditionalGeneration, VidCompModel, VidCompVideoFeatures

@@ -259,6 +259,9 @@ class VidCompSampler(VidCompComponent):
     needs_frame_features: ClassVar[bool] = False
     # True for samplers whose scenes end at a chosen representative frame (FiLA's K-Means), which displays mark.
     scene_ends_at_representative: ClassVar[bool] = False
+    # True for samplers that choose frames while the video is decoded, through `plan(thumbnails, timestamps)`; the
+    # processor then decodes only the chosen frames at full resolution (the adaptive video sampler).
+    selects_frames_at_decode: ClassVar[bool] = False
 
     def max_kept_frames(self, num_frames: int) -> int:
         """The most frames this sampler keeps of a video of `num_frames` frames, whatever their content."""

@@ -18,6 +18,7 @@ from .compressor_fila import (
     FilaWeightedFusionConfig,
 )
 from .compressor_pool import SpatialPoolCompressor, SpatialPoolCompressorConfig
+from .sampler_avs import AdaptiveVideoSampler, AdaptiveVideoSamplerConfig
 from .sampler_fila import FilaBipartiteSampler, FilaBipartiteSamplerConfig, FilaKMeansSampler, FilaKMeansSamplerConfig
 from .sampler_uniform import UniformSampler, UniformSamplerConfig
 
@@ -31,6 +32,8 @@ def build_compressor(config: PreTrainedConfig) -> VidCompCompressor:
 
 
 __all__ = [
+    "AdaptiveVideoSampler",
+    "AdaptiveVideoSamplerConfig",
     "FilaAttentionPoolingCompressor",
     "FilaAttentionPoolingConfig",
     "FilaBipartiteMergeCompressor",

@@ -4,14 +4,25 @@ Videos of different lengths are returned packed, the way the model consumes them
 frames of all videos concatenated, and `video_num_frames` says how many belong to each.
 """
 
+import math
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 from transformers.video_processing_utils import BaseVideoProcessor
+from transformers.utils import logging
 from transformers.video_utils import VideoMetadata, load_video
+
+
+logger = logging.get_logger(__name__)
+
+# Frames on an interval boundary of the resampling rate can land a hair below it in float arithmetic.
+INTERVAL_SLACK = 1e-2
 
 
 # What decides the pixels a frame becomes. Converters and `from_pretrained_parts` copy exactly these from a source
@@ -141,4 +152,156 @@ def decode_video(path: str | os.PathLike, sample_indices_fn=None) -> tuple[np.nd
     return frames, metadata
 
 
-__all__ = ["EmptyVideoError", "PIXEL_SETTINGS", "VidCompVideoProcessor", "VideoDecodeError", "decode_video", "pixel_settings"]
+@dataclass
+class Thumbnails:
+    r"""
+    Small frames decoded from a video at a reduced rate, for selection before the real decode.
+
+    Args:
+        frames (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8): RGB thumbnails.
+        frame_indices (`np.ndarray` of shape `(num_frames,)`): each thumbnail's index among the stream's decoded frames.
+        timestamps (`np.ndarray` of shape `(num_frames,)`): seconds from the first frame.
+        metadata (`VideoMetadata`): the stream's frame rate, size, duration and decoded frame count.
+        unreadable_packets (`int`): packets the decoder rejected; their frames are missing.
+    """
+
+    frames: np.ndarray
+    frame_indices: np.ndarray
+    timestamps: np.ndarray
+    metadata: VideoMetadata
+    unreadable_packets: int = 0
+
+
+def open_video_stream(path: str | os.PathLike):
+    """Opens `path` with PyAV, refusing missing, empty and stream-less files with a `VideoDecodeError`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No video at {path!r}: check the path.")
+    if os.path.getsize(path) == 0:
+        raise EmptyVideoError(f"{path!r} is an empty file (0 bytes), not a video.")
+    import av
+
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as error:
+        raise VideoDecodeError(
+            f"{path!r} could not be opened as a video ({type(error).__name__}: {error}). It may be corrupt or not a "
+            "video; re-encode it (for example `ffmpeg -i in -c:v libx264 out.mp4`)."
+        ) from error
+    if not container.streams.video:
+        container.close()
+        raise EmptyVideoError(f"{path!r} holds no video stream (it may be audio only).")
+    return container
+
+
+def readable_frames(container, unreadable: list[float]) -> Iterator:
+    r"""
+    Every frame of the first video stream that can be decoded, in order. Packets the decoder rejects (a corrupt
+    stretch in the middle of a file) are skipped and their times appended to `unreadable`, so the rest still decodes.
+    """
+    import av
+
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            unreadable.append(float(packet.pts * packet.time_base) if packet.pts is not None else math.nan)
+            continue
+        yield from frames
+
+
+def warn_unreadable(path: str, unreadable: list[float], kept: int) -> None:
+    if unreadable:
+        where = ", ".join(f"{t:.1f}s" for t in unreadable[:5] if not math.isnan(t)) or "unknown times"
+        logger.warning(
+            f"{path!r}: {len(unreadable)} corrupt packet(s) could not be decoded (at {where}); continuing with the "
+            f"{kept} readable frames. Re-encode the file to recover what the corrupt stretch held."
+        )
+
+
+def decode_thumbnails(
+    path: str | os.PathLike, fps: float | None = None, width: int = 48, height: int = 27, progress: bool = True
+) -> Thumbnails:
+    r"""
+    Streams a video once and keeps only `width x height` RGB thumbnails (bicubic, as FFmpeg's scaler does by
+    default) of the first frame in every `1 / fps` seconds, so an hour-long video never sits in memory at full
+    resolution: at 10 fps and 48x27 an hour is 140 MB. A corrupt stretch is skipped with a warning.
+    """
+    path = os.fspath(path)
+    frames, indices, times, unreadable = [], [], [], []
+    with open_video_stream(path) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate) if stream.average_rate else None
+        start, last_interval, decoded = None, None, 0
+        with tqdm(total=stream.frames or None, unit="frame", desc="decoding thumbnails", disable=not progress) as bar:
+            for index, frame in enumerate(readable_frames(container, unreadable)):
+                bar.update(1)
+                decoded = index + 1
+                time = frame.time if frame.time is not None else index / (rate or 1.0)
+                start = time if start is None else start
+                interval = math.floor((time - start) * fps + INTERVAL_SLACK) if fps else index
+                if interval == last_interval:
+                    continue
+                last_interval = interval
+                thumbnail = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                frames.append(thumbnail.to_ndarray())
+                indices.append(index)
+                times.append(time - start)
+        if not frames:
+            raise EmptyVideoError(f"{path!r} has no decodable video frame.")
+        metadata = VideoMetadata(
+            total_num_frames=decoded,
+            fps=rate,
+            duration=decoded / rate if rate else None,
+            width=stream.width,
+            height=stream.height,
+            video_backend="pyav",
+        )
+    warn_unreadable(path, unreadable, decoded)
+    return Thumbnails(
+        frames=np.stack(frames),
+        frame_indices=np.asarray(indices, dtype=np.int64),
+        timestamps=np.asarray(times, dtype=np.float64),
+        metadata=metadata,
+        unreadable_packets=len(unreadable),
+    )
+
+
+def decode_frames_at(path: str | os.PathLike, indices: np.ndarray) -> tuple[np.ndarray, VideoMetadata]:
+    r"""
+    Decodes the video again and converts to full-resolution RGB only the frames at `indices` (indices among the
+    decoded frames, as `decode_thumbnails` numbers them), so memory holds just the chosen frames.
+
+    Returns:
+        `np.ndarray` of shape `(len(indices), height, width, 3)` uint8 and the video's `VideoMetadata` with
+        `frames_indices` set.
+    """
+    path = os.fspath(path)
+    wanted = np.unique(np.asarray(indices, dtype=np.int64))
+    frames, unreadable = [], []
+    with open_video_stream(path) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate) if stream.average_rate else None
+        position, index = 0, -1
+        for index, frame in enumerate(readable_frames(container, unreadable)):
+            if position < len(wanted) and index == wanted[position]:
+                frames.append(frame.to_ndarray(format="rgb24"))
+                position += 1
+                if position == len(wanted):
+                    break
+        metadata = VideoMetadata(
+            total_num_frames=stream.frames or index + 1, fps=rate, width=stream.width, height=stream.height,
+            duration=float(container.duration / 1e6) if container.duration else None, video_backend="pyav",
+        )
+    if len(frames) < len(wanted):
+        raise VideoDecodeError(
+            f"{path!r} yielded {len(frames)} of the {len(wanted)} chosen frames on the second decode; the file changed "
+            "or decodes differently between passes. Re-encode it."
+        )
+    metadata.frames_indices = wanted
+    return np.stack(frames), metadata
+
+
+__all__ = ["EmptyVideoError", "Thumbnails", "decode_frames_at", "decode_thumbnails", "open_video_stream", "PIXEL_SETTINGS", "VidCompVideoProcessor", "VideoDecodeError", "decode_video", "pixel_settings"]
