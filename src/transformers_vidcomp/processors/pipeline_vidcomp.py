@@ -41,5 +41,15 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
         ]
         return super().__call__(text=chats[0] if single else chats, **kwargs)
 
+    def preprocess(self, inputs=None, timeout=None, continue_final_message=None, **processing_kwargs):
+        # A sampler that selects frames while decoding (the adaptive video sampler) must see the video before the
+        # processor decodes it at full resolution: hand it to the processor.
+        sampler = getattr(getattr(self.model, "model", None), "sampler", None)
+        if getattr(sampler, "selects_frames_at_decode", False):
+            processor_kwargs = dict(processing_kwargs.pop("processor_kwargs", None) or {})
+            processor_kwargs.setdefault("frame_selector", sampler)
+            processing_kwargs["processor_kwargs"] = processor_kwargs
+        return super().preprocess(inputs, timeout=timeout, continue_final_message=continue_final_message, **processing_kwargs)
+
 
 __all__ = ["VideoTextToTextPipeline"]

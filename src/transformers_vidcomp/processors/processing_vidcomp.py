@@ -9,7 +9,13 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.utils import logging
 from transformers.video_utils import VideoMetadata
 
-from .video_processing_vidcomp import VidCompVideoProcessor, VideoDecodeError, pixel_settings
+from .video_processing_vidcomp import (
+    VidCompVideoProcessor,
+    VideoDecodeError,
+    decode_frames_at,
+    decode_thumbnails,
+    pixel_settings,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -100,12 +106,17 @@ class VidCompProcessor(ProcessorMixin):
         self,
         text: str | list[str] | None = None,
         videos=None,
+        frame_selector=None,
         **kwargs: Unpack[VidCompProcessorKwargs],
     ) -> BatchFeature:
         r"""
         Returns `input_ids`, `attention_mask`, and with videos `pixel_values_videos`
         `(total_frames, 3, height, width)`, `video_num_frames` `(num_videos,)` and `video_timestamps`
         `(total_frames,)` in seconds.
+
+        `frame_selector` is a sampler that chooses frames while decoding (`selects_frames_at_decode`, such as the
+        adaptive video sampler): each video is then decoded as thumbnails, the sampler's `plan` picks frames, and only
+        those are decoded at full resolution. The `video-text-to-text` pipeline passes the model's sampler itself.
         """
         if text is None:
             raise ValueError("VidCompProcessor needs text; put one video placeholder in it per video.")
@@ -125,6 +136,9 @@ class VidCompProcessor(ProcessorMixin):
             )
 
         data = {}
+        if video_list and frame_selector is not None:
+            video_list, selected_metadata = zip(*(select_frames(video, frame_selector) for video in video_list))
+            output_kwargs["videos_kwargs"].update(video_metadata=list(selected_metadata), do_sample_frames=False)
         if video_list:
             output_kwargs["videos_kwargs"]["return_metadata"] = True
             video_inputs = self.video_processor(video_list, **output_kwargs["videos_kwargs"])
@@ -164,6 +178,35 @@ class VidCompProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return self.tokenizer.model_input_names + self.video_processor.model_input_names + ["video_timestamps"]
+
+
+def select_frames(video, frame_selector) -> tuple[np.ndarray, VideoMetadata]:
+    r"""
+    The frames `frame_selector.plan` keeps of one video (a path or a `(frames, height, width, 3)` uint8 array), with
+    metadata whose `frames_indices` and `fps` give their times. A file is streamed twice: once as thumbnails at the
+    selector's `decode_fps`, once for the chosen frames only, at full resolution.
+    """
+    config = frame_selector.config
+    detector = frame_selector.shot_detector.config
+    if isinstance(video, (str, os.PathLike)):
+        thumbnails = decode_thumbnails(video, fps=config.decode_fps, width=detector.frame_width, height=detector.frame_height)
+        plan = frame_selector.plan(torch.from_numpy(thumbnails.frames), torch.from_numpy(thumbnails.timestamps))
+        return decode_frames_at(video, thumbnails.frame_indices[plan.keep.numpy()])
+    frames = torch.as_tensor(np.asarray(video))
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise VideoDecodeError(
+            f"A video array must be (frames, height, width, 3) uint8 for frame selection, got {tuple(frames.shape)}."
+        )
+    pixels = frames.permute(0, 3, 1, 2).float()
+    small = torch.nn.functional.interpolate(
+        pixels, size=(detector.frame_height, detector.frame_width), mode="bicubic", antialias=True
+    )
+    thumbnails = small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    # A bare array carries no frame rate: its frames are taken to be 1 second apart.
+    plan = frame_selector.plan(thumbnails, torch.arange(len(frames), dtype=torch.float32))
+    indices = torch.nonzero(plan.keep).flatten().numpy()
+    metadata = VideoMetadata(total_num_frames=len(frames), fps=1.0, frames_indices=indices)
+    return frames.numpy()[indices], metadata
 
 
 def flatten_videos(videos) -> list:
