@@ -5,8 +5,9 @@ TransNetV2, then a frame budget spread over the shots by how much information ea
 The paper calls the sampler information-density based but does not publish its allocation rule, so this is ours:
 
 1. **Shots.** TransNetV2 scores every thumbnail (decoded at `decode_fps`, 48x27). A frame starts a new shot when its
-   transition probability exceeds `threshold` and is the largest within `nms_seconds` centred on it (non-maximum
-   suppression; of equal maxima the earliest wins), so one gradual transition gives one cut.
+   predecessor's transition probability exceeds `threshold` and is the largest within `nms_seconds` centred on it
+   (non-maximum suppression; of equal maxima the earliest wins), so one gradual transition gives one cut, and shots
+   are at least half a window long.
 2. **Information density.** Frame `t` carries `static_information + change_t`, where `change_t` is the mean absolute
    thumbnail difference to the previous frame of the same shot (0..1). A shot's information is the sum over its frames:
    long shots and busy shots hold more, a static shot still holds something per second.
@@ -106,8 +107,8 @@ class ShotPlan(ModelOutput):
 
 def shot_starts_by_nms(probabilities: torch.Tensor, threshold: float, window: int) -> torch.BoolTensor:
     r"""
-    Frames that start a shot: above `threshold` and the largest within `window` frames centred on them; of equal
-    maxima within a window only the earliest. Frame 0 always starts the first shot.
+    Frames that start a shot: those right after a transition, a frame above `threshold` and the largest within
+    `window` frames centred on it (of equal maxima within a window only the earliest). Frame 0 starts the first shot.
     """
     radius = window // 2
     window_max = F.max_pool1d(probabilities[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]
@@ -117,7 +118,11 @@ def shot_starts_by_nms(probabilities: torch.Tensor, threshold: float, window: in
     earlier = peaks_so_far - peak.long()
     lookback = torch.clamp(torch.arange(len(peak), device=peak.device) - radius - 1, min=-1)
     earlier_in_window = earlier - torch.where(lookback >= 0, peaks_so_far[lookback.clamp(min=0)], 0)
-    starts = peak & (earlier_in_window == 0)
+    transitions = peak & (earlier_in_window == 0)
+    # TransNetV2 marks the last frame before a cut (the original `predictions_to_scenes` ends a scene there), so the
+    # next shot starts one frame later.
+    starts = torch.zeros_like(transitions)
+    starts[1:] = transitions[:-1]
     starts[0] = True
     return starts
 

@@ -1,0 +1,160 @@
+"""The adaptive video sampler: NMS shots, allocation, placement, real TransNetV2 on videos, decode-time selection."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transformers_vidcomp.conversion.transnetv2 import convert_transnetv2
+from transformers_vidcomp.demo_video import make_demo_video, write_video
+from transformers_vidcomp.modeling import AdaptiveVideoSampler, AdaptiveVideoSamplerConfig, TokenBudgetError
+from transformers_vidcomp.modeling.sampler_avs import allocate_frames, place_keyframes, shot_starts_by_nms
+from transformers_vidcomp.processors.processing_vidcomp import select_frames
+from transformers_vidcomp.processors.video_processing_vidcomp import decode_thumbnails
+
+
+@pytest.fixture(scope="module")
+def sampler():
+    model = AdaptiveVideoSampler(AdaptiveVideoSamplerConfig(max_frames=6)).eval()
+    model.shot_detector = convert_transnetv2()
+    return model
+
+
+def nms_by_walking(probabilities: list[float], threshold: float, window: int) -> list[int]:
+    radius, starts = window // 2, [0]
+    peaks = []
+    for t, p in enumerate(probabilities):
+        neighbourhood = probabilities[max(0, t - radius) : t + radius + 1]
+        if p > threshold and p == max(neighbourhood):
+            peaks.append(t)
+    for t in peaks:
+        if not any(t - radius <= q < t for q in peaks) and t + 1 < len(probabilities):
+            starts.append(t + 1)  # the peak is the last frame of the old shot
+    return starts
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.3, 0.6, 0.8, 0.95]), min_size=1, max_size=60), st.integers(1, 9))
+def test_nms_keeps_the_earliest_window_maximum_above_threshold(values, window):
+    starts = shot_starts_by_nms(torch.tensor(values), 0.5, window)
+    assert torch.nonzero(starts).flatten().tolist() == nms_by_walking(values, 0.5, window)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.01, 10.0), st.integers(1, 12)), min_size=1, max_size=15), st.integers(1, 40))
+def test_allocation_covers_shots_and_spends_the_budget(shots, budget):
+    information = torch.tensor([i for i, _ in shots], dtype=torch.float64)
+    lengths = torch.tensor([n for _, n in shots])
+    counts = allocate_frames(information, lengths, budget)
+    assert int(counts.sum()) == min(budget, int(lengths.sum()), budget)
+    assert bool((counts <= lengths).all())
+    if len(shots) <= budget:
+        assert bool((counts >= 1).all())
+    else:
+        chosen = set(torch.nonzero(counts).flatten().tolist())
+        assert len(chosen) == budget and bool((counts <= 1).all())
+        worst_chosen = min(information[list(chosen)])
+        assert all(information[i] <= worst_chosen for i in range(len(shots)) if i not in chosen)
+
+
+def test_allocation_follows_information():
+    counts = allocate_frames(torch.tensor([1.0, 3.0, 1.0]), torch.tensor([100, 100, 100]), 13)
+    assert counts.tolist() == [3, 7, 3]  # 3 each + 10 shared 2:6:2 over the 1:3:1 information
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 10), min_size=1, max_size=8), st.data())
+def test_placement_is_distinct_and_stays_in_each_shot(lengths, data):
+    counts = torch.tensor([data.draw(st.integers(0, n)) for n in lengths])
+    density = torch.tensor(data.draw(st.lists(st.floats(0.01, 1.0), min_size=sum(lengths), max_size=sum(lengths))))
+    shot_ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    shot_starts = torch.tensor([0, *np.cumsum(lengths)[:-1].tolist()])
+    keep = place_keyframes(density, shot_ids, shot_starts, counts)
+    assert torch.bincount(shot_ids[keep], minlength=len(lengths)).tolist() == counts.tolist()
+
+
+def test_placement_crowds_where_content_changes():
+    density = torch.tensor([0.01] * 20 + [1.0] * 5 + [0.01] * 20)
+    keep = place_keyframes(density, torch.zeros(45, dtype=torch.long), torch.tensor([0]), torch.tensor([4]))
+    assert torch.nonzero(keep).flatten().tolist() == [20, 21, 23, 24]
+
+
+def test_plan_finds_the_cuts_of_a_real_video(sampler, tmp_path):
+    path = tmp_path / "three-second-shots.mp4"
+    cuts = make_demo_video(path, seconds_per_scene=3.0, fps=10, width=96, height=64)
+    thumbnails = decode_thumbnails(path, fps=10, progress=False)
+    plan = sampler.plan(torch.from_numpy(thumbnails.frames), torch.from_numpy(thumbnails.timestamps))
+    starts = thumbnails.timestamps[plan.shot_starts.numpy()]
+    assert len(starts) == len(cuts) + 1
+    np.testing.assert_allclose(starts[1:], cuts, atol=0.05)
+    assert int(plan.keep.sum()) == 6 and bool((plan.frames_per_shot >= 1).all())
+    assert plan.shot_ids[plan.keep].unique().numel() == len(cuts) + 1
+
+
+def test_single_shot_noise_and_short_videos(sampler):
+    still = torch.full((150, 27, 48, 3), 128, dtype=torch.uint8)
+    still[:, :, :24] = 40  # one static shot
+    plan = sampler.plan(still, torch.arange(150) / 10.0)
+    assert len(plan.shot_starts) == 1 and int(plan.keep.sum()) == 6
+
+    noise = torch.randint(0, 256, (120, 27, 48, 3), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    plan = sampler.plan(noise, torch.arange(120) / 10.0)
+    assert int(plan.keep.sum()) == 6 and len(plan.shot_starts) <= 120 // 15 + 1  # NMS: at most one cut per 1.5 s
+
+    short = still[:7]
+    plan = sampler.plan(short, torch.arange(7) / 10.0, max_frames=20)
+    assert int(plan.keep.sum()) == 7  # fewer frames than the budget: all of them
+    single = sampler.plan(still[:1], torch.zeros(1))
+    assert single.keep.tolist() == [True]
+
+
+@pytest.mark.parametrize("budget", [0, -3])
+def test_zero_budget_is_refused(sampler, budget):
+    with pytest.raises(TokenBudgetError, match="at least 1 frame"):
+        sampler.plan(torch.zeros(10, 27, 48, 3, dtype=torch.uint8), torch.arange(10.0), max_frames=budget)
+
+
+def test_zero_budget_config_is_refused():
+    with pytest.raises(ValueError, match="frame budget"):
+        AdaptiveVideoSamplerConfig(max_frames=0)
+
+
+def test_processor_decodes_only_the_chosen_frames_at_full_resolution(sampler, demo_video):
+    path, _ = demo_video
+    frames, metadata = select_frames(path, sampler)
+    assert frames.shape == (6, 64, 96, 3) and frames.dtype == np.uint8
+    assert len(metadata.frames_indices) == 6 and metadata.fps == 10.0
+    assert np.all(np.diff(metadata.frames_indices) > 0)
+    array_frames, array_metadata = select_frames(np.asarray(decode_thumbnails(path, progress=False).frames), sampler)
+    assert len(array_frames) == 6 and len(array_metadata.frames_indices) == 6
+
+
+def test_the_model_thins_unselected_frames_uniformly():
+    from transformers_vidcomp.modeling import PackedFrames
+
+    sampler = AdaptiveVideoSampler(AdaptiveVideoSamplerConfig(max_frames=4, shot_detector_config={"filters": 2}))
+    frames = PackedFrames(torch.zeros(13, 3, 8, 8), torch.tensor([10, 3]), torch.arange(13.0))
+    keep = sampler(frames).keep_mask
+    assert keep[:10].sum() == 4 and keep[10:].all()
+
+
+def test_a_corrupt_stretch_is_skipped_and_reported(tmp_path, caplog):
+    from transformers_vidcomp.demo_video import load_photos, render_scene
+
+    frames = np.concatenate([render_scene(photo, 40, 96, 64, zoom=0.3) for photo in load_photos()[:3]])
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames, fps=10)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8))
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        thumbnails = decode_thumbnails(path, fps=10, progress=False)
+    assert thumbnails.unreadable_packets > 0
+    assert 0 < len(thumbnails.frames) < len(frames)
+    assert "corrupt packet" in caplog.text and "readable frames" in caplog.text
+    plan_input = torch.from_numpy(thumbnails.frames)
+    assert plan_input.shape[1:] == (27, 48, 3)
