@@ -69,14 +69,15 @@ def reference_encode(model, video):
     return x.permute(1, 2, 3, 0)
 
 
+@pytest.mark.parametrize("frame_counts", [[1, 6, 11], [8, 8]])  # one packed row; one padded row per video
 @pytest.mark.parametrize(
     "kwargs",
     [{}, {"spatial_kernel_size": 2, "temporal_kernel_size": 2}, {"num_downsampling_blocks": 1},
      {"num_residual_blocks": 4, "num_downsampling_blocks": 3, "temporal_kernel_size": 5}],
 )
-def test_matches_the_per_frame_conv2d_per_patch_conv1d_reference(kwargs):
+def test_matches_the_per_frame_conv2d_per_patch_conv1d_reference(kwargs, frame_counts):
     model = compressor(**kwargs)
-    features = packed([1, 6, 11], 7, 5, 8)
+    features = packed(frame_counts, 7, 5, 8)
     out = model(features)
     expected = torch.cat([reference_encode(model, video).reshape(-1, 8) for video in features.split()])
     torch.testing.assert_close(out.tokens, expected, atol=1e-5, rtol=1e-5)
@@ -124,6 +125,23 @@ def test_token_counts_budget_and_batched_equals_per_video(frame_counts, height, 
         torch.testing.assert_close(
             tokens[v].reshape(-1, per_group, 8), full[v].reshape(-1, per_group, 8)[kept], atol=0, rtol=0
         )
+
+
+def test_layout_computes_the_fewest_frames():
+    model = compressor()
+    equal = model.layout(torch.tensor([16, 16, 16]))  # one row each: no padding, no gaps
+    assert (equal.num_rows, equal.row_length, equal.offset.tolist()) == (3, 16, [0, 0, 0])
+    # Padded rows would compute 4 x 32 frames; one row computes 4 + 8 + 12 + 32 and a group of 4 between videos.
+    unequal = model.layout(torch.tensor([3, 8, 10, 32]))
+    assert (unequal.num_rows, unequal.row_length, unequal.offset.tolist()) == (1, 68, [0, 8, 20, 36])
+    mask = unequal.mask(0, torch.float32).flatten()
+    inside = torch.zeros(68)
+    for start, n in [(0, 3), (8, 8), (20, 10), (36, 32)]:
+        inside[start: start + n] = 1
+    assert torch.equal(mask, inside)
+    assert unequal.mask(2, torch.float32).flatten().tolist() == [1, 0, 1, 1, 0, 1, 1, 1, 0] + [1] * 8
+    wide = compressor(temporal_kernel_size=5).layout(torch.tensor([3, 8, 10, 32]))  # reaches 2 groups past
+    assert wide.offset.tolist() == [0, 12, 28] + [48] and wide.row_length == 80
 
 
 def test_gradients_reach_every_weight():
@@ -184,6 +202,18 @@ def test_autoencoder_reconstructs_the_input_shape_batched_as_per_video(frame_cou
     torch.testing.assert_close(out.loss, sum(w * a.loss for w, a in zip(weights, alone)))
 
 
+def test_autoencoder_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    autoencoder = CompactVideoAutoencoder(CompactAutoencoderConfig(hidden_size=8, bottleneck_ratio=2, num_residual_blocks=2))
+    autoencoder.save_pretrained(tmp_path)
+    loaded = CompactVideoAutoencoder.from_pretrained(tmp_path)
+    assert loaded.config.num_residual_blocks == 2 and loaded.config.model_type == "vidcomp_compact_autoencoder"
+    features = packed([5, 2], 3, 4, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(features.values, features.frame_counts).reconstruction,
+                                   autoencoder(features.values, features.frame_counts).reconstruction, atol=0, rtol=0)
+
+
 def test_stage_trains_the_autoencoder_only(tiny):
     autoencoder = CompactVideoAutoencoder(CompactAutoencoderConfig(hidden_size=8, bottleneck_ratio=2))
     counts = apply_training_stage(autoencoder, "compressor-pretrain")
@@ -219,11 +249,11 @@ def test_pretraining_lowers_the_loss_and_the_encoder_loads_into_a_video_llm(tiny
     apply_training_stage(autoencoder, "compressor-pretrain")
     collator = CompactPretrainCollator(model, processor.video_processor, {"num_frames": 6, "fps": 10.0})
     args = TrainingArguments(
-        output_dir=str(tmp_path / "run"), per_device_train_batch_size=2, max_steps=30, learning_rate=3e-3,
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=2, max_steps=20, learning_rate=3e-3,
         lr_scheduler_type="constant", logging_steps=1, report_to=[], use_cpu=True, save_strategy="no",
         remove_unused_columns=False, disable_tqdm=True,
     )
-    trainer = Trainer(model=autoencoder, args=args, train_dataset=[{"video": str(demo_video[0])}] * 60,
+    trainer = Trainer(model=autoencoder, args=args, train_dataset=[{"video": str(demo_video[0])}] * 40,
                       data_collator=collator)
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]

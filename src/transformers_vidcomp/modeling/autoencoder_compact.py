@@ -8,8 +8,8 @@ The decoder mirrors the encoder block for block: residual blocks of two convolut
 convolutions). Each upsampling crops its output to the size the matching encoder level had, so the reconstruction
 has exactly the input's `(T, H, W)` and never predicts frames or patches past the video.
 
-Loss: the mean squared error between the reconstruction and the input features, over every real frame, patch and
-channel (padded frames of shorter videos excluded), in float32.
+Loss: the mean squared error between the reconstruction and the input features, over every frame, patch and
+channel of the batch (so longer videos weigh more), in float32.
 """
 
 from dataclasses import dataclass
@@ -24,12 +24,9 @@ from .components_vidcomp import PackedFrames
 from .compressor_compact import (
     CompactCompressor,
     CompactCompressorConfig,
+    CompactLayout,
     CompactResidualBlock,
     init_compact_weights,
-    pad_videos,
-    reduced_size,
-    temporal_mask,
-    unpad_videos,
 )
 
 
@@ -58,9 +55,9 @@ class CompactAutoencoderOutput(ModelOutput):
         Mean squared error between `reconstruction` and the input features.
     reconstruction (`torch.FloatTensor` of shape `(total_frames, grid_h, grid_w, dim)`):
         The decoded features, packed like the input.
-    latent (`torch.FloatTensor` of shape `(num_videos, dim, ceil(max_frames/4), ceil(grid_h/4), ceil(grid_w/4))`):
-        The encoder's output per video, zero past each video's `ceil(frames/4)` temporal groups; its tokens, in
-        order, are what [`CompactCompressor`] returns without a budget.
+    latent (`torch.FloatTensor` of shape `(num_rows, dim, row_length / 4, ceil(grid_h / 4), ceil(grid_w / 4))`):
+        The encoder's output, with the videos' temporal groups where [`CompactLayout`] placed them; its tokens
+        are what [`CompactCompressor`] returns without a budget.
     """
 
     loss: torch.FloatTensor | None = None
@@ -81,19 +78,17 @@ class CompactDecoder(nn.Module):
             ]
         )
 
-    def forward(self, latent: torch.Tensor, lengths: torch.LongTensor, sizes: list[torch.Size]) -> torch.Tensor:
+    def forward(self, latent: torch.Tensor, layout: CompactLayout, sizes: list[torch.Size]) -> torch.Tensor:
         r"""
         Args:
-            latent (`torch.Tensor` of shape `(num_videos, dim, frames, height, width)`): the encoder's output.
-            lengths (`torch.LongTensor` of shape `(num_videos,)`): each video's number of input frames.
-            sizes (`list[torch.Size]`): `(frames, height, width)` of the padded batch at each encoder level, from
-                the input to the latent ([`CompactCompressor.level_sizes`]).
+            latent (`torch.Tensor` of shape `(num_rows, dim, frames, height, width)`): the encoder's output.
+            layout (`CompactLayout`): where the videos are.
+            sizes (`list[torch.Size]`): `(frames, height, width)` of the encoder's tensor at each level, from the
+                input to the latent ([`CompactCompressor.level_sizes`]).
         Returns:
-            `torch.Tensor` of shape `(num_videos, dim, *sizes[0])`, zero past each video's end.
+            `torch.Tensor` of shape `(num_rows, dim, *sizes[0])`, zero outside the videos.
         """
-        masks = [
-            temporal_mask(reduced_size(lengths, level), size[0]).to(latent.dtype) for level, size in enumerate(sizes)
-        ]
+        masks = [layout.mask(level, latent.dtype) for level in range(len(sizes))]
         level, hidden = len(sizes) - 1, latent
         for block in self.blocks:
             next_level = level - (block.resample == "up")
@@ -143,18 +138,16 @@ class CompactVideoAutoencoder(PreTrainedModel):
         """
         video_num_frames = torch.as_tensor(video_num_frames, device=video_features.device)
         # Times do not matter for reconstruction; PackedFrames still checks the counts against the features.
-        features = PackedFrames(video_features, video_num_frames, torch.zeros(video_features.shape[0]))
+        features = PackedFrames(video_features, video_num_frames, video_features.new_zeros(video_features.shape[0]))
         self.compressor.check_features(features)
-        target = pad_videos(features).to(self.dtype)
-        sizes = self.compressor.level_sizes(*target.shape[2:])
-        latent = self.compressor.encode(target, video_num_frames)
-        reconstruction = self.decoder(latent, video_num_frames, sizes)
-        # Padded frames are zero in both, so summing over the whole batch adds only real positions' errors.
-        squared_error = (reconstruction.float() - target.float()).square().sum()
-        loss = squared_error / video_features.numel()
-        return CompactAutoencoderOutput(
-            loss=loss, reconstruction=unpad_videos(reconstruction, features), latent=latent
-        )
+        layout = self.compressor.layout(video_num_frames)
+        video, position = features.video_index(), features.position_in_video()
+        hidden = layout.place(video_features.to(self.dtype), video, position)
+        sizes = self.compressor.level_sizes(*hidden.shape[2:])
+        latent = self.compressor.encode(hidden, layout)
+        reconstruction = layout.take(self.decoder(latent, layout, sizes), video, position)
+        loss = (reconstruction.float() - video_features.float()).square().mean()
+        return CompactAutoencoderOutput(loss=loss, reconstruction=reconstruction, latent=latent)
 
 
 __all__ = ["CompactAutoencoderConfig", "CompactAutoencoderOutput", "CompactVideoAutoencoder"]

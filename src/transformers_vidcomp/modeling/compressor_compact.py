@@ -22,14 +22,22 @@ axis it convolves, so a stride-1 convolution keeps the size and a stride-2 one g
 `n >= 1`. Two stages give `ceil(ceil(n / 2) / 2) = ceil(n / 4)`: a partial group of frames or patches at the end
 counts as a full one, its missing positions read as zeros.
 
-Batching: videos of different lengths are padded with zero frames to the longest one and processed as one
-`(num_videos, d, T, H, W)` tensor; after every convolution the positions past each video's own length (at that
-level's resolution) are set back to zero. The padding then looks exactly like the zero padding a convolution over
-that video alone would see, so the batched result equals the per-video one; the price is computing the padded
-frames, at most the batch's longest video per video.
+Batching: the convolutions run on one `(rows, d, length, H, W)` tensor holding every video of the batch
+([`CompactLayout`]). Each video sits at its own place in a row, starting at a multiple of 4 frames so the strided
+windows fall where they would on the video alone; everything around it is zero. After every convolution the
+positions outside each video (at that level's resolution) are set back to zero, so each video sees exactly the zero
+padding a convolution over it alone would see, and the batched result equals the per-video one. Two layouts, and
+the one with fewer frames to compute is used:
+
+- one row per video, padded to the longest video (equal lengths: no waste);
+- all videos in one row, one after the other, with `temporal_kernel_size // 2` empty groups of 4 frames between
+  neighbours, as many as a temporal convolution reaches past a video's end (unequal lengths: no padding to the
+  longest).
 """
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -126,33 +134,76 @@ def reduced_size(size: int | torch.Tensor, levels: int) -> int | torch.Tensor:
     return (size + 2**levels - 1) // 2**levels
 
 
-def temporal_mask(lengths: torch.LongTensor, max_length: int) -> torch.Tensor:
+@dataclass
+class CompactLayout:
     r"""
-    `(num_videos, 1, max_length, 1, 1)` float mask, 1 on the first `lengths[v]` frames of video `v`, to multiply a
-    `(num_videos, dim, max_length, height, width)` batch with.
-    """
-    valid = torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
-    return valid[:, None, :, None, None]
-
-
-def pad_videos(features: PackedFrames) -> torch.Tensor:
-    r"""
-    The packed features of each video, padded with zero frames to the longest video.
+    Where each video's frames sit in the `(num_rows, dim, row_length, height, width)` tensor the convolutions run on.
 
     Args:
-        features (`PackedFrames` with values of shape `(total_frames, height, width, dim)`)
-    Returns:
-        `torch.Tensor` of shape `(num_videos, dim, max_frames, height, width)`.
+        lengths (`torch.LongTensor` of shape `(num_videos,)`): frames of each video.
+        row (`torch.LongTensor` of shape `(num_videos,)`): the row holding each video.
+        offset (`torch.LongTensor` of shape `(num_videos,)`): position of each video's first frame in its row, a
+            multiple of the compressor's reduction.
+        num_rows (`int`), row_length (`int`): the tensor's size; `row_length` is a multiple of the reduction.
     """
-    values = features.values
-    padded = values.new_zeros(features.num_videos, int(features.frame_counts.max()), *values.shape[1:])
-    padded[features.video_index(), features.position_in_video()] = values
-    return rearrange(padded, "b t h w d -> b d t h w")
 
+    lengths: torch.LongTensor
+    row: torch.LongTensor
+    offset: torch.LongTensor
+    num_rows: int
+    row_length: int
 
-def unpad_videos(padded: torch.Tensor, features: PackedFrames) -> torch.Tensor:
-    r"""The inverse of [`pad_videos`]: `(num_videos, dim, max_frames, h, w)` back to packed `(total_frames, h, w, dim)`."""
-    return rearrange(padded, "b d t h w -> b t h w d")[features.video_index(), features.position_in_video()]
+    @classmethod
+    def plan(cls, lengths: torch.LongTensor, reduction: int, gap: int) -> "CompactLayout":
+        r"""
+        The cheaper of one padded row per video and one row of all videos with `gap` empty groups of `reduction`
+        frames between neighbours (see the module docstring).
+        """
+        slots = (lengths + reduction - 1) // reduction * reduction
+        strides = slots + gap * reduction
+        packed_length = int(strides.sum()) - gap * reduction
+        longest = int(slots.max())
+        if packed_length < lengths.numel() * longest:
+            return cls(lengths, torch.zeros_like(lengths), torch.cumsum(strides, 0) - strides, 1, packed_length)
+        rows = torch.arange(lengths.numel(), device=lengths.device)
+        return cls(lengths, rows, torch.zeros_like(lengths), lengths.numel(), longest)
+
+    def mask(self, level: int, dtype: torch.dtype) -> torch.Tensor:
+        r"""`(num_rows, 1, row_length / 2**level, 1, 1)`: 1 where a video's frames (or groups) are at `level`."""
+        length = self.row_length >> level
+        start = self.row * (length + 1) + (self.offset >> level)
+        # +1 where a video starts, -1 where it ends; the running sum is 1 inside videos. The extra column per row
+        # takes the -1 of a video that ends with its row.
+        edges = torch.zeros(self.num_rows * (length + 1), device=self.lengths.device, dtype=torch.long)
+        edges.index_add_(0, start, torch.ones_like(start))
+        edges.index_add_(0, start + reduced_size(self.lengths, level), -torch.ones_like(start))
+        inside = torch.cumsum(edges, 0).view(self.num_rows, length + 1)[:, :length]
+        return inside[:, None, :, None, None].to(dtype)
+
+    def place(self, values: torch.Tensor, video: torch.LongTensor, position: torch.LongTensor) -> torch.Tensor:
+        r"""
+        Args:
+            values (`torch.Tensor` of shape `(n, height, width, dim)`): frames, e.g. packed features.
+            video, position (`torch.LongTensor` of shape `(n,)`): each frame's video and index within it.
+        Returns:
+            `torch.Tensor` of shape `(num_rows, dim, row_length, height, width)`, zero outside the videos.
+        """
+        grid = values.new_zeros(self.num_rows, self.row_length, *values.shape[1:])
+        grid[self.row[video], self.offset[video] + position] = values
+        return rearrange(grid, "r t h w d -> r d t h w")
+
+    def take(
+        self, hidden: torch.Tensor, video: torch.LongTensor, position: torch.LongTensor, level: int = 0
+    ) -> torch.Tensor:
+        r"""
+        The inverse of [`place`] at any level: frames (or groups) `position` of videos `video`.
+
+        Args:
+            hidden (`torch.Tensor` of shape `(num_rows, dim, row_length / 2**level, height, width)`)
+        Returns:
+            `torch.Tensor` of shape `(n, height, width, dim)`.
+        """
+        return rearrange(hidden, "r d t h w -> r t h w d")[self.row[video], (self.offset[video] >> level) + position]
 
 
 class CompactConvBlock(nn.Module):
@@ -174,14 +225,14 @@ class CompactConvBlock(nn.Module):
     def forward(self, hidden: torch.Tensor, input_mask: torch.Tensor, output_mask: torch.Tensor) -> torch.Tensor:
         r"""
         Args:
-            hidden (`torch.Tensor` of shape `(num_videos, dim, frames, height, width)`): zero past each video's end.
-            input_mask (`torch.Tensor` of shape `(num_videos, 1, frames, 1, 1)`): the valid input frames.
-            output_mask (`torch.Tensor` of shape `(num_videos, 1, out_frames, 1, 1)`): the valid output frames.
+            hidden (`torch.Tensor` of shape `(num_rows, dim, frames, height, width)`): zero outside the videos.
+            input_mask (`torch.Tensor` of shape `(num_rows, 1, frames, 1, 1)`): 1 on the videos' input frames.
+            output_mask (`torch.Tensor` of shape `(num_rows, 1, out_frames, 1, 1)`): 1 on their output frames.
         Returns:
-            `torch.Tensor` of shape `(num_videos, dim, out_frames, out_height, out_width)`, zero past each end.
+            `torch.Tensor` of shape `(num_rows, dim, out_frames, out_height, out_width)`, zero outside the videos.
         """
-        # Re-zero the padded frames after each convolution (its bias makes them non-zero), so that the next one
-        # reads zeros past a video's end, as it would on that video alone.
+        # Re-zero the frames outside the videos after each convolution (its bias makes them non-zero), so that the
+        # next one reads zeros past a video's ends, as it would on that video alone.
         hidden = self.spatial(F.pad(hidden, self.spatial_padding)) * input_mask
         hidden = self.temporal(F.pad(hidden, self.temporal_padding))
         return F.silu(hidden) * output_mask
@@ -194,7 +245,7 @@ class CompactResidualBlock(nn.Module):
     decoder block that doubles them first, VQGAN-style: nearest-neighbour upsampling, then the convolutions.
     """
 
-    def __init__(self, config: CompactCompressorConfig, resample: str | None = None):
+    def __init__(self, config: CompactCompressorConfig, resample: Literal["down", "up"] | None = None):
         super().__init__()
         self.resample = resample
         self.conv_blocks = nn.ModuleList(
@@ -206,8 +257,8 @@ class CompactResidualBlock(nn.Module):
     ) -> torch.Tensor:
         r"""
         Args:
-            hidden (`torch.Tensor` of shape `(num_videos, dim, frames, height, width)`): zero past each video's end.
-            input_mask, output_mask: valid frames at the input's and the output's temporal resolution.
+            hidden (`torch.Tensor` of shape `(num_rows, dim, frames, height, width)`): zero outside the videos.
+            input_mask, output_mask: 1 on the videos' frames at the input's and the output's temporal resolution.
             size (`torch.Size`): `(out_frames, out_height, out_width)`; an upsampling block crops its doubled
                 input to it, which undoes the rounding up of the matching downsampling block.
         """
@@ -266,20 +317,22 @@ class CompactCompressor(VidCompCompressor):
             for level in range(self.config.num_downsampling_blocks + 1)
         ]
 
-    def encode(self, hidden: torch.Tensor, lengths: torch.LongTensor) -> torch.Tensor:
+    def layout(self, frame_counts: torch.LongTensor) -> CompactLayout:
+        """Where each video goes in the tensor the convolutions run on (see [`CompactLayout.plan`])."""
+        gap = max(same_padding(self.config.temporal_kernel_size))
+        return CompactLayout.plan(frame_counts, self.config.reduction, gap)
+
+    def encode(self, hidden: torch.Tensor, layout: CompactLayout) -> torch.Tensor:
         r"""
         Args:
-            hidden (`torch.Tensor` of shape `(num_videos, dim, max_frames, height, width)`):
-                Videos padded with zero frames to the longest one (see [`pad_videos`]).
-            lengths (`torch.LongTensor` of shape `(num_videos,)`): each video's number of frames.
+            hidden (`torch.Tensor` of shape `(num_rows, dim, row_length, height, width)`):
+                Videos placed by `layout` ([`CompactLayout.place`]), zero elsewhere.
         Returns:
-            `torch.Tensor` of shape `(num_videos, dim, ceil(max_frames/4), ceil(height/4), ceil(width/4))`, zero
-            past each video's `ceil(lengths/4)` groups.
+            `torch.Tensor` of shape `(num_rows, dim, row_length / 4, ceil(height / 4), ceil(width / 4))`, each
+            video's `ceil(frames / 4)` groups where `layout` puts them at the last level, zero elsewhere.
         """
         sizes = self.level_sizes(*hidden.shape[2:])
-        masks = [
-            temporal_mask(reduced_size(lengths, level), size[0]).to(hidden.dtype) for level, size in enumerate(sizes)
-        ]
+        masks = [layout.mask(level, hidden.dtype) for level in range(len(sizes))]
         level = 0
         for block in self.blocks:
             next_level = level + (block.resample == "down")
@@ -335,26 +388,31 @@ class CompactCompressor(VidCompCompressor):
         self.check_features(features)
         _, grid_h, grid_w, _ = features.values.shape
         tokens_per_group = self.tokens_per_group(grid_h, grid_w, token_budget)
-        lengths = features.frame_counts.to(features.values.device)
-        latent = self.encode(pad_videos(features).to(self.dtype), lengths)
+        device = features.values.device
+        lengths = features.frame_counts.to(device)
+        layout = self.layout(lengths)
+        hidden = layout.place(features.values.to(self.dtype), features.video_index(), features.position_in_video())
+        latent = self.encode(hidden, layout)
 
-        f = self.config.reduction
-        groups = reduced_size(lengths, self.config.num_downsampling_blocks)
-        group = torch.arange(latent.shape[2], device=latent.device).expand(features.num_videos, -1)
-        keep = group < groups[:, None]
+        # One entry per temporal group of every video; under a budget, an even subset of each video's groups.
+        levels = self.config.num_downsampling_blocks
+        groups = reduced_size(lengths, levels)
+        group_video = torch.repeat_interleave(torch.arange(features.num_videos, device=device), groups)
+        group = torch.arange(group_video.shape[0], device=device) - (torch.cumsum(groups, 0) - groups)[group_video]
         if token_budget is not None:
             allowed = torch.full_like(group, token_budget // tokens_per_group)
-            keep &= uniform_keep_mask(group, groups[:, None].expand_as(group), allowed)
-        tokens = rearrange(latent, "b d t h w -> b t (h w) d")[keep]
-        first_frame = group[keep] * f
-        video_start = torch.cumsum(lengths, 0) - lengths
-        frame_row = video_start[torch.nonzero(keep)[:, 0]] + first_frame
+            keep = uniform_keep_mask(group, groups[group_video], allowed)
+            group_video, group = group_video[keep], group[keep]
+        tokens = layout.take(latent, group_video, group, level=levels)
+        first_frame = group * self.config.reduction
+        frame_row = (torch.cumsum(lengths, 0) - lengths)[group_video] + first_frame
+        kept_groups = torch.zeros_like(lengths).index_add_(0, group_video, torch.ones_like(group_video))
         return CompressorOutput(
-            tokens=rearrange(tokens, "g n d -> (g n) d"),
-            token_counts=keep.sum(1).to(features.frame_counts) * tokens_per_group,
+            tokens=rearrange(tokens, "g h w d -> (g h w) d"),
+            token_counts=(kept_groups * tokens_per_group).to(features.frame_counts),
             token_frame_index=first_frame.repeat_interleave(tokens_per_group),
-            token_timestamps=features.timestamps.to(latent.device)[frame_row].repeat_interleave(tokens_per_group),
+            token_timestamps=features.timestamps.to(device)[frame_row].repeat_interleave(tokens_per_group),
         )
 
 
-__all__ = ["CompactCompressor", "CompactCompressorConfig"]
+__all__ = ["CompactCompressor", "CompactCompressorConfig", "CompactLayout"]
