@@ -83,7 +83,7 @@ def test_matches_the_per_frame_conv2d_per_patch_conv1d_reference(kwargs, frame_c
     torch.testing.assert_close(out.tokens, expected, atol=1e-5, rtol=1e-5)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     frame_counts=st.lists(st.integers(1, 13), min_size=1, max_size=3),
     height=st.integers(1, 9),
@@ -184,7 +184,7 @@ def test_bad_input_and_config():
         CompactCompressorConfig(temporal_kernel_size=0)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(frame_counts=st.lists(st.integers(1, 10), min_size=1, max_size=3), height=st.integers(1, 7),
        width=st.integers(1, 7))
 def test_autoencoder_reconstructs_the_input_shape_batched_as_per_video(frame_counts, height, width):
@@ -224,6 +224,19 @@ def test_stage_trains_the_autoencoder_only(tiny):
         apply_training_stage(tiny[0], "compressor-pretrain")
     with pytest.raises(UnknownStageError, match="CompactVideoAutoencoder"):
         apply_training_stage(autoencoder, "compressor")
+
+
+def test_collator_needs_videos_and_unprojected_features(tiny_compact):
+    model, processor = tiny_compact
+    with pytest.raises(ValueError, match="remove_unused_columns=False"):
+        CompactPretrainCollator(model, processor.video_processor)([{}])
+    projecting = VidCompForConditionalGeneration(VidCompConfig(**{
+        **{key: getattr(model.config, key) for key in ("vision_config", "text_config", "video_token_id")},
+        "compressor_config": sized_for_tiny_vision({"model_type": "vidcomp_spatial_pool_compressor"}),
+        "project_before_compression": True,
+    }))
+    with pytest.raises(ValueError, match="project_before_compression"):
+        CompactPretrainCollator(projecting, processor.video_processor)
 
 
 @pytest.fixture(scope="module")

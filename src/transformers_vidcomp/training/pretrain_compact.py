@@ -47,6 +47,15 @@ class CompactPretrainCollator:
     video_processor: BaseVideoProcessor
     processor_kwargs: dict | None = None
 
+    def __post_init__(self):
+        if self.model.config.project_before_compression:
+            raise ValueError(
+                "This model projects frame features to the LLM's width before its compressor "
+                "(project_before_compression=True), so the compressor's input depends on a projector that is "
+                "trained later. Pretrain the compact compressor on a model that compresses the vision features "
+                "themselves (project_before_compression=False)."
+            )
+
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if any("video" not in example for example in examples):
             raise ValueError(
