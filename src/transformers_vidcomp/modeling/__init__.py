@@ -1,5 +1,6 @@
 """Hub-facing model code. Files here are copied flat into checkpoints, so they import each other only as `.name`."""
 
+from .autoencoder_compact import CompactAutoencoderConfig, CompactAutoencoderOutput, CompactVideoAutoencoder
 from .components_vidcomp import *  # noqa: F403
 from .configuration_vidcomp import VidCompConfig
 from .methods_vidcomp import *  # noqa: F403

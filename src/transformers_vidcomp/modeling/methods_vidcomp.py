@@ -7,6 +7,7 @@ A new method adds its module to the imports below; nothing else in the composite
 from transformers import PreTrainedConfig
 
 from .components_vidcomp import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, VidCompCompressor, VidCompSampler
+from .compressor_compact import CompactCompressor, CompactCompressorConfig
 from .compressor_fila import (
     FilaAttentionPoolingCompressor,
     FilaAttentionPoolingConfig,
@@ -34,6 +35,8 @@ def build_compressor(config: PreTrainedConfig) -> VidCompCompressor:
 __all__ = [
     "AdaptiveVideoSampler",
     "AdaptiveVideoSamplerConfig",
+    "CompactCompressor",
+    "CompactCompressorConfig",
     "FilaAttentionPoolingCompressor",
     "FilaAttentionPoolingConfig",
     "FilaBipartiteMergeCompressor",

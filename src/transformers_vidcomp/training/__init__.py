@@ -1,6 +1,7 @@
 """Fine-tuning with `Trainer`: a processor-based collator and stage presets that freeze the right parts."""
 
 from .collator import VidCompDataCollator
+from .pretrain_compact import CompactPretrainCollator
 from .stages import (
     STAGE_LEARNING_RATES,
     TRAINING_STAGES,
@@ -10,6 +11,7 @@ from .stages import (
 )
 
 __all__ = [
+    "CompactPretrainCollator",
     "STAGE_LEARNING_RATES",
     "TRAINING_STAGES",
     "UnknownStageError",

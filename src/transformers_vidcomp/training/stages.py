@@ -6,11 +6,15 @@ r"""Training stages: which parts of a [`VidCompForConditionalGeneration`] learn,
 - `compressor+projector+llm`: everything but the vision tower, the usual instruction-tuning stage;
 - `new-parts`: everything `from_pretrained_parts` did not load (recorded in `config.parts`);
 - `fila-stage4`: FiLA-Video's stage 4, everything including the vision tower and the scene-merging compressor, with
-  the paper's learning rates per part (`stage_parameter_groups`).
+  the paper's learning rates per part (`stage_parameter_groups`);
+- `compressor-pretrain`: the compact compressor's reconstruction pretraining, for a `CompactVideoAutoencoder`
+  (compressor and decoder train; the vision tower stays outside it, frozen, in `CompactPretrainCollator`), with
+  the paper's learning rate.
 """
 
 from transformers import PreTrainedModel
 
+from ..modeling.autoencoder_compact import CompactVideoAutoencoder
 from ..modeling.parts_vidcomp import part_module_names
 
 
@@ -30,6 +34,7 @@ TRAINING_STAGES: dict[str, tuple[str, ...]] = {
     "fila-stage4": (
         "vision_tower", "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
     ),
+    "compressor-pretrain": ("compressor", "decoder"),
 }
 
 # Learning rates per module for stages whose paper gives them; other stages use the optimizer's one rate.
@@ -39,6 +44,8 @@ STAGE_LEARNING_RATES: dict[str, dict[str, float]] = {
         "vision_tower": 2e-6, "multi_modal_projector": 2e-6, "video_newline": 2e-6, "language_model": 1e-5,
         "lm_head": 1e-5, "sampler": 2e-6, "compressor": 2e-6,
     },
+    # Compact video representations, supplement §1.4: AdamW at 2e-5.
+    "compressor-pretrain": {"compressor": 2e-5, "decoder": 2e-5},
 }
 
 
@@ -51,6 +58,12 @@ def apply_training_stage(model: PreTrainedModel, stage: str) -> dict[str, int]:
     """
     if stage not in TRAINING_STAGES:
         raise UnknownStageError(f"Unknown training stage {stage!r}. Stages: {', '.join(TRAINING_STAGES)}.")
+    if (stage == "compressor-pretrain") != isinstance(model, CompactVideoAutoencoder):
+        raise UnknownStageError(
+            "The compressor-pretrain stage is the stage of a CompactVideoAutoencoder, and a CompactVideoAutoencoder "
+            f"has no other; got stage {stage!r} for a {type(model).__name__}. Train a video LLM's compressor with "
+            "the compressor stage."
+        )
     if stage == "new-parts":
         loaded = part_module_names(model.config.parts)
         if not loaded:
