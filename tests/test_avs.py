@@ -158,3 +158,53 @@ def test_a_corrupt_stretch_is_skipped_and_reported(tmp_path, caplog):
     assert "corrupt packet" in caplog.text and "readable frames" in caplog.text
     plan_input = torch.from_numpy(thumbnails.frames)
     assert plan_input.shape[1:] == (27, 48, 3)
+
+
+PIPELINE_SCRIPT = """
+import json, sys
+sys.modules["transformers_vidcomp"] = None
+from transformers import pipeline
+pipe = pipeline(model=sys.argv[1], trust_remote_code=True)
+sampler = pipe.model.model.sampler
+calls = []
+plan = sampler.plan
+sampler.plan = lambda *args, **kwargs: calls.append(1) or plan(*args, **kwargs)
+answer = pipe(videos=sys.argv[2], text="What happens?", max_new_tokens=2)
+weight = sampler.shot_detector.stacks[0].cells[0].branches[0].spatial.weight
+print(json.dumps({"plans": len(calls), "answer": answer[0]["generated_text"], "weight": weight.flatten()[:4].tolist()}))
+"""
+
+
+def test_avs_compact_checkpoint_selects_frames_in_the_pipeline_without_the_package(tmp_path, demo_video):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from transformers_vidcomp.conversion.transnetv2 import PACKAGED_WEIGHTS, packaged_file
+    from transformers_vidcomp.tiny import create_tiny_checkpoint
+
+    folder = create_tiny_checkpoint(tmp_path / "avs-compact", "avs-compact")
+    card = (folder / "README.md").read_text()
+    assert "TransNetV2" in card and "one-hour video" in card
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-c", PIPELINE_SCRIPT, str(folder), str(demo_video[0])],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["plans"] == 1  # the pipeline handed the video to the sampler before decoding it
+    published = torch.load(packaged_file(PACKAGED_WEIGHTS), weights_only=True)
+    expected = published["SDDCNN.0.DDCNN.0.Conv3D_1.layers.0.weight"].flatten()[:4]
+    np.testing.assert_allclose(report["weight"], expected.numpy())  # real TransNetV2 weights, even in a tiny model
+
+
+def test_avs_compact_demo_draws_shots(tmp_path):
+    from transformers_vidcomp.demo import run_demo
+
+    report = run_demo(preset="avs-compact", out_dir=tmp_path, max_new_tokens=2)
+    assert len(report.shots) == len(report.scene_cuts) + 1
+    np.testing.assert_allclose(report.shots[1:], report.scene_cuts, atol=0.05)
+    assert report.frames_kept == 32 and report.frames_decoded == 80
+    assert (tmp_path / "shots.png").stat().st_size > 0 and (tmp_path / "contact_sheet.png").stat().st_size > 0

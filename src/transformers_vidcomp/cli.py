@@ -95,7 +95,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     report = run_demo(args.video, preset=args.preset, question=args.question, out_dir=args.out)
     print(format_report(report))
-    print(f"\nwrote {Path(args.out) / 'report.json'} and {Path(args.out) / 'contact_sheet.png'}")
+    pictures = ["contact_sheet.png"] + (["shots.png"] if report.shots is not None else [])
+    print(f"\nwrote {Path(args.out) / 'report.json'} and " + " and ".join(str(Path(args.out) / p) for p in pictures))
 
 
 def check_request(args: argparse.Namespace) -> None:

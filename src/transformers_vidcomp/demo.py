@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from .demo_video import make_demo_video
 from .processors import decode_video
+from .processors.video_processing_vidcomp import decode_frames_at, decode_thumbnails
 from .tiny import build_tiny
 
 
@@ -42,6 +43,7 @@ class DemoReport:
     seconds: dict[str, float]
     scene_cuts: list[float] | None = None
     scenes: list[list[float]] | None = None
+    shots: list[float] | None = None
 
 
 @contextmanager
@@ -106,6 +108,59 @@ def contact_sheet(
     sheet.save(path)
 
 
+def shot_plot(
+    times: np.ndarray,
+    probabilities: np.ndarray,
+    shot_starts: np.ndarray,
+    kept: np.ndarray,
+    threshold: float,
+    path: Path,
+    true_cuts: list[float] | None = None,
+    width: int = 1000,
+    height: int = 260,
+) -> None:
+    r"""
+    Draws the shot detector's transition probability over time, the shots it found (alternately shaded, numbered), the
+    keyframes kept (red ticks) and, for the generated demo video, the true cuts (dashed green), as a PNG.
+    """
+    margin_left, margin_right, margin_top, margin_bottom = 50, 15, 25, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    span = max(float(times[-1]), 1e-6)
+    plot_w, plot_h = width - margin_left - margin_right, height - margin_top - margin_bottom
+
+    def x_of(t: float) -> float:
+        return margin_left + plot_w * t / span
+
+    def y_of(p: float) -> float:
+        return margin_top + plot_h * (1.0 - p)
+
+    starts = [float(times[i]) for i in shot_starts] + [span]
+    for shot, (begin, end) in enumerate(zip(starts[:-1], starts[1:])):
+        draw.rectangle((x_of(begin), margin_top, x_of(end), margin_top + plot_h), fill="#eef3fb" if shot % 2 else "#ffffff")
+        draw.text((x_of(begin) + 2, margin_top + 2), str(shot), fill="#555555")
+    draw.line((margin_left, y_of(threshold), margin_left + plot_w, y_of(threshold)), fill="#bbbbbb")
+    for cut in true_cuts or []:
+        for y in range(margin_top, margin_top + plot_h, 8):
+            draw.line((x_of(cut), y, x_of(cut), y + 4), fill="green", width=2)
+    draw.line([(x_of(float(t)), y_of(float(p))) for t, p in zip(times, probabilities)], fill="black", width=1)
+    for t in times[kept]:
+        draw.line((x_of(float(t)), margin_top + plot_h, x_of(float(t)), margin_top + plot_h + 10), fill="red", width=2)
+    draw.rectangle((margin_left, margin_top, margin_left + plot_w, margin_top + plot_h), outline="black")
+    for p in (0.0, 0.5, 1.0):
+        draw.text((8, y_of(p) - 6), f"{p:.1f}", fill="black")
+    for k in range(6):
+        t = span * k / 5
+        draw.text((x_of(t) - 10, margin_top + plot_h + 14), f"{t:.1f}s", fill="black")
+    draw.text(
+        (margin_left, 5),
+        f"transition probability (black), {len(shot_starts)} shots (shaded), {int(kept.sum())} keyframes (red)"
+        + (", true cuts (green)" if true_cuts else ""),
+        fill="black",
+    )
+    image.save(path)
+
+
 def run_demo(
     video: str | os.PathLike | None = None,
     preset: str = "baseline",
@@ -121,8 +176,28 @@ def run_demo(
         video = out / "demo.mp4"
         scene_cuts = make_demo_video(video)
 
+    inner = model.model
     started = time.perf_counter()
-    frames, metadata = decode_video(video, sample_indices_fn=processor.video_processor.sample_frames)
+    shots, kept_shots, selection_seconds = None, None, {}
+    if inner.sampler.selects_frames_at_decode:
+        # The sampler picks frames while decoding: thumbnails first, then only the chosen frames at full size.
+        detector = inner.sampler.shot_detector.config
+        thumbnails = decode_thumbnails(
+            video, fps=inner.sampler.config.decode_fps, width=detector.frame_width, height=detector.frame_height
+        )
+        planned = time.perf_counter()
+        plan = inner.sampler.plan(torch.from_numpy(thumbnails.frames), torch.from_numpy(thumbnails.timestamps))
+        selection_seconds["select"] = time.perf_counter() - planned
+        keep_thumbnails = plan.keep.numpy()
+        frames, metadata = decode_frames_at(video, thumbnails.frame_indices[keep_thumbnails])
+        shots = [round(float(thumbnails.timestamps[i]), 3) for i in plan.shot_starts]
+        kept_shots = plan.shot_ids[plan.keep].tolist()
+        shot_plot(
+            thumbnails.timestamps, plan.transition_probabilities.numpy(), plan.shot_starts.numpy(), keep_thumbnails,
+            inner.sampler.config.threshold, out / "shots.png", true_cuts=scene_cuts,
+        )
+    else:
+        frames, metadata = decode_video(video, sample_indices_fn=processor.video_processor.sample_frames)
     conversation = [
         {"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": question}]}
     ]
@@ -134,9 +209,8 @@ def run_demo(
         return_tensors="pt",
         processor_kwargs={"video_metadata": [metadata], "do_sample_frames": False},
     )
-    decode_seconds = time.perf_counter() - started
+    decode_seconds = time.perf_counter() - started - sum(selection_seconds.values())
 
-    inner = model.model
     stages = {
         "sample": inner.sampler,
         "encode": inner.vision_tower,
@@ -161,22 +235,23 @@ def run_demo(
         preset=preset,
         question=question,
         answer=answer,
-        frames_decoded=len(frames),
+        frames_decoded=len(thumbnails.frames) if shots is not None else len(frames),
         frames_encoded=len(frames) if inner.sampler.needs_frame_features else int(keep.sum()),
         frames_kept=int(keep.sum()),
         kept_timestamps=kept_timestamps,
         tokens_per_frame=tokens / max(1, int(keep.sum())),
         tokens_to_llm=tokens,
-        seconds={"decode": decode_seconds, **dict(seconds)},
+        seconds={"decode": decode_seconds, **selection_seconds, **dict(seconds)},
         scene_cuts=scene_cuts,
         scenes=scenes,
+        shots=shots,
     )
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2))
     contact_sheet(
         frames[keep],
         kept_timestamps,
         out / "contact_sheet.png",
-        scenes=kept_scenes,
+        scenes=kept_scenes if kept_shots is None else kept_shots,
         mark_representatives=inner.sampler.scene_ends_at_representative,
     )
     return report
@@ -184,8 +259,12 @@ def run_demo(
 
 def format_report(report: DemoReport) -> str:
     s = report.seconds
+    decoded = f"{report.frames_decoded} frames decoded"
+    if report.shots is not None:
+        decoded = f"{report.frames_decoded} thumbnails, {report.frames_kept} full frames decoded"
     rows = [
-        ("decode", f"{report.frames_decoded} frames decoded", s["decode"]),
+        ("decode", decoded, s["decode"]),
+        *([("select", f"{len(report.shots)} shots by TransNetV2", s["select"])] if report.shots is not None else []),
         ("sample", f"{report.frames_kept} frames kept" + (
             f" in {len(report.scenes)} scenes" if report.scenes else ""), s.get("sample", 0.0)),
         ("encode", f"{report.frames_encoded} frames through the vision tower", s.get("encode", 0.0)),

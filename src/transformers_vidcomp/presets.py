@@ -49,6 +49,18 @@ PRESETS: dict[str, Preset] = {
         video_processor_kwargs={"fps": None, "num_frames": 96},
         processor_kwargs={"timestamps_in_prompt": True},
     ),
+    "avs-compact": Preset(
+        name="avs-compact",
+        description="adaptive video sampling: TransNetV2 shots (real weights) in 10 fps thumbnails, 32 keyframes "
+        "spread by information density and decoded alone at full resolution; then the 2D+1D convolutional "
+        "compressor, 4x4x4 groups into one token each",
+        sampler_config={"model_type": "vidcomp_avs_sampler", "max_frames": 32},
+        compressor_config={"model_type": "vidcomp_compact_compressor"},
+        # Used only when frames reach the processor without the sampler (an array passed by hand): a bounded decode,
+        # which the sampler then thins uniformly.
+        video_processor_kwargs={"fps": 10.0, "num_frames": 256},
+        processor_kwargs={"timestamps_in_prompt": True},
+    ),
 }
 
 

@@ -87,7 +87,11 @@ def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMi
     size = video_processor.size
     grid_h, grid_w = size["height"] // patch_size, size["width"] // patch_size
     fps, max_decoded = video_processor.fps, video_processor.num_frames
-    if max_decoded is not None:
+    sampler = model.model.sampler
+    if sampler.selects_frames_at_decode:
+        fps, max_decoded = sampler.config.decode_fps, math.ceil(sampler.config.decode_fps * REFERENCE_SECONDS)
+        video = "a one-hour video (the sampler scans it all as thumbnails and decodes only the frames it keeps)"
+    elif max_decoded is not None:
         video = f"the longest video the processor lets through (its {max_decoded}-frame cap)"
     elif fps is not None:
         max_decoded = math.ceil(fps * REFERENCE_SECONDS)
@@ -97,9 +101,9 @@ def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMi
             "The video processor decodes every frame (no `fps`, no `num_frames`), so a card cannot state what a "
             "video costs. Set `fps` or `num_frames` on the video processor."
         )
-    kept = model.model.sampler.max_kept_frames(max_decoded)
+    kept = sampler.max_kept_frames(max_decoded)
     budget = model.model.compressor_token_budget(config.video_token_budget)
-    scenes = model.model.sampler.max_scenes(max_decoded)
+    scenes = sampler.max_scenes(max_decoded)
     tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=budget, num_scenes=scenes)
     tokens += int(config.video_newline)
     return TokenFigures(
