@@ -1,0 +1,315 @@
+r"""
+LongVU's temporal reduction (arXiv:2410.17434, §3.1): drop frames whose DINOv2 features repeat their neighbours'.
+
+Frames are cut into non-overlapping windows of `window_size` consecutive frames per video (the last one may be
+partial; a video shorter than a window is one window). Each frame's DINOv2 patch features, flattened and
+L2-normalised, are compared with every frame of its window, and frames whose mean cosine similarity exceeds
+`threshold` are dropped.
+
+Two settings:
+
+- `mode="paper"`: window 8, threshold 0.8, the mean over the *other* frames (`sim^i = 1/(J-1) sum_{j != i}`).
+  The paper does not say what happens when every frame of a window is redundant (a static shot); dropping them all
+  would lose the shot, so such a window keeps its least redundant frame (the earliest on ties).
+- `mode="reference"`: the released `select_frame` (Vision-CAIR/LongVU, `cambrian_arch.py`): window 16,
+  threshold 0.83, the mean *including* the self-similarity of 1, the window's middle frame (`len // 2`) always kept,
+  frames kept where the score is strictly below the threshold; the step only runs for videos of at least
+  `max(1, (context_length - text_length - reserved_tokens) // tokens_per_frame)` frames (shorter ones cannot
+  overflow the context); then at most `max_frames` (400) frames are kept, at indices `int(kept / 400 * i)`.
+
+The score of frame i is `q_i . S_w / n_w` with `S_w` the sum of its window's normalised features, so all windows of
+all videos are scored at once in O(frames x dim), without per-window Gram matrices.
+
+DINOv2 is built with `AutoModel.from_config(config.dino_config)` and runs on every frame. The frames arrive
+normalised for the main vision tower (SigLIP: mean = std = 0.5, at its image size); they are un-normalised, resized
+(bicubic, antialiased) to `dino_image_size` (378 in the release, where each frame is PIL-resized to 378 and
+normalised with the ImageNet statistics) and normalised with `dino_image_mean` / `dino_image_std`. The patch tokens
+(CLS dropped) of the `dino_image_size / patch_size` grid (27 x 27) are resized bilinearly (fp32,
+`align_corners=False`) to `feature_grid` x `feature_grid` (24 x 24), as the release does. Those features of the kept
+frames go to the compressor as `SamplerOutput.auxiliary_features`, for LongVU's Spatial Vision Aggregator.
+"""
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, AutoModel, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .components_vidcomp import (
+    InstructionCondition,
+    InvalidVideoInputError,
+    PackedFrames,
+    SamplerOutput,
+    VidCompSampler,
+    register_sampler,
+)
+
+
+LONGVU_MODE_DEFAULTS = {
+    "paper": {"window_size": 8, "threshold": 0.8, "max_frames": None},
+    "reference": {"window_size": 16, "threshold": 0.83, "max_frames": 400},
+}
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@strict
+class LongVUSamplerConfig(PreTrainedConfig):
+    r"""
+    dino_config (`dict` or `PreTrainedConfig`, *optional*):
+        The DINOv2 encoder, built with `AutoModel.from_config`. LongVU uses `facebook/dinov2-giant`.
+    mode (`str`, *optional*, defaults to `"paper"`):
+        `"paper"` or `"reference"` (the released code); see the module docstring.
+    window_size (`int`, *optional*):
+        Frames per window; 8 in `paper` mode, 16 in `reference` mode when not given.
+    threshold (`float`, *optional*):
+        Frames whose mean similarity exceeds it are dropped; 0.8 (`paper`) or 0.83 (`reference`) when not given.
+    max_frames (`int`, *optional*):
+        Keep at most this many frames per video after the reduction, at indices `int(kept / max_frames * i)`.
+        400 in `reference` mode, no cap in `paper` mode, when not given. In `reference` mode, videos that skip the
+        reduction (they fit the context) are not capped either, as in the release.
+    context_length (`int`, *optional*, defaults to 8192):
+        `reference` mode only: the LLM context the video must fit; the reduction is skipped for videos of fewer than
+        `(context_length - text_length - reserved_tokens) // tokens_per_frame` frames.
+    reserved_tokens (`int`, *optional*, defaults to 16):
+        `reference` mode only: tokens kept free for the answer (the release's `inference_max_length`).
+    tokens_per_frame (`int`, *optional*, defaults to 64):
+        `reference` mode only: the fewest tokens a frame takes (the release's `lowres_token ** 2`).
+    dino_image_size (`int`, *optional*, defaults to 378):
+        Side of the square DINOv2 input.
+    feature_grid (`int`, *optional*, defaults to 24):
+        Side of the grid the DINOv2 patch features are resized to.
+    image_mean (`list[float]`, *optional*, defaults to `[0.5, 0.5, 0.5]`), image_std (same):
+        The normalisation of the incoming frames (the main vision tower's).
+    dino_image_mean (`list[float]`, *optional*, defaults to ImageNet's), dino_image_std (same):
+        DINOv2's normalisation.
+    dino_batch_size (`int`, *optional*, defaults to 64):
+        Frames per DINOv2 call (the release encodes in chunks of 64), which bounds peak memory on long videos.
+    """
+
+    model_type = "vidcomp_longvu_sampler"
+    sub_configs_defaults = {"dino_config": SubConfigSpec(config_class=AutoConfig, model_type="dinov2")}
+
+    dino_config: dict | PreTrainedConfig | None = None
+    mode: Literal["paper", "reference"] = "paper"
+    window_size: int | None = None
+    threshold: float | None = None
+    max_frames: int | None = None
+    context_length: int = 8192
+    reserved_tokens: int = 16
+    tokens_per_frame: int = 64
+    dino_image_size: int = 378
+    feature_grid: int = 24
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+    dino_image_mean: list[float] | None = None
+    dino_image_std: list[float] | None = None
+    dino_batch_size: int = 64
+
+    def __post_init__(self, **kwargs):
+        if self.mode not in LONGVU_MODE_DEFAULTS:
+            raise ValueError(f"mode must be 'paper' or 'reference', got {self.mode!r}.")
+        defaults = LONGVU_MODE_DEFAULTS[self.mode]
+        self.window_size = defaults["window_size"] if self.window_size is None else self.window_size
+        self.threshold = defaults["threshold"] if self.threshold is None else self.threshold
+        self.max_frames = defaults["max_frames"] if self.max_frames is None else self.max_frames
+        self.image_mean = [0.5, 0.5, 0.5] if self.image_mean is None else list(self.image_mean)
+        self.image_std = [0.5, 0.5, 0.5] if self.image_std is None else list(self.image_std)
+        self.dino_image_mean = IMAGENET_MEAN if self.dino_image_mean is None else list(self.dino_image_mean)
+        self.dino_image_std = IMAGENET_STD if self.dino_image_std is None else list(self.dino_image_std)
+        if self.window_size < 1:
+            raise ValueError(f"window_size must be at least 1, got {self.window_size}.")
+        if not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold is a cosine similarity and must lie in [-1, 1], got {self.threshold}.")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1 or None, got {self.max_frames}.")
+        for name in ("context_length", "tokens_per_frame", "dino_image_size", "feature_grid", "dino_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.reserved_tokens < 0:
+            raise ValueError(f"reserved_tokens must not be negative, got {self.reserved_tokens}.")
+        for name in ("image_mean", "image_std", "dino_image_mean", "dino_image_std"):
+            if len(getattr(self, name)) != 3:
+                raise ValueError(f"{name} needs one value per RGB channel, got {getattr(self, name)}.")
+        super().__post_init__(**kwargs)
+        if self.dino_image_size % self.dino_config.patch_size:
+            raise ValueError(
+                f"dino_image_size ({self.dino_image_size}) must be a multiple of the DINOv2 patch size "
+                f"({self.dino_config.patch_size})."
+            )
+
+
+def window_similarity_scores(
+    features: torch.Tensor, window_id: torch.LongTensor, include_self: bool
+) -> tuple[torch.Tensor, torch.LongTensor]:
+    r"""
+    Mean cosine similarity of each frame to the frames of its window, for all windows at once.
+
+    Args:
+        features (`torch.Tensor` of shape `(total_frames, ...)`): per-frame features, flattened to one vector each.
+        window_id (`torch.LongTensor` of shape `(total_frames,)`): a window number, unique across videos, with
+            frames of one window contiguous.
+        include_self (`bool`): average over the whole window (the release) or over the other frames (the paper).
+    Returns:
+        The scores, shape `(total_frames,)` in fp32, and each frame's window size. A frame alone in its window
+        without `include_self` has no other frame to resemble and scores `-inf`.
+    """
+    flat = F.normalize(features.flatten(1).float(), dim=-1)
+    num_windows = int(window_id.max()) + 1
+    window_sum = flat.new_zeros(num_windows, flat.shape[1]).index_add_(0, window_id, flat)
+    window_size = torch.bincount(window_id, minlength=num_windows)[window_id]
+    total = (flat * window_sum[window_id]).sum(-1)
+    if include_self:
+        return total / window_size, window_size
+    others = (window_size - 1).clamp(min=1)
+    score = (total - (flat * flat).sum(-1)) / others
+    return score.masked_fill(window_size == 1, float("-inf")), window_size
+
+
+def uniform_cap_mask(frames: PackedFrames, keep: torch.BoolTensor, max_frames: int) -> torch.BoolTensor:
+    r"""
+    Of the frames `keep` selects, keeps at most `max_frames` per video, at kept indices `int(kept / max_frames * i)`
+    for `i < max_frames` (the release's rule, computed in float64 as Python does).
+    """
+    kept = frames.count_per_video(keep).to(keep.device)
+    over = kept > max_frames
+    if not bool(over.any()):
+        return keep
+    video = frames.video_index()
+    rank = frames.rank_within_video(keep)
+    # For each over-long video, the kept ranks i_j = floor(kept / max_frames * j), j < max_frames.
+    over_videos = torch.nonzero(over).flatten()
+    step = torch.arange(max_frames, device=keep.device, dtype=torch.float64)
+    chosen_rank = ((kept[over_videos].double() / float(max_frames))[:, None] * step).long()
+    chosen = torch.zeros(over_videos.shape[0], int(kept.max()), dtype=torch.bool, device=keep.device)
+    chosen.scatter_(1, chosen_rank, True)
+    row = torch.full((frames.num_videos,), -1, dtype=torch.long, device=keep.device)
+    row[over_videos] = torch.arange(over_videos.shape[0], device=keep.device)
+    frame_row = row[video]
+    capped = keep & (frame_row >= 0)
+    selected = torch.zeros_like(keep)
+    selected[capped] = chosen[frame_row[capped], rank[capped]]
+    return torch.where(frame_row >= 0, selected, keep)
+
+
+@register_sampler
+class LongVUSampler(VidCompSampler):
+    r"""
+    LongVU's DINOv2 temporal reduction. It encodes every frame with its own DINOv2 and hands the kept frames'
+    features to the compressor (`auxiliary_features`, shape `(kept_frames, feature_grid, feature_grid, dino_dim)`).
+    """
+
+    config: LongVUSamplerConfig
+
+    def __init__(self, config: LongVUSamplerConfig):
+        super().__init__(config)
+        self.dino = AutoModel.from_config(config.dino_config)
+        self.post_init()
+
+    def max_kept_frames(self, num_frames: int) -> int:
+        cap = self.config.max_frames
+        return num_frames if cap is None else min(num_frames, cap)
+
+    def dino_pixels(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        r"""Frames normalised for the main tower, shape `(frames, 3, H, W)`, as DINOv2 wants them."""
+        config = self.config
+        mean_in = pixel_values.new_tensor(config.image_mean)[:, None, None]
+        std_in = pixel_values.new_tensor(config.image_std)[:, None, None]
+        pixels = pixel_values.float() * std_in + mean_in
+        size = config.dino_image_size
+        if pixels.shape[-2:] != (size, size):
+            pixels = F.interpolate(pixels, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        mean = pixels.new_tensor(config.dino_image_mean)[:, None, None]
+        std = pixels.new_tensor(config.dino_image_std)[:, None, None]
+        return (pixels - mean) / std
+
+    def encode(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        r"""
+        DINOv2 patch features of every frame, resized to the feature grid.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(frames, 3, H, W)`): normalised for the main tower.
+        Returns:
+            `torch.FloatTensor` of shape `(frames, feature_grid, feature_grid, dino_hidden_size)`.
+        """
+        side = self.config.dino_image_size // self.config.dino_config.patch_size
+        grid = self.config.feature_grid
+        dtype = self.dino.embeddings.patch_embeddings.projection.weight.dtype
+        features = []
+        for chunk in pixel_values.split(self.config.dino_batch_size):
+            patches = self.dino(pixel_values=self.dino_pixels(chunk).to(dtype)).last_hidden_state[:, 1:]
+            if patches.shape[1] != side * side:
+                raise ValueError(
+                    f"DINOv2 returned {patches.shape[1]} patch tokens per frame, expected {side}x{side}. A DINOv2 "
+                    "with register tokens is not supported."
+                )
+            patches = rearrange(patches, "t (h w) d -> t d h w", h=side)
+            if side != grid:
+                patches = F.interpolate(patches.float(), size=(grid, grid), mode="bilinear", align_corners=False)
+            features.append(rearrange(patches, "t d h w -> t h w d").to(dtype))
+        return torch.cat(features)
+
+    def fits_context(self, frames: PackedFrames, instruction: InstructionCondition | None) -> torch.BoolTensor:
+        r"""`reference` mode: which videos (shape `(num_videos,)`) are short enough to skip the reduction."""
+        config = self.config
+        text_length = torch.zeros_like(frames.frame_counts)
+        if instruction is not None:
+            text_length = instruction.attention_mask.sum(-1).to(frames.frame_counts)
+        max_num_frames = ((config.context_length - text_length - config.reserved_tokens) // config.tokens_per_frame)
+        return frames.frame_counts < max_num_frames.clamp(min=1)
+
+    def select(self, frames: PackedFrames, features: torch.Tensor, instruction: InstructionCondition | None):
+        r"""
+        The keep mask, shape `(total_frames,)`, of the temporal reduction on DINOv2 `features` (one row per frame).
+        """
+        config = self.config
+        reference = config.mode == "reference"
+        video = frames.video_index()
+        position = frames.position_in_video()
+        windows_per_video = -(-frames.frame_counts.to(video.device) // config.window_size)
+        first_window = torch.cumsum(windows_per_video, 0) - windows_per_video
+        window_id = first_window[video] + position // config.window_size
+        score, window_size = window_similarity_scores(features, window_id, include_self=reference)
+        if reference:
+            score = score.masked_fill(position % config.window_size == window_size // 2, 0.0)
+            keep = score < config.threshold
+        else:
+            keep = score <= config.threshold
+            # A window of only redundant frames keeps its least redundant one, the earliest on ties.
+            num_windows = int(window_id.max()) + 1
+            kept_in_window = torch.zeros(num_windows, dtype=torch.long, device=video.device)
+            kept_in_window.index_add_(0, window_id, keep.long())
+            lowest = torch.full((num_windows,), float("inf"), device=video.device)
+            lowest = lowest.scatter_reduce(0, window_id, score, reduce="amin")
+            frame_number = torch.arange(video.shape[0], device=video.device)
+            candidate = torch.where(score == lowest[window_id], frame_number, video.shape[0])
+            first = torch.full((num_windows,), video.shape[0], device=video.device).scatter_reduce(
+                0, window_id, candidate, reduce="amin"
+            )
+            keep |= (kept_in_window[window_id] == 0) & (frame_number == first[window_id])
+        if config.max_frames is not None:
+            keep = uniform_cap_mask(frames, keep, config.max_frames)
+        if reference:
+            keep |= self.fits_context(frames, instruction).to(video.device)[video]
+        return keep
+
+    def forward(
+        self,
+        frames: PackedFrames,
+        frame_features: PackedFrames | None = None,
+        instruction: InstructionCondition | None = None,
+    ) -> SamplerOutput:
+        if frames.values.ndim != 4 or frames.values.shape[1] != 3:
+            raise InvalidVideoInputError(
+                f"LongVUSampler needs pixels of shape (total_frames, 3, height, width), got "
+                f"{tuple(frames.values.shape)}."
+            )
+        dino_features = self.encode(frames.values)
+        keep = self.select(frames, dino_features, instruction)
+        return SamplerOutput(keep_mask=keep, auxiliary_features=frames.with_values(dino_features).select(keep))
+
+
+__all__ = ["LongVUSampler", "LongVUSamplerConfig"]

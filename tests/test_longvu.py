@@ -1,0 +1,389 @@
+"""LongVU: DINOv2 temporal reduction, SVA, query-guided resolution mixing, STC with a budget guarantee, frame PE.
+
+Parity tests read tests/fixtures/longvu/, numbers produced by the released Vision-CAIR/LongVU code (see its README).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+
+from transformers_vidcomp import InvalidVideoInputError, PackedFrames, TokenBudgetError
+from transformers_vidcomp.conversion.longvu import released_compressor_key
+from transformers_vidcomp.modeling import (
+    InstructionCondition,
+    LongVUCompressor,
+    LongVUCompressorConfig,
+    LongVUSampler,
+    LongVUSamplerConfig,
+)
+from transformers_vidcomp.modeling.compressor_longvu import frame_position_encoding
+
+FIXTURES = Path(__file__).parent / "fixtures" / "longvu"
+TINY_DINO = dict(
+    model_type="dinov2", hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+    patch_size=4, image_size=16,
+)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_file(FIXTURES / "longvu_reference.safetensors"), json.loads((FIXTURES / "longvu_reference.json").read_text())
+
+
+def sampler(**kwargs) -> LongVUSampler:
+    kwargs = {"dino_config": TINY_DINO, "dino_image_size": 16, "feature_grid": 3, **kwargs}
+    return LongVUSampler(LongVUSamplerConfig(**kwargs)).eval()
+
+
+def compressor(**kwargs) -> LongVUCompressor:
+    defaults = dict(
+        vision_hidden_size=12, dino_hidden_size=16, sva_hidden_size=32, num_attention_heads=4, num_layers=2,
+        query_side=4, kv_window=2, lowres_side=2,
+    )
+    return LongVUCompressor(LongVUCompressorConfig(**{**defaults, **kwargs})).eval()
+
+
+def packed(counts, *shape, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    counts = torch.tensor(counts)
+    total = int(counts.sum())
+    return PackedFrames(torch.randn(total, *shape, generator=generator), counts, torch.arange(total).float())
+
+
+def kept_lists(frames: PackedFrames, keep: torch.Tensor) -> list[list[int]]:
+    position = frames.position_in_video()
+    return [position[keep & (frames.video_index() == v)].tolist() for v in range(frames.num_videos)]
+
+
+# ---------------------------------------------------------------- temporal reduction
+
+
+@pytest.mark.parametrize("threshold,key", [(0.83, "kept_indices"), (0.9, "kept_indices_threshold_0.9")])
+def test_reference_mode_keeps_the_frames_the_released_select_frame_keeps(reference, threshold, key):
+    tensors, meta = reference
+    info = meta["select_frame"]
+    features = tensors["select_frame.features"]
+    counts = torch.tensor(info["frame_counts"])
+    frames = PackedFrames(torch.zeros(features.shape[0], 3, 4, 4), counts, torch.arange(features.shape[0]).float())
+    text = torch.tensor(info["text_lengths"])
+    mask = (torch.arange(int(text.max()))[None] < text[:, None]).long()
+    instruction = InstructionCondition(torch.zeros(*mask.shape, 2), mask)
+    model = sampler(
+        mode="reference", threshold=threshold, context_length=info["context_length"],
+        reserved_tokens=info["reserved_tokens"], tokens_per_frame=info["tokens_per_frame"],
+    )
+    assert (model.config.window_size, model.config.max_frames) == (16, 400)
+    keep = model.select(frames, features, instruction)
+    assert kept_lists(frames, keep) == info[key]
+
+
+def loop_paper_scores(features: torch.Tensor, window: int) -> list[float]:
+    """The paper's sim^i = 1/(J-1) sum_{j != i} cos(V^i, V^j), window after window."""
+    flat = F.normalize(features.flatten(1).double(), dim=-1)
+    scores = []
+    for start in range(0, len(flat), window):
+        segment = flat[start : start + window]
+        gram = segment @ segment.T
+        for i in range(len(segment)):
+            scores.append(float("-inf") if len(segment) == 1 else float((gram[i].sum() - gram[i, i]) / (len(segment) - 1)))
+    return scores
+
+
+def test_paper_mode_drops_frames_by_mean_similarity_to_the_other_frames_of_their_window():
+    model = sampler(mode="paper")
+    assert (model.config.window_size, model.config.threshold, model.config.max_frames) == (8, 0.8, None)
+    generator = torch.Generator().manual_seed(3)
+    # Videos of 21 frames (two full windows and a partial one), 5 (shorter than a window) and 1 frame.
+    base = torch.randn(3, 6, generator=generator)
+    counts = [21, 5, 1]
+    features = torch.cat([base[v] + torch.randn(n, 6, generator=generator) * s for v, (n, s) in enumerate(zip(counts, [0.6, 0.3, 1.0]))])
+    frames = PackedFrames(torch.zeros(27, 3, 4, 4), torch.tensor(counts), torch.arange(27).float())
+    keep = model.select(frames, features, None)
+    expected = []
+    for video, start in enumerate([0, 21, 26]):
+        scores = loop_paper_scores(features[start : start + counts[video]], 8)
+        kept = [i for i, s in enumerate(scores) if s <= 0.8]
+        for window_start in range(0, counts[video], 8):
+            window = range(window_start, min(window_start + 8, counts[video]))
+            if not any(i in kept for i in window):
+                kept.append(min(window, key=lambda i: scores[i]))
+        expected.append(sorted(kept))
+    assert kept_lists(frames, keep) == expected
+    assert any(len(k) < n for k, n in zip(expected, counts))  # the data does exercise drops
+    assert expected[2] == [0]
+
+
+def test_identical_frames_keep_one_frame_per_window():
+    frames = PackedFrames(torch.zeros(30, 3, 4, 4), torch.tensor([20, 1, 9]), torch.arange(30).float())
+    features = torch.ones(30, 2, 2, 3)
+    assert kept_lists(frames, sampler(mode="paper").select(frames, features, None)) == [[0, 8, 16], [0], [0, 8]]
+    # The release keeps each window's middle frame (index len // 2 of the window).
+    reference = sampler(mode="reference", context_length=1, reserved_tokens=0)
+    assert kept_lists(frames, reference.select(frames, features, None)) == [[8, 18], [0], [4]]
+
+
+def test_reference_mode_skips_videos_that_fit_the_context_and_caps_the_rest():
+    frames = PackedFrames(torch.zeros(12, 3, 4, 4), torch.tensor([6, 6]), torch.arange(12).float())
+    features = torch.ones(12, 2)
+    model = sampler(mode="reference", context_length=8 * 64 + 16, max_frames=1)
+    mask = torch.tensor([[1] * 64 + [0] * 64, [1] * 128]).long()
+    keep = model.select(frames, features, InstructionCondition(torch.zeros(2, 128, 2), mask))
+    # 8 frames fit next to 64 text tokens (6 < 7): untouched. With 128 text tokens only 6 fit: reduced, capped at 1.
+    assert kept_lists(frames, keep) == [list(range(6)), [3]]
+
+
+def test_sampler_encodes_with_dinov2_from_siglip_normalised_pixels_and_passes_kept_features():
+    model = sampler(mode="paper", feature_grid=3)
+    frames = packed([3, 2], 3, 20, 20)
+    with torch.no_grad():
+        out = model(frames)
+        pixels = frames.values * 0.5 + 0.5
+        pixels = F.interpolate(pixels, size=(16, 16), mode="bicubic", align_corners=False, antialias=True)
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        hidden = model.dino(pixel_values=(pixels - mean[:, None, None]) / std[:, None, None]).last_hidden_state[:, 1:]
+        grid = F.interpolate(hidden.reshape(5, 4, 4, 16).permute(0, 3, 1, 2), size=(3, 3), mode="bilinear")
+    expected = grid.permute(0, 2, 3, 1)[out.keep_mask]
+    torch.testing.assert_close(out.auxiliary_features.values, expected)
+    assert out.auxiliary_features.frame_counts.tolist() == frames.count_per_video(out.keep_mask).tolist()
+
+
+def test_sampler_config_round_trips_and_refuses_bad_values(tmp_path):
+    model = sampler(mode="reference")
+    model.save_pretrained(tmp_path)
+    loaded = LongVUSampler.from_pretrained(tmp_path)
+    assert (loaded.config.mode, loaded.config.window_size, loaded.config.max_frames) == ("reference", 16, 400)
+    torch.testing.assert_close(loaded.dino.embeddings.cls_token, model.dino.embeddings.cls_token)
+    with pytest.raises(ValueError, match="threshold"):
+        LongVUSamplerConfig(dino_config=TINY_DINO, threshold=1.5)
+    with pytest.raises(ValueError, match="patch size"):
+        LongVUSamplerConfig(dino_config=TINY_DINO, dino_image_size=18)
+
+
+# ---------------------------------------------------------------- SVA
+
+
+def test_sva_reproduces_the_released_connector_under_its_weights(reference):
+    tensors, meta = reference
+    info = meta["sva"]
+    model = compressor(
+        vision_hidden_size=info["siglip_dim"], dino_hidden_size=info["dino_dim"], sva_hidden_size=info["sva_hidden_size"],
+        num_attention_heads=info["num_attention_heads"], num_layers=info["num_layers"], query_side=info["query_side"],
+        kv_window=info["kv_window"],
+    )
+    released = {k.removeprefix("sva.weights."): v for k, v in tensors.items() if k.startswith("sva.weights.")}
+    state = {released_compressor_key(k): v for k, v in released.items()}
+    assert None not in state
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        fused = model.aggregate(tensors["sva.siglip"], tensors["sva.dino"])
+    torch.testing.assert_close(fused.flatten(1, 2), tensors["sva.output"], atol=1e-5, rtol=1e-5)
+
+
+def test_each_sva_query_attends_only_its_own_window_in_both_attention_implementations():
+    model = compressor(num_layers=2)
+    generator = torch.Generator().manual_seed(0)
+    siglip, dino = torch.randn(1, 8, 8, 12, generator=generator), torch.randn(1, 8, 8, 16, generator=generator)
+    touched_siglip, touched_dino = siglip.clone(), dino.clone()
+    touched_siglip[0, :2, :2] += 5.0  # the 2x2 SigLIP window of query (0, 0)
+    touched_dino[0, 6:, 6:] += 5.0  # the 2x2 DINOv2 window of query (3, 3)
+    outputs = {}
+    with torch.no_grad():
+        for layer in model.aggregator.layers:
+            layer.proj_context.weight.zero_()  # the frame-wide mean context reaches every query; set it aside
+        for implementation in ("eager", "sdpa"):
+            model.config._attn_implementation = implementation
+            outputs[implementation] = (model.aggregate(siglip, dino), model.aggregate(touched_siglip, touched_dino))
+    before, after = outputs["eager"]
+    moved = (after - before).abs().amax(-1) > 1e-6
+    expected = torch.zeros(1, 4, 4, dtype=torch.bool)
+    expected[0, 0, 0] = expected[0, 3, 3] = True
+    assert torch.equal(moved, expected)
+    torch.testing.assert_close(outputs["sdpa"][0], before, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- resolution mixing
+
+
+@pytest.mark.parametrize("budget", [48, 50, 60, 90, 107])
+def test_mixing_gives_high_resolution_to_the_frames_the_release_picks(reference, budget):
+    tensors, meta = reference
+    low, text = tensors["mix.low"], tensors["mix.text"]
+    model = compressor(query_side=3, lowres_side=2)  # 9 and 4 tokens per frame, as in the fixture
+    features = PackedFrames(torch.zeros(12, 1, 1, 1), torch.tensor([12]), torch.arange(12).float())
+    instruction = InstructionCondition(text[None], torch.ones(1, text.shape[0], dtype=torch.long))
+    is_high, overflow, _ = model.plan_resolution(features, low, instruction, budget)
+    assert not overflow.any()
+    assert torch.nonzero(is_high).flatten().tolist() == meta["mix"]["high_frames_by_budget"][str(budget)]
+
+
+def test_resolution_regimes_and_relevance_options():
+    model = compressor(query_side=3, lowres_side=2)
+    counts = torch.tensor([4, 4, 4])
+    features = PackedFrames(torch.zeros(12, 1, 1, 1), counts, torch.arange(12).float())
+    text = torch.zeros(3, 2, 5)
+    text[..., 0], text[..., 1] = 1.0, 0.01
+    # Frame f has a large component 10 f off the text's direction; the text's direction gets 0.5 in each video's
+    # frame 1 and 0.1 elsewhere.
+    low = torch.zeros(12, 4, 5)
+    low[:, :, 1] = torch.arange(12).float()[:, None] * 10
+    low[:, :, 0] = torch.tensor([0.1, 0.5, 0.1, 0.1] * 3)[:, None]
+    instruction = InstructionCondition(text, torch.ones(3, 2, dtype=torch.long))
+    # A budget of 26 per video: 4 low frames take 16, leaving room for 2 high ones (5 more tokens each).
+    is_high, overflow, num_high = model.plan_resolution(features, low, instruction, 26)
+    assert num_high.tolist() == [2, 2, 2] and not overflow.any()
+    # The raw dot product follows the large norms (scores 0.1, 0.6, 0.3, 0.4 in the first video).
+    assert is_high.view(3, 4).tolist() == [[False, True, False, True]] * 3
+    model.config.relevance = "cosine"
+    cosine_high, _, _ = model.plan_resolution(features, low, instruction, 26)
+    # Cosine follows the direction: frame 0 (all along the text) and frame 1 (the 0.5 frame) in the first video.
+    assert cosine_high.view(3, 4)[0].tolist() == [True, True, False, False]
+    assert model.plan_resolution(features, low, instruction, 36)[0].all()  # all high: 4 x 9 <= 36
+    assert not model.plan_resolution(features, low, instruction, 16)[0].any()  # all low, fits exactly
+    _, overflow, _ = model.plan_resolution(features, low, instruction, 15)
+    assert overflow.all()
+    # Without an instruction the high-resolution frames are spread evenly.
+    spread, _, _ = model.plan_resolution(features, low, None, 26)
+    assert spread.view(3, 4)[0].tolist() == [True, False, True, False]
+
+
+def test_low_resolution_by_bilinear_interpolation_or_pooling():
+    generator = torch.Generator().manual_seed(0)
+    siglip, dino = torch.randn(2, 8, 8, 12, generator=generator), torch.randn(2, 8, 8, 16, generator=generator)
+    features, aux = PackedFrames(siglip, torch.tensor([2]), torch.arange(2.0)), PackedFrames(dino, torch.tensor([2]), torch.arange(2.0))
+    for mode in ("bilinear", "pool"):
+        model = compressor(lowres_mode=mode, query_side=4, lowres_side=2)
+        with torch.no_grad():
+            out = model(features, aux, token_budget=8)  # 2 frames x 4 low tokens: all low
+            fused = model.aggregate(siglip, dino).permute(0, 3, 1, 2)
+        if mode == "bilinear":
+            expected = F.interpolate(fused, size=(2, 2), mode="bilinear", align_corners=False)
+        else:
+            expected = F.avg_pool2d(fused, 2)
+        torch.testing.assert_close(out.tokens, expected.permute(0, 2, 3, 1).flatten(0, 2))
+
+
+# ---------------------------------------------------------------- spatial token compression
+
+
+def stc_inputs(model, tokens, counts):
+    frames = tokens.shape[0]
+    per_frame = torch.full((frames,), tokens.shape[1])
+    frame_offset = torch.cumsum(per_frame, 0) - per_frame
+    frame = torch.repeat_interleave(torch.arange(frames), per_frame)
+    slot = torch.arange(frames * tokens.shape[1]) - frame_offset[frame]
+    features = PackedFrames(torch.zeros(frames, 1, 1, 1), torch.tensor(counts), torch.arange(frames).float())
+    return tokens.flatten(0, 1), frame, slot, frame_offset, features
+
+
+@pytest.mark.parametrize("threshold", [0.7, 0.8])
+def test_stc_prunes_the_tokens_the_release_prunes(reference, threshold):
+    tensors, meta = reference
+    tokens = tensors["stc.tokens"]
+    counts = meta["stc"]["frame_counts"]
+    model = compressor(stc_threshold=threshold)
+    flat, frame, slot, offset, features = stc_inputs(model, tokens, counts)
+    overflow = torch.ones(len(counts), dtype=torch.bool)
+    keep, pruned = model.spatial_token_compression(flat, frame, slot, offset, features, overflow, 10**6, tokens.shape[1])
+    release_keep = tensors[f"stc.keep_{threshold}"].bool().flatten()
+    assert torch.equal(keep, release_keep) and torch.equal(pruned, ~release_keep)
+    assert 0 < int(pruned.sum()) < pruned.numel()
+
+
+def test_stc_budget_guarantee_drops_the_most_redundant_tokens_then_whole_windows():
+    model = compressor(stc_window=4, stc_threshold=0.99)
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(8, 4, 6, generator=generator)
+    tokens[1:4] = tokens[0] + 0.5 * torch.randn(3, 4, 6, generator=generator)  # window 0: similar to its anchor
+    flat, frame, slot, offset, features = stc_inputs(model, tokens, [8])
+    overflow = torch.ones(1, dtype=torch.bool)
+    similarity = F.cosine_similarity(flat, flat[offset[frame - frame % 4] + slot], dim=-1)
+    keep, pruned = model.spatial_token_compression(flat, frame, slot, offset, features, overflow, 13, 4)
+    assert int(keep.sum()) == 13 and not pruned.any()
+    anchors = frame % 4 == 0
+    assert keep[anchors].all()
+    # The 5 kept non-anchor tokens are the 5 least similar to their anchors.
+    assert set(torch.nonzero(keep & ~anchors).flatten().tolist()) == set(
+        torch.nonzero(~anchors).flatten()[similarity[~anchors].argsort()[:5]].tolist()
+    )
+    keep, _ = model.spatial_token_compression(flat, frame, slot, offset, features, overflow, 7, 4)
+    assert torch.nonzero(keep).flatten().tolist() == [0, 1, 2, 3]  # 2 anchors do not fit: one window's anchor
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 30), min_size=1, max_size=3),
+    budget=st.integers(4, 300),
+    threshold=st.floats(-1.0, 1.0),
+    overflow_resolution=st.sampled_from(["low", "high"]),
+    seed=st.integers(0, 1000),
+)
+def test_no_video_ever_exceeds_the_budget(counts, budget, threshold, overflow_resolution, seed):
+    model = compressor(stc_threshold=threshold, overflow_resolution=overflow_resolution, num_layers=1)
+    features, aux = packed(counts, 8, 8, 12, seed=seed), packed(counts, 8, 8, 16, seed=seed + 1)
+    instruction = InstructionCondition(torch.randn(len(counts), 3, 32), torch.ones(len(counts), 3, dtype=torch.long))
+    with torch.no_grad():
+        out = model(features, aux, instruction, token_budget=budget)
+    assert (out.token_counts <= budget).all() and (out.token_counts >= 1).all()
+    assert out.tokens.shape[0] == int(out.token_counts.sum()) == out.token_frame_index.shape[0]
+    assert model.max_tokens(max(counts), 8, 8, budget) >= int(out.token_counts.max())
+    # Tokens stay in time order within each video.
+    video = torch.repeat_interleave(torch.arange(len(counts)), out.token_counts)
+    for v in range(len(counts)):
+        index = out.token_frame_index[video == v]
+        assert (index[1:] >= index[:-1]).all()
+
+
+def test_identical_frames_shrink_to_the_anchors():
+    model = compressor(stc_window=8)
+    features = PackedFrames(torch.ones(10, 8, 8, 12), torch.tensor([10]), torch.arange(10.0))
+    aux = PackedFrames(torch.ones(10, 8, 8, 16), torch.tensor([10]), torch.arange(10.0))
+    with torch.no_grad():
+        out = model(features, aux, token_budget=30)  # 10 low frames need 40 tokens: overflow
+    assert out.token_counts.tolist() == [8]  # the anchors of frames 0 and 8, 4 tokens each
+    assert out.token_frame_index.tolist() == [0] * 4 + [8] * 4
+    assert out.statistics["tokens pruned by STC"] == 32
+
+
+# ---------------------------------------------------------------- frame position encoding, errors
+
+
+def test_frame_position_encoding_is_eq_3_not_the_released_cos_of_sin(reference):
+    tensors, _ = reference
+    encoding = frame_position_encoding(torch.arange(5.0), 8)
+    t = torch.arange(5.0)[:, None]
+    frequency = 10000 ** (-2 * torch.arange(4.0) / 8)
+    torch.testing.assert_close(encoding[:, 0::2], torch.sin(t * frequency))
+    torch.testing.assert_close(encoding[:, 1::2], torch.cos(t * frequency))
+    release = tensors["frame_pos.release"]
+    torch.testing.assert_close(release[:, 0::2], encoding[:, 0::2])  # the even channels agree
+    torch.testing.assert_close(release[:, 1::2], torch.cos(encoding[:, 0::2]))  # the odd ones are cos(sin(x))
+    model = compressor(frame_position_encoding=True)
+    features, aux = packed([3], 8, 8, 12), packed([3], 8, 8, 16)
+    with torch.no_grad():
+        plain = compressor()
+        plain.load_state_dict(model.state_dict())
+        difference = model(features, aux).tokens - plain(features, aux).tokens
+    expected = frame_position_encoding(features.timestamps, 32).repeat_interleave(16, dim=0)
+    torch.testing.assert_close(difference, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs_get_clear_errors():
+    model = compressor()
+    features, aux = packed([3, 2], 8, 8, 12), packed([2, 3], 8, 8, 16)
+    with pytest.raises(InvalidVideoInputError, match="same kept frames"):
+        model(features, aux)
+    with pytest.raises(InvalidVideoInputError, match="auxiliary_features"):
+        model(features)
+    with pytest.raises(TokenBudgetError, match="low resolution"):
+        model(features, packed([3, 2], 8, 8, 16), token_budget=3)
+    with pytest.raises(InvalidVideoInputError, match="projector"):
+        instruction = InstructionCondition(torch.randn(2, 3, 7), torch.ones(2, 3, dtype=torch.long))
+        model(features, packed([3, 2], 8, 8, 16), instruction, token_budget=40)
+    with pytest.raises(ValueError, match="lowres_side"):
+        LongVUCompressorConfig(query_side=4, lowres_side=4)
