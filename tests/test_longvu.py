@@ -112,7 +112,7 @@ def test_paper_mode_drops_frames_by_mean_similarity_to_the_other_frames_of_their
         for window_start in range(0, counts[video], 8):
             window = range(window_start, min(window_start + 8, counts[video]))
             if not any(i in kept for i in window):
-                kept.append(min(window, key=lambda i: scores[i]))
+                kept.append(window[0])
         expected.append(sorted(kept))
     assert kept_lists(frames, keep) == expected
     assert any(len(k) < n for k, n in zip(expected, counts))  # the data does exercise drops
@@ -271,14 +271,9 @@ def test_low_resolution_by_bilinear_interpolation_or_pooling():
 # ---------------------------------------------------------------- spatial token compression
 
 
-def stc_inputs(model, tokens, counts):
-    frames = tokens.shape[0]
-    per_frame = torch.full((frames,), tokens.shape[1])
-    frame_offset = torch.cumsum(per_frame, 0) - per_frame
-    frame = torch.repeat_interleave(torch.arange(frames), per_frame)
-    slot = torch.arange(frames * tokens.shape[1]) - frame_offset[frame]
-    features = PackedFrames(torch.zeros(frames, 1, 1, 1), torch.tensor(counts), torch.arange(frames).float())
-    return tokens.flatten(0, 1), frame, slot, frame_offset, features
+def stc_inputs(counts):
+    features = PackedFrames(torch.zeros(sum(counts), 1, 1, 1), torch.tensor(counts), torch.arange(sum(counts)).float())
+    return features.video_index(), features.position_in_video(), features.frame_counts
 
 
 @pytest.mark.parametrize("threshold", [0.7, 0.8])
@@ -287,10 +282,8 @@ def test_stc_prunes_the_tokens_the_release_prunes(reference, threshold):
     tokens = tensors["stc.tokens"]
     counts = meta["stc"]["frame_counts"]
     model = compressor(stc_threshold=threshold)
-    flat, frame, slot, offset, features = stc_inputs(model, tokens, counts)
-    overflow = torch.ones(len(counts), dtype=torch.bool)
-    keep, pruned = model.spatial_token_compression(flat, frame, slot, offset, features, overflow, 10**6, tokens.shape[1])
-    release_keep = tensors[f"stc.keep_{threshold}"].bool().flatten()
+    keep, pruned = model.spatial_token_compression(tokens, *stc_inputs(counts), 10**6)
+    release_keep = tensors[f"stc.keep_{threshold}"].bool()
     assert torch.equal(keep, release_keep) and torch.equal(pruned, ~release_keep)
     assert 0 < int(pruned.sum()) < pruned.numel()
 
@@ -300,19 +293,18 @@ def test_stc_budget_guarantee_drops_the_most_redundant_tokens_then_whole_windows
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randn(8, 4, 6, generator=generator)
     tokens[1:4] = tokens[0] + 0.5 * torch.randn(3, 4, 6, generator=generator)  # window 0: similar to its anchor
-    flat, frame, slot, offset, features = stc_inputs(model, tokens, [8])
-    overflow = torch.ones(1, dtype=torch.bool)
-    similarity = F.cosine_similarity(flat, flat[offset[frame - frame % 4] + slot], dim=-1)
-    keep, pruned = model.spatial_token_compression(flat, frame, slot, offset, features, overflow, 13, 4)
+    similarity = F.cosine_similarity(tokens, tokens[torch.arange(8) // 4 * 4], dim=-1).flatten()
+    keep, pruned = model.spatial_token_compression(tokens, *stc_inputs([8]), 13)
     assert int(keep.sum()) == 13 and not pruned.any()
-    anchors = frame % 4 == 0
+    keep = keep.flatten()
+    anchors = (torch.arange(8) % 4 == 0).repeat_interleave(4)
     assert keep[anchors].all()
     # The 5 kept non-anchor tokens are the 5 least similar to their anchors.
     assert set(torch.nonzero(keep & ~anchors).flatten().tolist()) == set(
         torch.nonzero(~anchors).flatten()[similarity[~anchors].argsort()[:5]].tolist()
     )
-    keep, _ = model.spatial_token_compression(flat, frame, slot, offset, features, overflow, 7, 4)
-    assert torch.nonzero(keep).flatten().tolist() == [0, 1, 2, 3]  # 2 anchors do not fit: one window's anchor
+    keep, _ = model.spatial_token_compression(tokens, *stc_inputs([8]), 7)
+    assert torch.nonzero(keep.flatten()).flatten().tolist() == [0, 1, 2, 3]  # 2 anchors do not fit: one window's anchor
 
 
 @settings(max_examples=30, deadline=None)

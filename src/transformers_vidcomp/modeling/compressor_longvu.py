@@ -443,60 +443,61 @@ class LongVUCompressor(VidCompCompressor):
 
     def spatial_token_compression(
         self,
-        tokens: torch.Tensor,
-        frame: torch.LongTensor,
-        slot: torch.LongTensor,
-        frame_offset: torch.LongTensor,
-        features: PackedFrames,
-        overflow: torch.BoolTensor,
+        grid: torch.Tensor,
+        video: torch.LongTensor,
+        position: torch.LongTensor,
+        frame_counts: torch.LongTensor,
         token_budget: int,
-        tokens_per_frame: int,
     ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
         r"""
-        STC with the budget guarantee, over the tokens of all overflowing videos at once.
+        STC with the budget guarantee, over the frames of all overflowing videos at once.
 
         Args:
-            tokens (`torch.Tensor` of shape `(total_tokens, dim)`): every frame's tokens, frame after frame.
-            frame (`torch.LongTensor` of shape `(total_tokens,)`): the frame (packed index) of each token.
-            slot (`torch.LongTensor` of shape `(total_tokens,)`): each token's position in its frame's grid.
-            frame_offset (`torch.LongTensor` of shape `(frames,)`): index of each frame's first token.
-            features (`PackedFrames`): the frames, for their videos and positions.
-            overflow (`torch.BoolTensor` of shape `(num_videos,)`): the videos to compress; their frames all have
-                `tokens_per_frame` tokens.
+            grid (`torch.Tensor` of shape `(frames, tokens_per_frame, dim)`): the tokens of every frame of the
+                overflowing videos, video after video, all at one resolution.
+            video (`torch.LongTensor` of shape `(frames,)`): the video of each frame (an index into `frame_counts`).
+            position (`torch.LongTensor` of shape `(frames,)`): each frame's index in its video.
+            frame_counts (`torch.LongTensor` of shape `(num_videos,)`): frames per video.
         Returns:
-            The keep mask of the tokens and the mask of tokens STC's threshold pruned, both `(total_tokens,)`.
+            The keep mask of the tokens and the mask of tokens STC's threshold pruned, both
+            `(frames, tokens_per_frame)`.
         """
         config = self.config
-        frame_video = features.video_index()
-        position = features.position_in_video()
-        token_video = frame_video[frame]
-        in_overflow = overflow[token_video]
-        anchor_frame = frame - (position % config.stc_window)[frame]
-        is_anchor = anchor_frame == frame
-        similarity = F.cosine_similarity(tokens.float(), tokens[frame_offset[anchor_frame] + slot].float(), dim=-1)
-        pruned = in_overflow & ~is_anchor & (similarity > config.stc_threshold)
+        num_frames, tokens_per_frame = grid.shape[:2]
+        frame = torch.arange(num_frames, device=grid.device)
+        anchor = frame - position % config.stc_window
+        is_anchor = (anchor == frame)[:, None].expand(-1, tokens_per_frame)
+        # F.cosine_similarity's formula, x . y / max(|x| |y|, eps), with each token's norm computed once.
+        grid = grid.float()
+        norm = torch.linalg.vector_norm(grid, dim=-1)
+        dot = torch.linalg.vecdot(grid, grid.index_select(0, anchor))
+        similarity = dot / (norm * norm[anchor]).clamp(min=1e-8)
+        pruned = ~is_anchor & (similarity > config.stc_threshold)
         keep = ~pruned
 
-        kept = torch.zeros_like(features.frame_counts).index_add_(0, token_video, keep.long())
-        over = overflow & (kept > token_budget)
+        kept = torch.zeros_like(frame_counts).index_add_(0, video, keep.sum(1).to(frame_counts))
+        over = kept > token_budget
         if not bool(over.any()):
             return keep, pruned
-        windows = -(-features.frame_counts // config.stc_window)
+        windows = -(-frame_counts // config.stc_window)
         anchors_fit = windows * tokens_per_frame <= token_budget
-        # Anchors fit: drop the most redundant remaining tokens until the budget is met.
-        trim = over & anchors_fit
-        candidate = trim[token_video] & keep & ~is_anchor
-        allowance = token_budget - windows * tokens_per_frame
-        order_score = similarity.masked_fill(~candidate, float("inf"))
-        rank = rank_within_groups(order_score, token_video, descending=False)
-        keep = torch.where(candidate, rank < allowance[token_video], keep)
+        token_video = video[:, None].expand(-1, tokens_per_frame)
+        # Anchors fit: drop the most redundant remaining tokens (highest similarity) until the budget is met.
+        trim = (over & anchors_fit)[token_video] & keep & ~is_anchor
+        if bool(trim.any()):
+            candidate = torch.nonzero(trim.flatten()).flatten()
+            candidate_video = token_video.flatten()[candidate]
+            rank = rank_within_groups(similarity.flatten()[candidate], candidate_video, descending=False)
+            allowance = token_budget - windows * tokens_per_frame
+            keep.view(-1)[candidate] = rank < allowance[candidate_video]
         # Anchors alone overflow: keep only the anchors of evenly spread windows.
         sparse = over & ~anchors_fit
-        window = position // config.stc_window
-        chosen_window = uniform_keep_mask(
-            window, windows[frame_video], (token_budget // tokens_per_frame) * torch.ones_like(window)
-        )
-        keep = torch.where(sparse[token_video], is_anchor & chosen_window[frame], keep)
+        if bool(sparse.any()):
+            window = position // config.stc_window
+            chosen_window = uniform_keep_mask(
+                window, windows[video], torch.full_like(window, token_budget // tokens_per_frame)
+            )
+            keep = torch.where(sparse[token_video], is_anchor & chosen_window[:, None], keep)
         return keep, pruned
 
     def forward(
@@ -535,35 +536,60 @@ class LongVUCompressor(VidCompCompressor):
         if config.frame_position_encoding:
             encoding = frame_position_encoding(features.timestamps, high.shape[-1]).to(high.dtype)[:, None]
             high, low = high + encoding, low + encoding
+        return self.select_tokens(features, high, low, instruction, token_budget)
 
-        is_high, overflow, num_high = self.plan_resolution(features, low, instruction, token_budget)
-        per_frame = torch.where(is_high, self.high_tokens, self.low_tokens)
-        frame_offset = torch.cumsum(per_frame, 0) - per_frame
-        tokens = high.new_empty(int(per_frame.sum()), high.shape[-1])
-        for grid, chosen in ((high, is_high), (low, ~is_high)):
-            slots = torch.arange(grid.shape[1], device=grid.device)
-            tokens[(frame_offset[chosen][:, None] + slots).flatten()] = grid[chosen].flatten(0, 1)
-        frame = torch.repeat_interleave(torch.arange(per_frame.shape[0], device=per_frame.device), per_frame)
-        slot = torch.arange(tokens.shape[0], device=tokens.device) - frame_offset[frame]
+    def select_tokens(
+        self,
+        features: PackedFrames,
+        high: torch.Tensor,
+        low: torch.Tensor,
+        instruction: InstructionCondition | None,
+        token_budget: int | None,
+    ) -> CompressorOutput:
+        r"""
+        Resolution mixing and STC on the projected tokens of every frame at both resolutions.
 
+        Args:
+            features (`PackedFrames`): the kept frames (their counts, positions and times are used).
+            high (`torch.Tensor` of shape `(frames, query_side ** 2, dim)`)
+            low (`torch.Tensor` of shape `(frames, lowres_side ** 2, dim)`)
+        """
+        self.check_budget(token_budget)
+        is_high, overflow, _ = self.plan_resolution(features, low, instruction, token_budget)
+        frame_video = features.video_index()
+        position = features.position_in_video()
+        overflow_frame = overflow[frame_video]
+        tokens_per_frame = torch.where(is_high, self.high_tokens, self.low_tokens)
         pruned_tokens = cut_tokens = 0
-        if bool(overflow.any()):
-            tokens_per_frame = self.overflow_tokens_per_frame(token_budget)
+        if bool(overflow_frame.any()):
+            compressed = torch.nonzero(overflow_frame).flatten()
+            source = high if self.overflow_tokens_per_frame(token_budget) == self.high_tokens else low
+            grid = source if compressed.shape[0] == source.shape[0] else source.index_select(0, compressed)
             keep, pruned = self.spatial_token_compression(
-                tokens, frame, slot, frame_offset, features, overflow, token_budget, tokens_per_frame
+                grid, frame_video[compressed], position[compressed], features.frame_counts.to(grid.device), token_budget
             )
             pruned_tokens = int(pruned.sum())
             cut_tokens = int((~keep).sum()) - pruned_tokens
-            tokens, frame = tokens[keep], frame[keep]
+            tokens_per_frame[compressed] = keep.sum(1)
+        frame_offset = torch.cumsum(tokens_per_frame, 0) - tokens_per_frame
+        tokens = high.new_empty(int(tokens_per_frame.sum()), high.shape[-1])
+        # Each frame's tokens come from one grid; copy whole rows of frames, then the kept tokens of compressed ones.
+        for source, chosen in ((high, is_high & ~overflow_frame), (low, ~is_high & ~overflow_frame)):
+            frames = torch.nonzero(chosen).flatten()
+            slots = torch.arange(source.shape[1], device=source.device)
+            tokens.index_copy_(0, (frame_offset[frames, None] + slots).flatten(), source.index_select(0, frames).flatten(0, 1))
+        if bool(overflow_frame.any()):
+            destination = frame_offset[compressed, None] + torch.cumsum(keep, 1) - 1
+            tokens.index_copy_(0, destination[keep], grid[keep])
+        frame = torch.repeat_interleave(torch.arange(tokens_per_frame.shape[0], device=tokens.device), tokens_per_frame)
 
-        frame_video = features.video_index()
         token_counts = torch.zeros_like(features.frame_counts).index_add_(
-            0, frame_video[frame].to(features.frame_counts.device), torch.ones_like(frame).to(features.frame_counts)
+            0, frame_video.to(features.frame_counts.device), tokens_per_frame.to(features.frame_counts)
         )
         return CompressorOutput(
             tokens=tokens,
             token_counts=token_counts,
-            token_frame_index=features.position_in_video()[frame],
+            token_frame_index=position[frame],
             token_timestamps=features.timestamps[frame],
             statistics={
                 "frames at high resolution": int(is_high.sum()),

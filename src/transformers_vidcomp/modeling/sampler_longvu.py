@@ -10,15 +10,15 @@ Two settings:
 
 - `mode="paper"`: window 8, threshold 0.8, the mean over the *other* frames (`sim^i = 1/(J-1) sum_{j != i}`).
   The paper does not say what happens when every frame of a window is redundant (a static shot); dropping them all
-  would lose the shot, so such a window keeps its least redundant frame (the earliest on ties).
+  would lose the shot, so such a window keeps its first frame (the frame STC would anchor on; the least redundant
+  frame is ill-defined there, as all scores are ~1 and differ only by rounding).
 - `mode="reference"`: the released `select_frame` (Vision-CAIR/LongVU, `cambrian_arch.py`): window 16,
   threshold 0.83, the mean *including* the self-similarity of 1, the window's middle frame (`len // 2`) always kept,
   frames kept where the score is strictly below the threshold; the step only runs for videos of at least
   `max(1, (context_length - text_length - reserved_tokens) // tokens_per_frame)` frames (shorter ones cannot
   overflow the context); then at most `max_frames` (400) frames are kept, at indices `int(kept / 400 * i)`.
 
-The score of frame i is `q_i . S_w / n_w` with `S_w` the sum of its window's normalised features, so all windows of
-all videos are scored at once in O(frames x dim), without per-window Gram matrices.
+All windows of all videos are scored at once: one batched matmul gives every window's Gram matrix.
 
 DINOv2 is built with `AutoModel.from_config(config.dino_config)` and runs on every frame. The frames arrive
 normalised for the main vision tower (SigLIP: mean = std = 0.5, at its image size); they are un-normalised, resized
@@ -143,30 +143,49 @@ class LongVUSamplerConfig(PreTrainedConfig):
 
 
 def window_similarity_scores(
-    features: torch.Tensor, window_id: torch.LongTensor, include_self: bool
+    features: torch.Tensor,
+    window_id: torch.LongTensor,
+    index_in_window: torch.LongTensor,
+    window_size: int,
+    include_self: bool,
 ) -> tuple[torch.Tensor, torch.LongTensor]:
     r"""
-    Mean cosine similarity of each frame to the frames of its window, for all windows at once.
+    Mean cosine similarity of each frame to the frames of its window, for all windows of all videos at once.
+
+    The frames are laid out as `(num_windows, window_size, dim)` (a view when every window is full, else one copy
+    with zero rows for the missing frames of partial windows), and one batched matmul gives every window's Gram
+    matrix; cosines divide it by the norms on its diagonal, so the features are read once more, not normalised.
 
     Args:
         features (`torch.Tensor` of shape `(total_frames, ...)`): per-frame features, flattened to one vector each.
-        window_id (`torch.LongTensor` of shape `(total_frames,)`): a window number, unique across videos, with
-            frames of one window contiguous.
+        window_id (`torch.LongTensor` of shape `(total_frames,)`): a window number, unique across videos.
+        index_in_window (`torch.LongTensor` of shape `(total_frames,)`): the frame's place in its window.
+        window_size (`int`): the most frames in a window.
         include_self (`bool`): average over the whole window (the release) or over the other frames (the paper).
     Returns:
         The scores, shape `(total_frames,)` in fp32, and each frame's window size. A frame alone in its window
         without `include_self` has no other frame to resemble and scores `-inf`.
     """
-    flat = F.normalize(features.flatten(1).float(), dim=-1)
+    flat = features.flatten(1)
+    flat = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
     num_windows = int(window_id.max()) + 1
-    window_sum = flat.new_zeros(num_windows, flat.shape[1]).index_add_(0, window_id, flat)
-    window_size = torch.bincount(window_id, minlength=num_windows)[window_id]
-    total = (flat * window_sum[window_id]).sum(-1)
+    slot = window_id * window_size + index_in_window
+    if flat.shape[0] == num_windows * window_size and bool((slot == torch.arange(slot.shape[0], device=slot.device)).all()):
+        windows = flat.view(num_windows, window_size, -1)
+    else:
+        windows = flat.new_zeros(num_windows * window_size, flat.shape[1])
+        windows[slot] = flat
+        windows = windows.view(num_windows, window_size, -1)
+    gram = torch.bmm(windows, windows.transpose(1, 2)).float()
+    norm = gram.diagonal(dim1=1, dim2=2).sqrt()
+    cosine = gram / (norm[:, :, None] * norm[:, None, :]).clamp(min=1e-12)
+    total = cosine.sum(-1).flatten()[slot]
+    size = torch.bincount(window_id, minlength=num_windows)[window_id]
     if include_self:
-        return total / window_size, window_size
-    others = (window_size - 1).clamp(min=1)
-    score = (total - (flat * flat).sum(-1)) / others
-    return score.masked_fill(window_size == 1, float("-inf")), window_size
+        return total / size, size
+    self_similarity = cosine.diagonal(dim1=1, dim2=2).flatten()[slot]
+    score = (total - self_similarity) / (size - 1).clamp(min=1)
+    return score.masked_fill(size == 1, float("-inf")), size
 
 
 def uniform_cap_mask(frames: PackedFrames, keep: torch.BoolTensor, max_frames: int) -> torch.BoolTensor:
@@ -272,24 +291,19 @@ class LongVUSampler(VidCompSampler):
         windows_per_video = -(-frames.frame_counts.to(video.device) // config.window_size)
         first_window = torch.cumsum(windows_per_video, 0) - windows_per_video
         window_id = first_window[video] + position // config.window_size
-        score, window_size = window_similarity_scores(features, window_id, include_self=reference)
+        score, window_size = window_similarity_scores(
+            features, window_id, position % config.window_size, config.window_size, include_self=reference
+        )
         if reference:
             score = score.masked_fill(position % config.window_size == window_size // 2, 0.0)
             keep = score < config.threshold
         else:
             keep = score <= config.threshold
-            # A window of only redundant frames keeps its least redundant one, the earliest on ties.
+            # A window of only redundant frames keeps its first frame, as STC keeps its windows' first frames.
             num_windows = int(window_id.max()) + 1
             kept_in_window = torch.zeros(num_windows, dtype=torch.long, device=video.device)
             kept_in_window.index_add_(0, window_id, keep.long())
-            lowest = torch.full((num_windows,), float("inf"), device=video.device)
-            lowest = lowest.scatter_reduce(0, window_id, score, reduce="amin")
-            frame_number = torch.arange(video.shape[0], device=video.device)
-            candidate = torch.where(score == lowest[window_id], frame_number, video.shape[0])
-            first = torch.full((num_windows,), video.shape[0], device=video.device).scatter_reduce(
-                0, window_id, candidate, reduce="amin"
-            )
-            keep |= (kept_in_window[window_id] == 0) & (frame_number == first[window_id])
+            keep |= (kept_in_window[window_id] == 0) & (position % config.window_size == 0)
         if config.max_frames is not None:
             keep = uniform_cap_mask(frames, keep, config.max_frames)
         if reference:
