@@ -379,3 +379,70 @@ def test_bad_inputs_get_clear_errors():
         model(features, packed([3, 2], 8, 8, 16), instruction, token_budget=40)
     with pytest.raises(ValueError, match="lowres_side"):
         LongVUCompressorConfig(query_side=4, lowres_side=4)
+
+
+# ---------------------------------------------------------------- composite model, preset, demo
+
+
+def test_longvu_preset_runs_end_to_end_within_its_budget(demo_video):
+    from transformers_vidcomp.conversion import CardInfo, render_model_card, token_figures
+    from transformers_vidcomp.tiny import build_tiny
+
+    model, processor = build_tiny("longvu")
+    assert model.model.compressor.applies_projector
+    messages = [{"role": "user", "content": [{"type": "video", "path": str(demo_video[0])},
+                                             {"type": "text", "text": "What happens?"}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    with torch.no_grad():
+        features = model.get_video_features(
+            inputs["pixel_values_videos"], inputs["video_num_frames"], inputs["video_timestamps"],
+            instruction=model.model.instruction_condition(inputs["input_ids"], inputs["attention_mask"]),
+            video_token_budget=200,
+        )
+    assert int(features.token_counts.sum()) <= 200
+    assert features.pooler_output.shape == (int(features.token_counts.sum()), model.config.text_config.hidden_size)
+    assert int(features.keep_mask.sum()) >= 1
+    generated = model.generate(**inputs, max_new_tokens=2)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+    card = render_model_card(model, processor, CardInfo(source="test", trained=False), repo_id="me/longvu")
+    assert "LongVU" in card.text and "arXiv:2410.17434" in card.text
+    assert token_figures(model, processor).tokens_per_video == 1024
+
+
+def test_longvu_projector_is_applied_once_inside_the_compressor():
+    from transformers_vidcomp.tiny import build_tiny
+
+    model, _ = build_tiny("longvu")
+    inner = model.model
+    pixels = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        features = inner.get_video_features(pixels, torch.tensor([5]))
+        sampled = inner.sampler(PackedFrames(pixels, torch.tensor([5]), torch.arange(5.0)))
+        kept = pixels[sampled.keep_mask]
+        siglip = PackedFrames(inner.encode_frames(kept), sampled.auxiliary_features.frame_counts,
+                              sampled.auxiliary_features.timestamps)
+        direct = inner.compressor(siglip, sampled.auxiliary_features)  # no projector: SVA width
+    torch.testing.assert_close(features.pooler_output, inner.multi_modal_projector(direct.tokens))
+
+
+def test_longvu_demo_reports_dropped_frames_resolutions_and_stc(tmp_path, demo_video):
+    from transformers_vidcomp.demo import format_report, run_demo
+
+    report = run_demo(demo_video[0], preset="longvu", out_dir=tmp_path, max_new_tokens=2)
+    stats = report.compressor_statistics
+    assert stats["frames at high resolution"] + stats["frames at low resolution"] == report.frames_kept
+    assert {"tokens pruned by STC", "tokens cut to meet the budget"} <= set(stats)
+    text = format_report(report)
+    assert f"{report.frames_decoded - report.frames_kept} dropped" in text
+    assert "frames at low resolution" in text and "tokens pruned by STC" in text
+    assert report.tokens_to_llm <= 1024
+
+
+def test_longvu_checkpoint_exports_and_verifies_as_remote_code(tmp_path, capsys):
+    from transformers_vidcomp.cli import main
+
+    assert main(["create-tiny", str(tmp_path / "longvu"), "--preset", "longvu"]) == 0
+    assert main(["export", str(tmp_path / "longvu"), str(tmp_path / "hub")]) == 0
+    assert "verified: reloaded with trust_remote_code" in capsys.readouterr().out
+    assert {"sampler_longvu.py", "compressor_longvu.py"} <= {p.name for p in (tmp_path / "hub").iterdir()}

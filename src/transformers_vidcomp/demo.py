@@ -42,6 +42,7 @@ class DemoReport:
     seconds: dict[str, float]
     scene_cuts: list[float] | None = None
     scenes: list[list[float]] | None = None
+    compressor_statistics: dict[str, int] | None = None
 
 
 @contextmanager
@@ -170,6 +171,7 @@ def run_demo(
         seconds={"decode": decode_seconds, **dict(seconds)},
         scene_cuts=scene_cuts,
         scenes=scenes,
+        compressor_statistics=outputs["compress"].statistics,
     )
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2))
     contact_sheet(
@@ -187,7 +189,8 @@ def format_report(report: DemoReport) -> str:
     rows = [
         ("decode", f"{report.frames_decoded} frames decoded", s["decode"]),
         ("sample", f"{report.frames_kept} frames kept" + (
-            f" in {len(report.scenes)} scenes" if report.scenes else ""), s.get("sample", 0.0)),
+            f" in {len(report.scenes)} scenes" if report.scenes else
+            f", {report.frames_decoded - report.frames_kept} dropped"), s.get("sample", 0.0)),
         ("encode", f"{report.frames_encoded} frames through the vision tower", s.get("encode", 0.0)),
         ("compress", f"{report.tokens_to_llm // len(report.scenes)} tokens per scene" if report.scenes
          else f"{report.tokens_per_frame:g} tokens per frame", s.get("compress", 0.0)),
@@ -195,5 +198,7 @@ def format_report(report: DemoReport) -> str:
     ]
     lines = [f"{'stage':<10}{'what':<42}{'time (ms)':>10}", "-" * 62]
     lines += [f"{name:<10}{what:<42}{1000 * sec:>10.1f}" for name, what, sec in rows]
+    if report.compressor_statistics:
+        lines += ["", "compressor: " + ", ".join(f"{value} {name}" for name, value in report.compressor_statistics.items())]
     lines += ["", f"question: {report.question}", f"answer:   {report.answer!r}", UNTRAINED_NOTICE]
     return "\n".join(lines)
