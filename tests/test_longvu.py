@@ -446,3 +446,134 @@ def test_longvu_checkpoint_exports_and_verifies_as_remote_code(tmp_path, capsys)
     assert main(["export", str(tmp_path / "longvu"), str(tmp_path / "hub")]) == 0
     assert "verified: reloaded with trust_remote_code" in capsys.readouterr().out
     assert {"sampler_longvu.py", "compressor_longvu.py"} <= {p.name for p in (tmp_path / "hub").iterdir()}
+
+
+# ---------------------------------------------------------------- conversion of the released layout
+
+
+def released_checkpoint(folder: Path) -> dict:
+    """A tiny folder in the released Vision-CAIR/LongVU_Qwen2 layout, with random weights; returns its tensors."""
+    from safetensors.torch import save_file
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from transformers_vidcomp.tiny import IM_END, IM_START, TINY_TEXT, build_tiny_tokenizer
+
+    folder.mkdir()
+    tokenizer = build_tiny_tokenizer(special_tokens=(IM_START, IM_END))
+    tokenizer.save_pretrained(folder)
+    text = {k: v for k, v in TINY_TEXT.items() if k != "model_type"}
+    config = {
+        **Qwen2Config(**text, vocab_size=576).to_dict(), "model_type": "cambrian_qwen", "architectures": ["CambrianQwenForCausalLM"],
+        "mm_projector_type": "sva", "image_token_len": 16, "query_num_list": [16], "num_query_group": 1,
+        "connector_depth": 2, "connector_only": True, "highres": True, "lowres_token": 2, "dino_threshold": 0.83,
+        "drop_threshold": 0.7, "frame_pos": False, "vision_hidden_size": 32, "tokenizer_model_max_length": 1024,
+        "mm_vision_tower_aux_list": ["siglip/CLIP-ViT-SO400M-14-384", "facebook/dinov2-giant-res378"],
+        "mm_vision_tower_aux_token_len_list": [64, 64],
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    generator = torch.Generator().manual_seed(0)
+    llm = Qwen2ForCausalLM(Qwen2Config(**text, vocab_size=576))
+    tensors = {k: v.clone() for k, v in llm.state_dict().items()}
+    c, h = 32, TINY_TEXT["hidden_size"]
+
+    def add(name, *shape):
+        tensors[name] = torch.randn(*shape, generator=generator)
+
+    for tower, width in ((0, 64), (1, 32)):  # SigLIP (tiny width 64), DINOv2 (tiny width 32)
+        prefix = f"model.mm_projector_aux_{tower}"
+        add(f"{prefix}.0.weight", c, width), add(f"{prefix}.0.bias", c), add(f"{prefix}.2.weight", c, c)
+        add(f"{prefix}.2.bias", c), add(f"{prefix}.3.weight", c), add(f"{prefix}.3.bias", c)
+    for layer in range(2):
+        prefix = f"model.vision_sampler_0.layers.{layer}"
+        add(f"{prefix}.proj_context.weight", c, c), add(f"{prefix}.proj_in.weight", c, 2 * c)
+        add(f"{prefix}.proj_out.linear_1.weight", c, c), add(f"{prefix}.proj_out.linear_2.weight", c, c)
+        add(f"{prefix}.norm.weight", c), add(f"{prefix}.norm.bias", c)
+        for proj in ("q_proj", "k_proj_0", "k_proj_1", "v_proj_0", "v_proj_1"):
+            add(f"{prefix}.cross_attn.{proj}.0.weight", c), add(f"{prefix}.cross_attn.{proj}.0.bias", c)
+            add(f"{prefix}.cross_attn.{proj}.1.weight", c, c)
+        add(f"{prefix}.cross_attn.o_proj.weight", c, c)
+        add(f"{prefix}.pos_embed_0", 4, c), add(f"{prefix}.pos_embed_1", 4, c)
+    add("model.vision_query", 1, c), add("model.image_newline", h)
+    add("model.mm_projector.0.weight", h, c), add("model.mm_projector.0.bias", h)
+    add("model.mm_projector.2.weight", h, h), add("model.mm_projector.2.bias", h)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return tensors
+
+
+@pytest.fixture(scope="module")
+def tiny_towers(tmp_path_factory):
+    from transformers import Dinov2Config, Dinov2Model, SiglipVisionConfig, SiglipVisionModel
+
+    from transformers_vidcomp.tiny import TINY_DINO, TINY_VISION
+
+    root = tmp_path_factory.mktemp("towers")
+    torch.manual_seed(1)
+    SiglipVisionModel(SiglipVisionConfig(**{k: v for k, v in TINY_VISION.items() if k != "model_type"})).save_pretrained(root / "siglip")
+    Dinov2Model(Dinov2Config(**{k: v for k, v in TINY_DINO.items() if k != "model_type"})).save_pretrained(root / "dino")
+    return root / "siglip", root / "dino"
+
+
+def test_released_longvu_checkpoint_converts_key_for_key(tmp_path, tiny_towers):
+    from transformers import AutoModel
+
+    from transformers_vidcomp.conversion import LongVUConverter
+
+    tensors = released_checkpoint(tmp_path / "LongVU_Qwen2_tiny")
+    siglip_dir, dino_dir = tiny_towers
+    converted = LongVUConverter(vision_tower=siglip_dir, dino=dino_dir).convert(tmp_path / "LongVU_Qwen2_tiny")
+    model, config = converted.model, converted.model.config
+    assert converted.dropped_keys == ["model.image_newline"]
+    state = model.state_dict()
+    for released, ours in [
+        ("model.vision_sampler_0.layers.1.cross_attn.k_proj_1.1.weight", "model.compressor.aggregator.layers.1.cross_attn.k_proj_1.1.weight"),
+        ("model.vision_sampler_0.layers.0.pos_embed_1", "model.compressor.aggregator.layers.0.pos_embed_1"),
+        ("model.mm_projector_aux_1.3.bias", "model.compressor.dino_projector.3.bias"),
+        ("model.vision_query", "model.compressor.vision_query"),
+        ("model.mm_projector.2.weight", "model.multi_modal_projector.linear_2.weight"),
+        ("model.layers.1.self_attn.q_proj.weight", "model.language_model.layers.1.self_attn.q_proj.weight"),
+        ("lm_head.weight", "lm_head.weight"),
+    ]:
+        torch.testing.assert_close(state[ours], tensors[released], msg=released)
+    dino = AutoModel.from_pretrained(dino_dir)
+    torch.testing.assert_close(state["model.sampler.dino.embeddings.cls_token"], dino.embeddings.cls_token)
+    siglip = AutoModel.from_pretrained(siglip_dir)
+    torch.testing.assert_close(
+        state["model.vision_tower.embeddings.patch_embedding.weight"],
+        siglip.embeddings.patch_embedding.weight,
+    )
+    sampler, compressor = config.sampler_config, config.compressor_config
+    assert (sampler.mode, sampler.threshold, sampler.window_size, sampler.max_frames) == ("reference", 0.83, 16, 400)
+    assert (compressor.stc_threshold, compressor.query_side, compressor.kv_window, compressor.lowres_side) == (0.7, 4, 2, 2)
+    assert (compressor.overflow_resolution, compressor.relevance, compressor.num_layers) == ("high", "dot", 2)
+    assert config.parts == {"vision_tower": str(siglip_dir), "sampler": str(dino_dir)}
+    assert str(siglip_dir) in converted.card_info.source and str(dino_dir) in converted.card_info.source
+    tokenizer = converted.processor.tokenizer
+    assert tokenizer.convert_tokens_to_ids("<video>") == config.video_token_id < config.text_config.vocab_size
+    with torch.no_grad():
+        features = model.get_video_features(torch.randn(6, 3, 64, 64), torch.tensor([6]), video_token_budget=40)
+    assert int(features.token_counts.sum()) <= 40
+
+
+def test_convert_refuses_other_checkpoints_and_names_the_missing_towers(tmp_path):
+    from transformers_vidcomp.conversion import LongVUConverter, NotLongVUError, SourceCheckpointError
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    with pytest.raises(NotLongVUError, match="not a released LongVU"):
+        LongVUConverter(vision_tower="nope/siglip", dino="nope/dino").convert(tmp_path / "other")
+    released_checkpoint(tmp_path / "LongVU")
+    with pytest.raises(SourceCheckpointError, match="not in its checkpoint"):
+        LongVUConverter(vision_tower=tmp_path / "missing-siglip", dino=tmp_path / "missing-dino").convert(tmp_path / "LongVU")
+
+
+def test_vidcomp_convert_longvu_writes_a_verified_checkpoint(tmp_path, tiny_towers, monkeypatch, capsys):
+    from transformers_vidcomp.cli import main
+    from transformers_vidcomp.conversion import longvu
+
+    monkeypatch.setattr(longvu, "SIGLIP_TOWER", str(tiny_towers[0]))
+    monkeypatch.setattr(longvu, "DINO_TOWER", str(tiny_towers[1]))
+    released_checkpoint(tmp_path / "LongVU_Qwen2_tiny")
+    assert main(["convert", "longvu", str(tmp_path / "LongVU_Qwen2_tiny"), str(tmp_path / "out")]) == 0
+    assert "verified: reloaded with trust_remote_code" in capsys.readouterr().out
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert str(tiny_towers[0]) in card and str(tiny_towers[1]) in card and "LongVU" in card
