@@ -217,7 +217,7 @@ def test_mixing_gives_high_resolution_to_the_frames_the_release_picks(reference,
     model = compressor(query_side=3, lowres_side=2)  # 9 and 4 tokens per frame, as in the fixture
     features = PackedFrames(torch.zeros(12, 1, 1, 1), torch.tensor([12]), torch.arange(12).float())
     instruction = InstructionCondition(text[None], torch.ones(1, text.shape[0], dtype=torch.long))
-    is_high, overflow, _ = model.plan_resolution(features, low, instruction, budget)
+    is_high, overflow = model.plan_resolution(features, low, instruction, budget)
     assert not overflow.any()
     assert torch.nonzero(is_high).flatten().tolist() == meta["mix"]["high_frames_by_budget"][str(budget)]
 
@@ -235,20 +235,20 @@ def test_resolution_regimes_and_relevance_options():
     low[:, :, 0] = torch.tensor([0.1, 0.5, 0.1, 0.1] * 3)[:, None]
     instruction = InstructionCondition(text, torch.ones(3, 2, dtype=torch.long))
     # A budget of 26 per video: 4 low frames take 16, leaving room for 2 high ones (5 more tokens each).
-    is_high, overflow, num_high = model.plan_resolution(features, low, instruction, 26)
-    assert num_high.tolist() == [2, 2, 2] and not overflow.any()
+    is_high, overflow = model.plan_resolution(features, low, instruction, 26)
+    assert is_high.view(3, 4).sum(1).tolist() == [2, 2, 2] and not overflow.any()
     # The raw dot product follows the large norms (scores 0.1, 0.6, 0.3, 0.4 in the first video).
     assert is_high.view(3, 4).tolist() == [[False, True, False, True]] * 3
     model.config.relevance = "cosine"
-    cosine_high, _, _ = model.plan_resolution(features, low, instruction, 26)
+    cosine_high, _ = model.plan_resolution(features, low, instruction, 26)
     # Cosine follows the direction: frame 0 (all along the text) and frame 1 (the 0.5 frame) in the first video.
     assert cosine_high.view(3, 4)[0].tolist() == [True, True, False, False]
     assert model.plan_resolution(features, low, instruction, 36)[0].all()  # all high: 4 x 9 <= 36
     assert not model.plan_resolution(features, low, instruction, 16)[0].any()  # all low, fits exactly
-    _, overflow, _ = model.plan_resolution(features, low, instruction, 15)
+    _, overflow = model.plan_resolution(features, low, instruction, 15)
     assert overflow.all()
     # Without an instruction the high-resolution frames are spread evenly.
-    spread, _, _ = model.plan_resolution(features, low, None, 26)
+    spread, _ = model.plan_resolution(features, low, None, 26)
     assert spread.view(3, 4)[0].tolist() == [True, False, True, False]
 
 

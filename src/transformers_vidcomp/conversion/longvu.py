@@ -141,7 +141,9 @@ class LongVUConverter(CheckpointConverter):
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as error:
-            raise SourceCheckpointError(f"The LongVU checkpoint {str(source)!r} lacks a usable tokenizer: {error}") from error
+            raise SourceCheckpointError(
+                f"The LongVU checkpoint {str(source)!r} lacks a usable tokenizer: {error}"
+            ) from error
         if VIDEO_TOKEN not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN]})
         return tokenizer
@@ -156,8 +158,8 @@ class LongVUConverter(CheckpointConverter):
         video_token_id = self.video_token_id(source)
         if video_token_id >= original["vocab_size"]:
             raise SourceCheckpointError(
-                f"The tokenizer needs id {video_token_id} for {VIDEO_TOKEN!r}, beyond the LLM's {original['vocab_size']} "
-                "embeddings."
+                f"The tokenizer needs id {video_token_id} for {VIDEO_TOKEN!r}, beyond the LLM's "
+                f"{original['vocab_size']} embeddings."
             )
         side = math.isqrt(original["image_token_len"])
         aux_side = math.isqrt(original["mm_vision_tower_aux_token_len_list"][0])
@@ -232,6 +234,11 @@ class LongVUConverter(CheckpointConverter):
                 f"`{self.vision_tower_source}` (SigLIP) and `{self.dino_source}` (DINOv2, in the sampler), as in the "
                 "release, and are included here. The per-row `image_newline` token is not used."
             ),
-            base_model=[m for m in (hub_id, self.vision_tower_source, self.dino_source) if m and "/" in m and not Path(m).exists()],
+            # Hub ids only: local tower folders are named in the text above.
+            base_model=[
+                model
+                for model in (hub_id, self.vision_tower_source, self.dino_source)
+                if model and "/" in model and not Path(model).exists()
+            ],
             extra_tags=["longvu"],
         )

@@ -184,8 +184,8 @@ class LongVUMultiKVCrossAttention(nn.Module):
         self.q_proj = nn.Sequential(nn.LayerNorm(dim, eps=config.layer_norm_eps), nn.Linear(dim, dim, bias=False))
         for tower in range(num_towers):
             for kind in ("k", "v"):
-                projection = nn.Sequential(nn.LayerNorm(dim, eps=config.layer_norm_eps), nn.Linear(dim, dim, bias=False))
-                self.add_module(f"{kind}_proj_{tower}", projection)
+                norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+                self.add_module(f"{kind}_proj_{tower}", nn.Sequential(norm, nn.Linear(dim, dim, bias=False)))
         self.o_proj = nn.Linear(dim, dim, bias=False)
 
     def forward(self, queries: torch.Tensor, towers: list[torch.Tensor]) -> torch.Tensor:
@@ -414,32 +414,36 @@ class LongVUCompressor(VidCompCompressor):
         low: torch.Tensor,
         instruction: InstructionCondition | None,
         token_budget: int | None,
-    ) -> tuple[torch.BoolTensor, torch.BoolTensor, torch.LongTensor]:
+    ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
         r"""
         Which frames keep the high resolution, and which videos overflow the budget even at low resolution.
 
+        Args:
+            features (`PackedFrames`): the kept frames (their counts and positions are used).
+            low (`torch.Tensor` of shape `(frames, lowres_side ** 2, dim)`): projected low-resolution tokens.
         Returns:
-            `is_high` (shape `(frames,)`), `overflow` (shape `(num_videos,)`) and the number of high-resolution
-            frames per video.
+            `is_high` (shape `(frames,)`) and `overflow` (shape `(num_videos,)`).
         """
+        self.check_budget(token_budget)
         counts = features.frame_counts.to(low.device)
         video = features.video_index()
         if token_budget is None:
-            return torch.ones_like(video, dtype=torch.bool), torch.zeros_like(counts, dtype=torch.bool), counts
+            return torch.ones_like(video, dtype=torch.bool), torch.zeros_like(counts, dtype=torch.bool)
         all_high = counts * self.high_tokens <= token_budget
         overflow = counts * self.low_tokens > token_budget
-        num_high = torch.where(all_high, counts, (token_budget - counts * self.low_tokens) // (self.high_tokens - self.low_tokens))
+        spare = (token_budget - counts * self.low_tokens) // (self.high_tokens - self.low_tokens)
+        num_high = torch.where(all_high, counts, spare)
         overflow_high = self.overflow_tokens_per_frame(token_budget) == self.high_tokens
         num_high = torch.where(overflow, counts if overflow_high else 0, num_high)
         mixed = ~all_high & ~overflow & (num_high > 0)
         if not bool(mixed.any()):
-            return num_high[video] > 0, overflow, num_high
-        position = features.position_in_video()
+            return num_high[video] > 0, overflow
         if instruction is None:
+            position = features.position_in_video()
             chosen = uniform_keep_mask(position, counts[video], num_high[video].clamp(min=1)) & (num_high[video] > 0)
-            return torch.where(mixed[video], chosen, num_high[video] > 0), overflow, num_high
+            return torch.where(mixed[video], chosen, num_high[video] > 0), overflow
         rank = rank_within_groups(self.relevance(low, video, instruction), video, descending=True)
-        return rank < num_high[video], overflow, num_high
+        return rank < num_high[video], overflow
 
     def spatial_token_compression(
         self,
@@ -531,40 +535,51 @@ class LongVUCompressor(VidCompCompressor):
         config = self.config
         project = projector if projector is not None else nn.Identity()
         fused = self.aggregate(features.values, auxiliary_features.values)
-        high = project(rearrange(fused, "t h w d -> t (h w) d"))
-        low = project(rearrange(resize_grid(fused, config.lowres_side, config.lowres_mode), "t h w d -> t (h w) d"))
+        encoding = None
         if config.frame_position_encoding:
-            encoding = frame_position_encoding(features.timestamps, high.shape[-1]).to(high.dtype)[:, None]
-            high, low = high + encoding, low + encoding
-        return self.select_tokens(features, high, low, instruction, token_budget)
+            width = project(fused[:1, :1, :1]).shape[-1]
+            encoding = frame_position_encoding(features.timestamps, width).to(fused.dtype)[:, None]
+        low = project(rearrange(resize_grid(fused, config.lowres_side, config.lowres_mode), "t h w d -> t (h w) d"))
+        low = low if encoding is None else low + encoding
+        is_high, overflow = self.plan_resolution(features, low, instruction, token_budget)
+        # Only the frames that keep the high resolution are projected at it: the projector is the costly part.
+        high_frames = torch.nonzero(is_high).flatten()
+        high = project(rearrange(fused.index_select(0, high_frames), "t h w d -> t (h w) d"))
+        high = high if encoding is None else high + encoding.index_select(0, high_frames)
+        return self.assemble(features, high, low, is_high, overflow, token_budget)
 
-    def select_tokens(
+    def assemble(
         self,
         features: PackedFrames,
         high: torch.Tensor,
         low: torch.Tensor,
-        instruction: InstructionCondition | None,
+        is_high: torch.BoolTensor,
+        overflow: torch.BoolTensor,
         token_budget: int | None,
     ) -> CompressorOutput:
         r"""
-        Resolution mixing and STC on the projected tokens of every frame at both resolutions.
+        Each frame's tokens at its resolution, frame after frame, after STC for the overflowing videos.
 
         Args:
             features (`PackedFrames`): the kept frames (their counts, positions and times are used).
-            high (`torch.Tensor` of shape `(frames, query_side ** 2, dim)`)
-            low (`torch.Tensor` of shape `(frames, lowres_side ** 2, dim)`)
+            high (`torch.Tensor` of shape `(high_frames, query_side ** 2, dim)`): the high-resolution tokens of the
+                frames `is_high` selects, in order.
+            low (`torch.Tensor` of shape `(frames, lowres_side ** 2, dim)`): every frame's low-resolution tokens.
+            is_high (`torch.BoolTensor` of shape `(frames,)`), overflow (`torch.BoolTensor` of shape `(num_videos,)`):
+                from [`~LongVUCompressor.plan_resolution`].
         """
-        self.check_budget(token_budget)
-        is_high, overflow, _ = self.plan_resolution(features, low, instruction, token_budget)
         frame_video = features.video_index()
         position = features.position_in_video()
         overflow_frame = overflow[frame_video]
         tokens_per_frame = torch.where(is_high, self.high_tokens, self.low_tokens)
+        high_row = torch.cumsum(is_high, 0) - 1  # each high frame's row in `high`
         pruned_tokens = cut_tokens = 0
         if bool(overflow_frame.any()):
             compressed = torch.nonzero(overflow_frame).flatten()
-            source = high if self.overflow_tokens_per_frame(token_budget) == self.high_tokens else low
-            grid = source if compressed.shape[0] == source.shape[0] else source.index_select(0, compressed)
+            # An overflowing video has all its frames at one resolution.
+            at_high = self.overflow_tokens_per_frame(token_budget) == self.high_tokens
+            source, rows = (high, high_row[compressed]) if at_high else (low, compressed)
+            grid = source if rows.shape[0] == source.shape[0] else source.index_select(0, rows)
             keep, pruned = self.spatial_token_compression(
                 grid, frame_video[compressed], position[compressed], features.frame_counts.to(grid.device), token_budget
             )
@@ -572,17 +587,24 @@ class LongVUCompressor(VidCompCompressor):
             cut_tokens = int((~keep).sum()) - pruned_tokens
             tokens_per_frame[compressed] = keep.sum(1)
         frame_offset = torch.cumsum(tokens_per_frame, 0) - tokens_per_frame
-        tokens = high.new_empty(int(tokens_per_frame.sum()), high.shape[-1])
-        # Each frame's tokens come from one grid; copy whole rows of frames, then the kept tokens of compressed ones.
-        for source, chosen in ((high, is_high & ~overflow_frame), (low, ~is_high & ~overflow_frame)):
-            frames = torch.nonzero(chosen).flatten()
-            slots = torch.arange(source.shape[1], device=source.device)
-            tokens.index_copy_(0, (frame_offset[frames, None] + slots).flatten(), source.index_select(0, frames).flatten(0, 1))
+        tokens = low.new_empty(int(tokens_per_frame.sum()), low.shape[-1])
+        # Each frame's tokens come from one grid: whole frames first, then the kept tokens of compressed frames.
+        # Without compressed frames every frame starts at a multiple of gcd(high, low) tokens, so whole blocks of
+        # that many tokens are copied at once rather than token by token.
+        block = 1 if bool(overflow_frame.any()) else math.gcd(self.high_tokens, self.low_tokens)
+        blocks = tokens.view(-1, block * tokens.shape[-1])
+        for source, chosen, rows in ((high, is_high, high_row), (low, ~is_high, None)):
+            frames = torch.nonzero(chosen & ~overflow_frame).flatten()
+            if frames.numel():
+                rows = frames if rows is None else rows[frames]
+                grid_rows = source if rows.shape[0] == source.shape[0] else source.index_select(0, rows)
+                slots = torch.arange(source.shape[1] // block, device=source.device)
+                destination = (frame_offset[frames, None] // block + slots).flatten()
+                blocks.index_copy_(0, destination, grid_rows.reshape(-1, block * tokens.shape[-1]))
         if bool(overflow_frame.any()):
             destination = frame_offset[compressed, None] + torch.cumsum(keep, 1) - 1
             tokens.index_copy_(0, destination[keep], grid[keep])
         frame = torch.repeat_interleave(torch.arange(tokens_per_frame.shape[0], device=tokens.device), tokens_per_frame)
-
         token_counts = torch.zeros_like(features.frame_counts).index_add_(
             0, frame_video.to(features.frame_counts.device), tokens_per_frame.to(features.frame_counts)
         )

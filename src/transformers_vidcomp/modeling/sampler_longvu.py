@@ -170,7 +170,8 @@ def window_similarity_scores(
     flat = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
     num_windows = int(window_id.max()) + 1
     slot = window_id * window_size + index_in_window
-    if flat.shape[0] == num_windows * window_size and bool((slot == torch.arange(slot.shape[0], device=slot.device)).all()):
+    in_place = torch.arange(slot.shape[0], device=slot.device)
+    if flat.shape[0] == num_windows * window_size and bool((slot == in_place).all()):
         windows = flat.view(num_windows, window_size, -1)
     else:
         windows = flat.new_zeros(num_windows * window_size, flat.shape[1])
