@@ -10,7 +10,9 @@ LongVU's compressor (arXiv:2410.17434, §3.1-3.3 and Appendix B), in the order t
    released state dict, so converted weights load as they are.
 2. **Projection** to the LLM width by the composite model's projector (the release's `mm_projector`). The relevance
    score and STC are defined on projected tokens, so the composite hands its projector to this compressor
-   (`applies_projector`) instead of projecting afterwards.
+   (`applies_projector`) instead of projecting afterwards. Every frame is projected at the low resolution (the
+   relevance needs it), but only the frames that keep the high resolution are projected at it; the release projects
+   both resolutions of every frame.
 3. **Frame position encoding** (Eq. 3, off by default): `PE(t, 2i) = sin(t / 10000^(2i/d))`,
    `PE(t, 2i+1) = cos(t / 10000^(2i/d))` added to every token of a frame, with t its timestamp in seconds (frame
    indices at the release's 1 fps). The release computes `cos(sin(x))` for odd channels; this is the formula.
@@ -535,12 +537,11 @@ class LongVUCompressor(VidCompCompressor):
         config = self.config
         project = projector if projector is not None else nn.Identity()
         fused = self.aggregate(features.values, auxiliary_features.values)
+        low = project(rearrange(resize_grid(fused, config.lowres_side, config.lowres_mode), "t h w d -> t (h w) d"))
         encoding = None
         if config.frame_position_encoding:
-            width = project(fused[:1, :1, :1]).shape[-1]
-            encoding = frame_position_encoding(features.timestamps, width).to(fused.dtype)[:, None]
-        low = project(rearrange(resize_grid(fused, config.lowres_side, config.lowres_mode), "t h w d -> t (h w) d"))
-        low = low if encoding is None else low + encoding
+            encoding = frame_position_encoding(features.timestamps, low.shape[-1]).to(low.dtype)[:, None]
+            low = low + encoding
         is_high, overflow = self.plan_resolution(features, low, instruction, token_budget)
         # Only the frames that keep the high resolution are projected at it: the projector is the costly part.
         high_frames = torch.nonzero(is_high).flatten()
