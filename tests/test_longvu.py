@@ -342,6 +342,23 @@ def test_identical_frames_shrink_to_the_anchors():
     assert out.statistics["tokens pruned by STC"] == 32
 
 
+def test_row_newlines_follow_every_row_and_count_in_the_budget():
+    model = compressor(newline_size=32, query_side=4, lowres_side=2)
+    features, aux = packed([3], 8, 8, 12), packed([3], 8, 8, 16)
+    assert (model.high_tokens, model.low_tokens) == (20, 6)
+    with torch.no_grad():
+        out = model(features, aux, token_budget=60)  # 3 x 20 tokens: all high
+        fused = model.aggregate(features.values, aux.values)
+    grid = out.tokens.view(3, 4, 5, 32)
+    torch.testing.assert_close(grid[:, :, 4], model.image_newline.detach().expand(3, 4, 32))
+    torch.testing.assert_close(grid[:, :, :4], fused)
+    with torch.no_grad():
+        mixed = model(features, aux, token_budget=40)  # 3 x 6 low = 18, room for (40 - 18) // 14 = 1 high frame
+    assert mixed.token_counts.tolist() == [20 + 6 + 6]
+    with pytest.raises(TokenBudgetError):
+        model(features, aux, token_budget=5)
+
+
 # ---------------------------------------------------------------- frame position encoding, errors
 
 
@@ -522,13 +539,14 @@ def test_released_longvu_checkpoint_converts_key_for_key(tmp_path, tiny_towers):
     siglip_dir, dino_dir = tiny_towers
     converted = LongVUConverter(vision_tower=siglip_dir, dino=dino_dir).convert(tmp_path / "LongVU_Qwen2_tiny")
     model, config = converted.model, converted.model.config
-    assert converted.dropped_keys == ["model.image_newline"]
+    assert converted.dropped_keys == []
     state = model.state_dict()
     for released, ours in [
         ("model.vision_sampler_0.layers.1.cross_attn.k_proj_1.1.weight", "model.compressor.aggregator.layers.1.cross_attn.k_proj_1.1.weight"),
         ("model.vision_sampler_0.layers.0.pos_embed_1", "model.compressor.aggregator.layers.0.pos_embed_1"),
         ("model.mm_projector_aux_1.3.bias", "model.compressor.dino_projector.3.bias"),
         ("model.vision_query", "model.compressor.vision_query"),
+        ("model.image_newline", "model.compressor.image_newline"),
         ("model.mm_projector.2.weight", "model.multi_modal_projector.linear_2.weight"),
         ("model.layers.1.self_attn.q_proj.weight", "model.language_model.layers.1.self_attn.q_proj.weight"),
         ("lm_head.weight", "lm_head.weight"),
@@ -552,6 +570,7 @@ def test_released_longvu_checkpoint_converts_key_for_key(tmp_path, tiny_towers):
     with torch.no_grad():
         features = model.get_video_features(torch.randn(6, 3, 64, 64), torch.tensor([6]), video_token_budget=40)
     assert int(features.token_counts.sum()) <= 40
+    assert model.model.compressor.high_tokens == 4 * 5 and model.model.compressor.low_tokens == 2 * 3  # row newlines
 
 
 def test_convert_refuses_other_checkpoints_and_names_the_missing_towers(tmp_path):

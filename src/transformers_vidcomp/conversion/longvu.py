@@ -13,7 +13,7 @@ model's projector:
 | `model.mm_projector.{0,2}.*`                  | `model.multi_modal_projector.linear_{1,2}.*` |
 | `model.embed_tokens.*`, `model.layers.*`, `model.norm.*` | `model.language_model.*`          |
 | `lm_head.weight`                              | `lm_head.weight`                             |
-| `model.image_newline` (after every frame row) | dropped and reported: no per-row newline here |
+| `model.image_newline` (after every frame row) | `model.compressor.image_newline`             |
 
 **The vision towers are not in the released file** (the release keeps them in a plain list and loads them at run
 time from `google/siglip-so400m-patch14-384` and `facebook/dinov2-giant`). The converter loads them from those ids
@@ -50,6 +50,7 @@ COMPRESSOR_RENAMES: list[tuple[str, str]] = [
     (r"^model\.mm_projector_aux_1\.", "model.compressor.dino_projector."),
     (r"^model\.vision_sampler_0\.", "model.compressor.aggregator."),
     (r"^model\.vision_query$", "model.compressor.vision_query"),
+    (r"^model\.image_newline$", "model.compressor.image_newline"),
 ]
 PROJECTOR_RENAMES: list[tuple[str, str]] = [
     (r"^model\.mm_projector\.0\.", "model.multi_modal_projector.linear_1."),
@@ -97,7 +98,6 @@ class LongVUConverter(CheckpointConverter):
             WeightRenaming(pattern, replacement)
             for pattern, replacement in (*COMPRESSOR_RENAMES, *PROJECTOR_RENAMES, *LLM_RENAMES, *TOWER_RENAMES)
         ],
-        dropped=(r"^model\.image_newline$",),
     )
 
     def __init__(self, vision_tower: str | Path | None = None, dino: str | Path | None = None):
@@ -193,6 +193,7 @@ class LongVUConverter(CheckpointConverter):
                     overflow_resolution="high",
                     stc_threshold=original.get("drop_threshold", 0.7),
                     frame_position_encoding=bool(original.get("frame_pos", False)),
+                    newline_size=original["hidden_size"],
                 ).to_dict(),
                 video_token_id=video_token_id,
                 projector_hidden_act="gelu",
@@ -232,7 +233,7 @@ class LongVUConverter(CheckpointConverter):
                 f"Converted from the released LongVU checkpoint `{name}` with `vidcomp convert longvu`: its SVA "
                 f"connector, projector and LLM. The vision towers are not in the released file; they come from "
                 f"`{self.vision_tower_source}` (SigLIP) and `{self.dino_source}` (DINOv2, in the sampler), as in the "
-                "release, and are included here. The per-row `image_newline` token is not used."
+                "release, and are included here."
             ),
             # Hub ids only: local tower folders are named in the text above.
             base_model=[

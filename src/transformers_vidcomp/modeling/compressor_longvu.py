@@ -44,8 +44,12 @@ LongVU's compressor (arXiv:2410.17434, §3.1-3.3 and Appendix B), in the order t
    `floor(L / tokens_per_frame)` windows spread evenly in time are kept. So a video never yields more than L tokens,
    and a budget below one low-resolution frame is a `TokenBudgetError`.
 
-The release also appends a learned `image_newline` after every row of every frame and crops rows of padded
-(letterboxed) frames; frames here are resized without padding, and no per-row newline is emitted.
+**Row newlines.** The release appends a learned `image_newline` (LLM-width) token after every row of every frame,
+so a frame takes 12 x 13 = 156 or 8 x 9 = 72 tokens, and Eq. 1's k uses those counts. `newline_size` (the LLM's
+width) turns this on, as converted checkpoints need; the newline is appended after projection, before the frame
+encoding, the relevance score and STC, as in the release (identical in every frame, it is always pruned from a
+window's later frames). The release also crops rows of padded (letterboxed) frames; frames here are resized without
+padding, so there is nothing to crop.
 """
 
 import math
@@ -91,6 +95,9 @@ class LongVUCompressorConfig(PreTrainedConfig):
     stc_window (`int`, *optional*, defaults to 8): K, the frames per spatial-token-compression window.
     stc_threshold (`float`, *optional*, defaults to 0.8): θ; the paper's 0.8, the release's `drop_threshold` 0.7.
     frame_position_encoding (`bool`, *optional*, defaults to `False`): add Eq. 3's sinusoidal frame encoding.
+    newline_size (`int`, *optional*):
+        The LLM's width, to append a learned newline token after every row of every frame (the release's
+        `image_newline`); no newlines without it. Needs the composite's projector (`applies_projector`).
     layer_norm_eps (`float`, *optional*, defaults to 1e-5): epsilon of the SVA's layer norms.
     initializer_range (`float`, *optional*, defaults to 0.02): std of the linear layers' initial weights.
     """
@@ -111,6 +118,7 @@ class LongVUCompressorConfig(PreTrainedConfig):
     stc_window: int = 8
     stc_threshold: float = 0.8
     frame_position_encoding: bool = False
+    newline_size: int | None = None
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
 
@@ -131,6 +139,8 @@ class LongVUCompressorConfig(PreTrainedConfig):
                 f"lowres_side ({self.lowres_side}) must be smaller than query_side ({self.query_side}): the low "
                 "resolution has fewer tokens than the high one."
             )
+        if self.newline_size is not None and self.newline_size < 1:
+            raise ValueError(f"newline_size must be at least 1 or None, got {self.newline_size}.")
         if not -1.0 <= self.stc_threshold <= 1.0:
             raise ValueError(f"stc_threshold is a cosine similarity and must lie in [-1, 1], got {self.stc_threshold}.")
         super().__post_init__(**kwargs)
@@ -315,6 +325,7 @@ class LongVUCompressor(VidCompCompressor):
         self.dino_projector = tower_projector(config.dino_hidden_size, dim, eps)
         self.vision_query = nn.Parameter(torch.empty(1, dim))
         self.aggregator = LongVUSpatialAggregator(config)
+        self.image_newline = nn.Parameter(torch.empty(config.newline_size)) if config.newline_size else None
         self.post_init()
 
     @torch.no_grad()
@@ -323,17 +334,36 @@ class LongVUCompressor(VidCompCompressor):
         # The release draws the query and the position embeddings from a standard normal.
         if module is self:
             nn.init.normal_(self.vision_query)
+            if self.image_newline is not None:
+                nn.init.normal_(self.image_newline, std=self.config.newline_size**-0.5)
         if isinstance(module, LongVUAggregatorLayer):
             for tower in range(module.cross_attn.num_towers):
                 nn.init.normal_(getattr(module, f"pos_embed_{tower}"))
 
     @property
     def high_tokens(self) -> int:
-        return self.config.query_side**2
+        side = self.config.query_side
+        return side * (side + int(self.image_newline is not None))
 
     @property
     def low_tokens(self) -> int:
-        return self.config.lowres_side**2
+        side = self.config.lowres_side
+        return side * (side + int(self.image_newline is not None))
+
+    def grid_tokens(self, grid: torch.Tensor) -> torch.Tensor:
+        r"""
+        `(frames, side, side, dim)` projected tokens as `(frames, tokens, dim)`, row after row, each row followed by
+        the newline token when there is one.
+        """
+        if self.image_newline is None:
+            return rearrange(grid, "t h w d -> t (h w) d")
+        if grid.shape[-1] != self.image_newline.shape[0]:
+            raise InvalidVideoInputError(
+                f"Row newlines are {self.image_newline.shape[0]} wide (newline_size) but the projected tokens are "
+                f"{grid.shape[-1]}: pass the projector that maps frames to the LLM's embeddings."
+            )
+        newline = self.image_newline.to(grid.dtype).expand(*grid.shape[:2], 1, -1)
+        return rearrange(torch.cat([grid, newline], dim=2), "t h w d -> t (h w) d")
 
     def output_dim(self, input_dim: int) -> int:
         return self.config.sva_hidden_size
@@ -422,7 +452,7 @@ class LongVUCompressor(VidCompCompressor):
 
         Args:
             features (`PackedFrames`): the kept frames (their counts and positions are used).
-            low (`torch.Tensor` of shape `(frames, lowres_side ** 2, dim)`): projected low-resolution tokens.
+            low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): projected low-resolution tokens.
         Returns:
             `is_high` (shape `(frames,)`) and `overflow` (shape `(num_videos,)`).
         """
@@ -537,7 +567,7 @@ class LongVUCompressor(VidCompCompressor):
         config = self.config
         project = projector if projector is not None else nn.Identity()
         fused = self.aggregate(features.values, auxiliary_features.values)
-        low = project(rearrange(resize_grid(fused, config.lowres_side, config.lowres_mode), "t h w d -> t (h w) d"))
+        low = self.grid_tokens(project(resize_grid(fused, config.lowres_side, config.lowres_mode)))
         encoding = None
         if config.frame_position_encoding:
             encoding = frame_position_encoding(features.timestamps, low.shape[-1]).to(low.dtype)[:, None]
@@ -545,7 +575,7 @@ class LongVUCompressor(VidCompCompressor):
         is_high, overflow = self.plan_resolution(features, low, instruction, token_budget)
         # Only the frames that keep the high resolution are projected at it: the projector is the costly part.
         high_frames = torch.nonzero(is_high).flatten()
-        high = project(rearrange(fused.index_select(0, high_frames), "t h w d -> t (h w) d"))
+        high = self.grid_tokens(project(fused.index_select(0, high_frames)))
         high = high if encoding is None else high + encoding.index_select(0, high_frames)
         return self.assemble(features, high, low, is_high, overflow, token_budget)
 
@@ -563,9 +593,9 @@ class LongVUCompressor(VidCompCompressor):
 
         Args:
             features (`PackedFrames`): the kept frames (their counts, positions and times are used).
-            high (`torch.Tensor` of shape `(high_frames, query_side ** 2, dim)`): the high-resolution tokens of the
+            high (`torch.Tensor` of shape `(high_frames, high_tokens, dim)`): the high-resolution tokens of the
                 frames `is_high` selects, in order.
-            low (`torch.Tensor` of shape `(frames, lowres_side ** 2, dim)`): every frame's low-resolution tokens.
+            low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): every frame's low-resolution tokens.
             is_high (`torch.BoolTensor` of shape `(frames,)`), overflow (`torch.BoolTensor` of shape `(num_videos,)`):
                 from [`~LongVUCompressor.plan_resolution`].
         """
