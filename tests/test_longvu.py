@@ -71,7 +71,7 @@ def test_reference_mode_keeps_the_frames_the_released_select_frame_keeps(referen
     features = tensors["select_frame.features"]
     counts = torch.tensor(info["frame_counts"])
     frames = PackedFrames(torch.zeros(features.shape[0], 3, 4, 4), counts, torch.arange(features.shape[0]).float())
-    text = torch.tensor(info["text_lengths"])
+    text = torch.tensor(info["text_lengths"]) - 1  # the release's prompt length includes the video placeholder
     mask = (torch.arange(int(text.max()))[None] < text[:, None]).long()
     instruction = InstructionCondition(torch.zeros(*mask.shape, 2), mask)
     model = sampler(
@@ -132,9 +132,9 @@ def test_reference_mode_skips_videos_that_fit_the_context_and_caps_the_rest():
     frames = PackedFrames(torch.zeros(12, 3, 4, 4), torch.tensor([6, 6]), torch.arange(12).float())
     features = torch.ones(12, 2)
     model = sampler(mode="reference", context_length=8 * 64 + 16, max_frames=1)
-    mask = torch.tensor([[1] * 64 + [0] * 64, [1] * 128]).long()
+    mask = torch.tensor([[1] * 63 + [0] * 65, [1] * 127 + [0]]).long()
     keep = model.select(frames, features, InstructionCondition(torch.zeros(2, 128, 2), mask))
-    # 8 frames fit next to 64 text tokens (6 < 7): untouched. With 128 text tokens only 6 fit: reduced, capped at 1.
+    # With the placeholder, 64 prompt tokens leave room for 7 frames (6 < 7): untouched. 128 leave 6: reduced, capped.
     assert kept_lists(frames, keep) == [list(range(6)), [3]]
 
 
@@ -596,3 +596,15 @@ def test_vidcomp_convert_longvu_writes_a_verified_checkpoint(tmp_path, tiny_towe
     assert "verified: reloaded with trust_remote_code" in capsys.readouterr().out
     card = (tmp_path / "out" / "README.md").read_text()
     assert str(tiny_towers[0]) in card and str(tiny_towers[1]) in card and "LongVU" in card
+
+
+def test_sampler_from_pretrained_dinov2_weights(tiny_towers):
+    from transformers import AutoModel
+
+    dino_dir = tiny_towers[1]
+    model = LongVUSampler.from_dinov2(dino_dir, mode="reference", dino_image_size=64, feature_grid=8)
+    reference = AutoModel.from_pretrained(dino_dir)
+    torch.testing.assert_close(model.dino.embeddings.cls_token, reference.embeddings.cls_token)
+    assert (model.config.mode, model.config.dino_config.hidden_size) == ("reference", reference.config.hidden_size)
+    out = model(packed([4], 3, 64, 64))
+    assert out.auxiliary_features.values.shape[1:] == (8, 8, reference.config.hidden_size)

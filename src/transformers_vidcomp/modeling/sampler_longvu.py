@@ -29,13 +29,14 @@ normalised with the ImageNet statistics) and normalised with `dino_image_mean` /
 frames go to the compressor as `SamplerOutput.auxiliary_features`, for LongVU's Spatial Vision Aggregator.
 """
 
+import os
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from huggingface_hub.dataclasses import strict
-from transformers import AutoConfig, AutoModel, PreTrainedConfig
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
 
 from .components_vidcomp import (
@@ -229,6 +230,18 @@ class LongVUSampler(VidCompSampler):
         self.dino = AutoModel.from_config(config.dino_config)
         self.post_init()
 
+    @classmethod
+    def from_dinov2(cls, dino: str | os.PathLike | PreTrainedModel, **config_kwargs) -> "LongVUSampler":
+        r"""
+        A sampler around pretrained DINOv2 weights (a Hub id such as `facebook/dinov2-giant`, the release's, a
+        folder, or a loaded `Dinov2Model`), for `VidCompForConditionalGeneration.from_pretrained_parts(sampler=...)`.
+        `config_kwargs` are the other `LongVUSamplerConfig` fields (`mode`, `threshold`, ...).
+        """
+        model = dino if isinstance(dino, PreTrainedModel) else AutoModel.from_pretrained(dino)
+        sampler = cls(LongVUSamplerConfig(dino_config=model.config.to_dict(), **config_kwargs))
+        sampler.dino.load_state_dict(model.state_dict())
+        return sampler.eval()
+
     def max_kept_frames(self, num_frames: int) -> int:
         cap = self.config.max_frames
         return num_frames if cap is None else min(num_frames, cap)
@@ -275,9 +288,10 @@ class LongVUSampler(VidCompSampler):
     def fits_context(self, frames: PackedFrames, instruction: InstructionCondition | None) -> torch.BoolTensor:
         r"""`reference` mode: which videos (shape `(num_videos,)`) are short enough to skip the reduction."""
         config = self.config
-        text_length = torch.zeros_like(frames.frame_counts)
+        # The release counts every prompt token, its one video placeholder included; the instruction lacks it.
+        text_length = torch.ones_like(frames.frame_counts)
         if instruction is not None:
-            text_length = instruction.attention_mask.sum(-1).to(frames.frame_counts)
+            text_length += instruction.attention_mask.sum(-1).to(frames.frame_counts)
         max_num_frames = ((config.context_length - text_length - config.reserved_tokens) // config.tokens_per_frame)
         return frames.frame_counts < max_num_frames.clamp(min=1)
 
