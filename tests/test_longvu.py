@@ -153,6 +153,24 @@ def test_sampler_encodes_with_dinov2_from_siglip_normalised_pixels_and_passes_ke
     assert out.auxiliary_features.frame_counts.tolist() == frames.count_per_video(out.keep_mask).tolist()
 
 
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+def test_chunked_encoding_keeps_what_scoring_all_frames_at_once_keeps(mode):
+    model = sampler(mode=mode, window_size=4, dino_batch_size=3, context_length=9 * 8, reserved_tokens=0,
+                    tokens_per_frame=8, max_frames=5, threshold=0.5 if mode == "paper" else 0.6)
+    frames = packed([11, 3, 1, 9], 3, 16, 16, seed=4)
+    frames.values[5:9] = frames.values[5]  # a static stretch
+    mask = torch.tensor([[1] * 20, [1] * 2 + [0] * 18, [1] * 20, [1] * 20]).long()
+    instruction = InstructionCondition(torch.zeros(4, 20, 2), mask)  # video 1 fits the context in reference mode
+    with torch.no_grad():
+        out = model(frames, instruction=instruction)
+        features = model.encode(frames.values)
+    keep = model.select(frames, features, instruction)
+    assert torch.equal(out.keep_mask, keep) and 0 < int(keep.sum()) < 24
+    torch.testing.assert_close(out.auxiliary_features.values, features[keep])
+    assert out.auxiliary_features.frame_counts.tolist() == frames.count_per_video(keep).tolist()
+    torch.testing.assert_close(out.auxiliary_features.timestamps, frames.timestamps[keep])
+
+
 def test_sampler_config_round_trips_and_refuses_bad_values(tmp_path):
     model = sampler(mode="reference")
     model.save_pretrained(tmp_path)

@@ -295,35 +295,63 @@ class LongVUSampler(VidCompSampler):
         max_num_frames = ((config.context_length - text_length - config.reserved_tokens) // config.tokens_per_frame)
         return frames.frame_counts < max_num_frames.clamp(min=1)
 
-    def select(self, frames: PackedFrames, features: torch.Tensor, instruction: InstructionCondition | None):
+    def window_layout(self, frames: PackedFrames) -> tuple[torch.LongTensor, torch.LongTensor]:
+        r"""Each frame's window (numbered across videos) and its place in it, both of shape `(total_frames,)`."""
+        window_size = self.config.window_size
+        video = frames.video_index()
+        position = frames.position_in_video()
+        windows_per_video = -(-frames.frame_counts.to(video.device) // window_size)
+        first_window = torch.cumsum(windows_per_video, 0) - windows_per_video
+        return first_window[video] + position // window_size, position % window_size
+
+    def keep_in_windows(
+        self, features: torch.Tensor, window_id: torch.LongTensor, index_in_window: torch.LongTensor
+    ) -> torch.BoolTensor:
         r"""
-        The keep mask, shape `(total_frames,)`, of the temporal reduction on DINOv2 `features` (one row per frame).
+        The per-window rule on the frames of whole windows (all of them, or a chunk of consecutive windows).
+
+        Args:
+            features (`torch.Tensor` of shape `(frames, ...)`): their DINOv2 features.
+            window_id, index_in_window (`torch.LongTensor` of shape `(frames,)`): from `window_layout`.
         """
         config = self.config
         reference = config.mode == "reference"
-        video = frames.video_index()
-        position = frames.position_in_video()
-        windows_per_video = -(-frames.frame_counts.to(video.device) // config.window_size)
-        first_window = torch.cumsum(windows_per_video, 0) - windows_per_video
-        window_id = first_window[video] + position // config.window_size
+        window_id = window_id - window_id.min()
         score, window_size = window_similarity_scores(
-            features, window_id, position % config.window_size, config.window_size, include_self=reference
+            features, window_id, index_in_window, config.window_size, include_self=reference
         )
         if reference:
-            score = score.masked_fill(position % config.window_size == window_size // 2, 0.0)
-            keep = score < config.threshold
-        else:
-            keep = score <= config.threshold
-            # A window of only redundant frames keeps its first frame, as STC keeps its windows' first frames.
-            num_windows = int(window_id.max()) + 1
-            kept_in_window = torch.zeros(num_windows, dtype=torch.long, device=video.device)
-            kept_in_window.index_add_(0, window_id, keep.long())
-            keep |= (kept_in_window[window_id] == 0) & (position % config.window_size == 0)
-        if config.max_frames is not None:
-            keep = uniform_cap_mask(frames, keep, config.max_frames)
-        if reference:
-            keep |= self.fits_context(frames, instruction).to(video.device)[video]
-        return keep
+            score = score.masked_fill(index_in_window == window_size // 2, 0.0)
+            return score < config.threshold
+        keep = score <= config.threshold
+        # A window of only redundant frames keeps its first frame, as STC keeps its windows' first frames.
+        kept_in_window = torch.zeros(int(window_id.max()) + 1, dtype=torch.long, device=keep.device)
+        kept_in_window.index_add_(0, window_id, keep.long())
+        return keep | ((kept_in_window[window_id] == 0) & (index_in_window == 0))
+
+    def exempt_frames(self, frames: PackedFrames, instruction: InstructionCondition | None) -> torch.BoolTensor:
+        r"""Frames kept whatever their windows say: in `reference` mode, those of videos that fit the context."""
+        video = frames.video_index()
+        if self.config.mode != "reference":
+            return torch.zeros_like(video, dtype=torch.bool)
+        return self.fits_context(frames, instruction).to(video.device)[video]
+
+    def finish(
+        self, frames: PackedFrames, keep: torch.BoolTensor, instruction: InstructionCondition | None
+    ) -> torch.BoolTensor:
+        r"""The per-video steps after the windows: the `max_frames` cap, then the exempt frames."""
+        if self.config.max_frames is not None:
+            keep = uniform_cap_mask(frames, keep, self.config.max_frames)
+        return keep | self.exempt_frames(frames, instruction)
+
+    def select(
+        self, frames: PackedFrames, features: torch.Tensor, instruction: InstructionCondition | None
+    ) -> torch.BoolTensor:
+        r"""
+        The keep mask, shape `(total_frames,)`, of the temporal reduction on DINOv2 `features` (one row per frame).
+        """
+        window_id, index_in_window = self.window_layout(frames)
+        return self.finish(frames, self.keep_in_windows(features, window_id, index_in_window), instruction)
 
     def forward(
         self,
@@ -331,14 +359,33 @@ class LongVUSampler(VidCompSampler):
         frame_features: PackedFrames | None = None,
         instruction: InstructionCondition | None = None,
     ) -> SamplerOutput:
+        r"""
+        Encodes the frames in chunks of whole windows (about `dino_batch_size` frames) and keeps, of each chunk, only
+        the DINOv2 features of the frames its windows keep: an hour of video never holds all its features at once.
+        """
         if frames.values.ndim != 4 or frames.values.shape[1] != 3:
             raise InvalidVideoInputError(
                 f"LongVUSampler needs pixels of shape (total_frames, 3, height, width), got "
                 f"{tuple(frames.values.shape)}."
             )
-        dino_features = self.encode(frames.values)
-        keep = self.select(frames, dino_features, instruction)
-        return SamplerOutput(keep_mask=keep, auxiliary_features=frames.with_values(dino_features).select(keep))
+        window_id, index_in_window = self.window_layout(frames)
+        exempt = self.exempt_frames(frames, instruction)
+        # Chunks start at the first window starting in each run of dino_batch_size frames.
+        window_start = torch.nonzero(index_in_window == 0).flatten()
+        batch = window_start // self.config.dino_batch_size
+        starts = window_start[torch.cat([batch.new_ones(1, dtype=torch.bool), batch[1:] != batch[:-1]])]
+        edges = [*starts.tolist(), int(window_id.shape[0])]
+        in_windows, retained = [], []
+        for start, end in zip(edges[:-1], edges[1:]):
+            features = self.encode(frames.values[start:end])
+            keep = self.keep_in_windows(features, window_id[start:end], index_in_window[start:end])
+            in_windows.append(keep)
+            retained.append(features[keep | exempt[start:end]])
+        keep = torch.cat(in_windows)
+        final = self.finish(frames, keep, instruction)
+        features = torch.cat(retained)[final[keep | exempt]]
+        kept = PackedFrames(features, frames.count_per_video(final), frames.timestamps[final])
+        return SamplerOutput(keep_mask=final, auxiliary_features=kept)
 
 
 __all__ = ["LongVUSampler", "LongVUSamplerConfig"]
