@@ -20,7 +20,9 @@ Two settings:
 
 All windows of all videos are scored at once: one batched matmul gives every window's Gram matrix.
 
-DINOv2 is built with `AutoModel.from_config(config.dino_config)` and runs on every frame. The frames arrive
+DINOv2 is built with `AutoModel.from_config(config.dino_config)` (`LongVUSampler.from_dinov2` loads pretrained
+weights) and runs on every frame, in chunks of whole windows: only the kept frames' features are held, not an
+hour's worth. The frames arrive
 normalised for the main vision tower (SigLIP: mean = std = 0.5, at its image size); they are un-normalised, resized
 (bicubic, antialiased) to `dino_image_size` (378 in the release, where each frame is PIL-resized to 378 and
 normalised with the ImageNet statistics) and normalised with `dino_image_mean` / `dino_image_std`. The patch tokens
