@@ -44,6 +44,7 @@ class DemoReport:
     scene_cuts: list[float] | None = None
     scenes: list[list[float]] | None = None
     shots: list[float] | None = None
+    compressor_statistics: dict[str, int] | None = None
 
 
 @contextmanager
@@ -245,6 +246,7 @@ def run_demo(
         scene_cuts=scene_cuts,
         scenes=scenes,
         shots=shots,
+        compressor_statistics=outputs["compress"].statistics,
     )
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2))
     contact_sheet(
@@ -266,7 +268,8 @@ def format_report(report: DemoReport) -> str:
         ("decode", decoded, s["decode"]),
         *([("select", f"{len(report.shots)} shots by TransNetV2", s["select"])] if report.shots is not None else []),
         ("sample", f"{report.frames_kept} frames kept" + (
-            f" in {len(report.scenes)} scenes" if report.scenes else ""), s.get("sample", 0.0)),
+            f" in {len(report.scenes)} scenes" if report.scenes else
+            f", {report.frames_decoded - report.frames_kept} dropped"), s.get("sample", 0.0)),
         ("encode", f"{report.frames_encoded} frames through the vision tower", s.get("encode", 0.0)),
         ("compress", f"{report.tokens_to_llm // len(report.scenes)} tokens per scene" if report.scenes
          else f"{report.tokens_per_frame:g} tokens per frame", s.get("compress", 0.0)),
@@ -274,5 +277,7 @@ def format_report(report: DemoReport) -> str:
     ]
     lines = [f"{'stage':<10}{'what':<42}{'time (ms)':>10}", "-" * 62]
     lines += [f"{name:<10}{what:<42}{1000 * sec:>10.1f}" for name, what, sec in rows]
+    if report.compressor_statistics:
+        lines += ["", "compressor: " + ", ".join(f"{value} {name}" for name, value in report.compressor_statistics.items())]
     lines += ["", f"question: {report.question}", f"answer:   {report.answer!r}", UNTRAINED_NOTICE]
     return "\n".join(lines)

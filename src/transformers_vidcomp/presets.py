@@ -61,6 +61,16 @@ PRESETS: dict[str, Preset] = {
         video_processor_kwargs={"fps": 10.0, "num_frames": 256},
         processor_kwargs={"timestamps_in_prompt": True},
     ),
+    "longvu": Preset(
+        name="longvu",
+        description="LongVU: DINOv2 temporal reduction (paper: windows of 8, threshold 0.8), SigLIP + DINOv2 fused "
+        "into 12x12 tokens per frame by the SVA, query-guided 12x12 / 8x8 resolution mixing and spatial token "
+        "compression (theta 0.8) under a budget of 1024 tokens per video",
+        sampler_config={"model_type": "vidcomp_longvu_sampler", "mode": "paper"},
+        compressor_config={"model_type": "vidcomp_longvu_compressor"},
+        video_processor_kwargs={"fps": 4.0, "num_frames": 64},
+        video_token_budget=1024,
+    ),
 }
 
 

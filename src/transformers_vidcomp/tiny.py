@@ -41,6 +41,15 @@ TINY_VISION = dict(
     patch_size=8,
     vision_use_head=False,
 )
+TINY_DINO = dict(
+    model_type="dinov2",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=64,
+    patch_size=8,
+)
 TINY_TEXT = dict(
     model_type="qwen2",
     hidden_size=64,
@@ -78,13 +87,20 @@ def build_tiny_tokenizer(
 
 
 def sized_for_tiny_vision(component_config: dict) -> dict:
-    """Fills a compressor's `num_patches` / `hidden_size`, where its config has them, with the tiny tower's."""
-    from .modeling import COMPRESSOR_REGISTRY
+    """Fills a component's tower sizes (`num_patches`, `hidden_size`, LongVU's widths and DINOv2), where its config
+    has them, with the tiny towers'."""
+    from .modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY
 
-    fields = COMPRESSOR_REGISTRY[component_config["model_type"]].config_class.__dataclass_fields__
+    registry = SAMPLER_REGISTRY if component_config["model_type"] in SAMPLER_REGISTRY else COMPRESSOR_REGISTRY
+    fields = registry[component_config["model_type"]].config_class.__dataclass_fields__
     tiny = {
         "num_patches": (TINY_VISION["image_size"] // TINY_VISION["patch_size"]) ** 2,
         "hidden_size": TINY_VISION["hidden_size"],
+        "vision_hidden_size": TINY_VISION["hidden_size"],
+        "dino_hidden_size": TINY_DINO["hidden_size"],
+        "dino_config": TINY_DINO,
+        "dino_image_size": TINY_DINO["image_size"],
+        "sva_hidden_size": 32,
     }
     return {**{key: value for key, value in tiny.items() if key in fields}, **component_config}
 
@@ -102,7 +118,7 @@ def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompFor
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.convert_tokens_to_ids(IM_END),
         },
-        sampler_config=preset.sampler_config,
+        sampler_config=sized_for_tiny_vision(preset.sampler_config),
         compressor_config=sized_for_tiny_vision(preset.compressor_config),
         video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
         video_token_budget=preset.video_token_budget,

@@ -20,6 +20,7 @@ from .converters import (
 )
 from .export import ExportReport, export_checkpoint
 from .llava_onevision import LlavaOnevisionConverter, NotLlavaOnevisionError
+from .longvu import LongVUConverter, NotLongVUError
 from .layouts import (
     CheckpointKeysError,
     CheckpointLayout,
@@ -64,10 +65,12 @@ __all__ = [
     "HubTokenError",
     "LayoutError",
     "LlavaOnevisionConverter",
+    "LongVUConverter",
     "LocalCheckpointExporter",
     "ModelCardError",
     "NotAVidCompCheckpointError",
     "NotLlavaOnevisionError",
+    "NotLongVUError",
     "OutputExistsError",
     "PublishError",
     "SavedCheckpoint",

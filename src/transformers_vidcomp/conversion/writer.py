@@ -78,7 +78,9 @@ def write_checkpoint_files(
             "type": "multimodal",
         }
     }
-    model.save_pretrained(folder, max_shard_size=max_shard_size)
+    # Our key names, not the legacy ones Transformers would restore for sub-models such as DINOv2 (LongVU's
+    # sampler): `vidcomp export` checks a folder's keys against the model, and loading accepts both.
+    model.save_pretrained(folder, max_shard_size=max_shard_size, save_original_format=False)
     processor.save_pretrained(folder)
     custom_object_save(VideoTextToTextPipeline, folder)
 

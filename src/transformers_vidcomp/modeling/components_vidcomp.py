@@ -158,12 +158,15 @@ class CompressorOutput(ModelOutput):
         For each token, the index (within its video's input frames) of the frame it mostly derives from.
     token_timestamps (`torch.FloatTensor` of shape `(total_tokens,)`):
         For each token, the time in seconds of that frame.
+    statistics (`dict[str, int]`, *optional*):
+        Counts a method reports about what it did to the whole batch (e.g. "tokens pruned by STC"), for demos and logs.
     """
 
     tokens: torch.FloatTensor | None = None
     token_counts: torch.LongTensor | None = None
     token_frame_index: torch.LongTensor | None = None
     token_timestamps: torch.FloatTensor | None = None
+    statistics: dict[str, int] | None = None
 
 
 def uniform_keep_mask(position: torch.LongTensor, length: torch.LongTensor, keep: torch.LongTensor) -> torch.BoolTensor:
@@ -294,7 +297,13 @@ class VidCompCompressor(VidCompComponent):
 
     A compressor turns the features of the kept frames into the tokens the LLM reads. The number of tokens may
     depend on the data and may differ between videos, but never exceeds `token_budget` when one is given.
+
+    A compressor that decides on projected tokens (LongVU ranks frames against the LLM-embedded instruction) sets
+    `applies_projector = True`: the composite model then passes its projector as `projector=` to `forward`, which
+    returns tokens already at the LLM's width, and does not project them again.
     """
+
+    applies_projector: ClassVar[bool] = False
 
     def output_dim(self, input_dim: int) -> int:
         """Width of the tokens this compressor returns for features of width `input_dim`."""

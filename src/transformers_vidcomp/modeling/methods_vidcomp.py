@@ -18,9 +18,11 @@ from .compressor_fila import (
     FilaWeightedFusionCompressor,
     FilaWeightedFusionConfig,
 )
+from .compressor_longvu import LongVUCompressor, LongVUCompressorConfig
 from .compressor_pool import SpatialPoolCompressor, SpatialPoolCompressorConfig
 from .sampler_avs import AdaptiveVideoSampler, AdaptiveVideoSamplerConfig
 from .sampler_fila import FilaBipartiteSampler, FilaBipartiteSamplerConfig, FilaKMeansSampler, FilaKMeansSamplerConfig
+from .sampler_longvu import LongVUSampler, LongVUSamplerConfig
 from .sampler_uniform import UniformSampler, UniformSamplerConfig
 
 
@@ -49,6 +51,10 @@ __all__ = [
     "FilaTemporalAverageConfig",
     "FilaWeightedFusionCompressor",
     "FilaWeightedFusionConfig",
+    "LongVUCompressor",
+    "LongVUCompressorConfig",
+    "LongVUSampler",
+    "LongVUSamplerConfig",
     "SpatialPoolCompressor",
     "SpatialPoolCompressorConfig",
     "UniformSampler",

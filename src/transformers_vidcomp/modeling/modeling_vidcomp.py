@@ -139,6 +139,11 @@ class VidCompModel(VidCompPreTrainedModel):
         self.compressor = build_compressor(config.compressor_config)
         feature_dim = config.vision_config.hidden_size * len(config.vision_feature_layers)
         text_dim = config.text_config.hidden_size
+        if config.project_before_compression and self.compressor.applies_projector:
+            raise ValueError(
+                f"{type(self.compressor).__name__} projects its own tokens after compressing them; "
+                "set project_before_compression=False."
+            )
         if config.project_before_compression:
             self.multi_modal_projector = VidCompMultiModalProjector(config, feature_dim)
             if self.compressor.output_dim(text_dim) != text_dim:
@@ -246,6 +251,7 @@ class VidCompModel(VidCompPreTrainedModel):
             instruction=instruction,
             token_budget=self.compressor_token_budget(budget),
             scene_ids=sampled.scene_ids[keep] if sampled.scene_ids is not None else None,
+            **({"projector": self.multi_modal_projector} if self.compressor.applies_projector else {}),
         )
         # The compressor indexes frames among the kept ones; report them among the frames the caller gave.
         kept_frame_position = frames.position_in_video()[keep]
@@ -255,7 +261,7 @@ class VidCompModel(VidCompPreTrainedModel):
         )
         token_frame_index = kept_frame_position[kept_first[token_video] + compressed.token_frame_index]
         projected = compressed.tokens
-        if not self.config.project_before_compression:
+        if not self.config.project_before_compression and not self.compressor.applies_projector:
             projected = self.multi_modal_projector(compressed.tokens)
         token_counts, token_timestamps = compressed.token_counts, compressed.token_timestamps
         if self.video_newline is not None:

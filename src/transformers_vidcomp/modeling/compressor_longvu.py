@@ -1,0 +1,656 @@
+r"""
+LongVU's compressor (arXiv:2410.17434, §3.1-3.3 and Appendix B), in the order the released code runs it:
+
+1. **Spatial Vision Aggregator** (Cambrian's SVA, `longvu/vision_sampler.py`): SigLIP features of the kept frames
+   and the sampler's DINOv2 features are each resized to a `query_side * kv_window` grid (24 x 24), projected to
+   `sva_hidden_size` (Linear, GELU, Linear, LayerNorm per tower) and fused into `query_side ** 2` (144) tokens per
+   frame. A learned query, the same for every position, goes through `num_layers` (3) layers; each query attends only
+   to its own `kv_window x kv_window` (2 x 2) window of each tower (8 keys), with a per-tower position embedding, and
+   is conditioned on the frame's mean projected SigLIP feature through `proj_context`. The module names match the
+   released state dict, so converted weights load as they are.
+2. **Projection** to the LLM width by the composite model's projector (the release's `mm_projector`). The relevance
+   score and STC are defined on projected tokens, so the composite hands its projector to this compressor
+   (`applies_projector`) instead of projecting afterwards. Every frame is projected at the low resolution (the
+   relevance needs it), but only the frames that keep the high resolution are projected at it; the release projects
+   both resolutions of every frame.
+3. **Frame position encoding** (Eq. 3, off by default): `PE(t, 2i) = sin(t / 10000^(2i/d))`,
+   `PE(t, 2i+1) = cos(t / 10000^(2i/d))` added to every token of a frame, with t its timestamp in seconds (frame
+   indices at the release's 1 fps). The release computes `cos(sin(x))` for odd channels; this is the formula.
+4. **Query-guided resolution mixing** (Eq. 1), per video of N frames and budget L (tokens per video):
+   - all frames high (`query_side ** 2` tokens) when `N * high <= L`;
+   - mixed when `N * low <= L < N * high`: the `k = floor((L - N * low) / (high - low))` frames most relevant to
+     the instruction stay high and the rest go to `lowres_side ** 2` (64) tokens, by bilinear interpolation
+     (`lowres_mode="bilinear"`, the release, `align_corners=False`, fp32) or average pooling (`"pool"`, the paper);
+   - overflow when `N * low > L`: every frame at `overflow_resolution` (`"low"`, the paper's "pool all frames";
+     `"high"` reproduces the release, whose 8 x 8 branch for this case never runs, unless one high-resolution frame
+     exceeds the budget), then STC.
+
+   The relevance of a frame is the paper's `1/(HW Lq) sum_{h,w,l} F(V) Q^T` on its projected low-resolution
+   tokens, which equals the dot product of the frame's mean token with the mean instruction embedding
+   (`relevance="dot"`, the release's raw dot product). Token norms (up to ~300 for visual tokens against ~1 for text
+   embeddings, issue #48 of the release) let the frames with the largest features win whatever the question;
+   `relevance="cosine"` averages cosine similarities instead (the mean normalised token against the mean normalised
+   text embedding). Instruction tokens are the prompt the composite gives (`InstructionCondition`, answer tokens
+   masked), where the release takes only the text after the video. Without an instruction, the `k` high-resolution
+   frames are spread evenly in time.
+5. **Spatial token compression** (Eq. 2), for overflowing videos only: within windows of `stc_window` (8) frames
+   the first frame keeps all its tokens, and a later frame's token is dropped when its cosine similarity to the
+   anchor's token at the same position exceeds `stc_threshold` (paper 0.8, release 0.7).
+
+   **Budget guarantee.** The release can still overflow (issue #22) and then cuts tokens from the end of each window
+   and truncates the video. Here, if a video still exceeds L after step 5: when its anchor frames fit, the
+   remaining non-anchor tokens with the *highest* similarity to their anchor (the most redundant) are dropped until
+   exactly L tokens remain (earliest kept on ties); when even the anchor frames do not fit, only the anchors of
+   `floor(L / tokens_per_frame)` windows spread evenly in time are kept. So a video never yields more than L tokens,
+   and a budget below one low-resolution frame is a `TokenBudgetError`.
+
+**Row newlines.** The release appends a learned `image_newline` (LLM-width) token after every row of every frame,
+so a frame takes 12 x 13 = 156 or 8 x 9 = 72 tokens, and Eq. 1's k uses those counts. `newline_size` (the LLM's
+width) turns this on, as converted checkpoints need; the newline is appended after projection, before the frame
+encoding, the relevance score and STC, as in the release (identical in every frame, it is always pruned from a
+window's later frames). The release also crops rows of padded (letterboxed) frames; frames here are resized without
+padding, so there is nothing to crop.
+"""
+
+import math
+from collections.abc import Callable
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import PreTrainedConfig
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .components_vidcomp import (
+    CompressorOutput,
+    InstructionCondition,
+    InvalidVideoInputError,
+    PackedFrames,
+    VidCompCompressor,
+    check_token_budget,
+    register_compressor,
+    uniform_keep_mask,
+)
+
+
+@strict
+class LongVUCompressorConfig(PreTrainedConfig):
+    r"""
+    vision_hidden_size (`int`, *optional*, defaults to 1152): width of the main tower's (SigLIP) features.
+    dino_hidden_size (`int`, *optional*, defaults to 1536): width of the sampler's DINOv2 features.
+    sva_hidden_size (`int`, *optional*, defaults to 1024): width of the SVA and of the tokens before projection.
+    num_attention_heads (`int`, *optional*, defaults to 16): heads of the SVA cross-attention.
+    num_layers (`int`, *optional*, defaults to 3): SVA layers (the release's `connector_depth`).
+    query_side (`int`, *optional*, defaults to 12): the SVA's query grid side; `query_side ** 2` high-res tokens.
+    kv_window (`int`, *optional*, defaults to 2): each query attends a `kv_window ** 2` window of each tower.
+    lowres_side (`int`, *optional*, defaults to 8): the low-resolution grid side.
+    lowres_mode (`str`, *optional*, defaults to `"bilinear"`): `"bilinear"` (release) or `"pool"` (paper).
+    relevance (`str`, *optional*, defaults to `"dot"`): `"dot"` (release) or `"cosine"`; see the module docstring.
+    overflow_resolution (`str`, *optional*, defaults to `"low"`):
+        Resolution of every frame of a video that does not fit the budget even at low resolution: `"low"` (paper) or
+        `"high"` (release).
+    stc_window (`int`, *optional*, defaults to 8): K, the frames per spatial-token-compression window.
+    stc_threshold (`float`, *optional*, defaults to 0.8): θ; the paper's 0.8, the release's `drop_threshold` 0.7.
+    frame_position_encoding (`bool`, *optional*, defaults to `False`): add Eq. 3's sinusoidal frame encoding.
+    newline_size (`int`, *optional*):
+        The LLM's width, to append a learned newline token after every row of every frame (the release's
+        `image_newline`); no newlines without it. Needs the composite's projector (`applies_projector`).
+    layer_norm_eps (`float`, *optional*, defaults to 1e-5): epsilon of the SVA's layer norms.
+    initializer_range (`float`, *optional*, defaults to 0.02): std of the linear layers' initial weights.
+    """
+
+    model_type = "vidcomp_longvu_compressor"
+
+    vision_hidden_size: int = 1152
+    dino_hidden_size: int = 1536
+    sva_hidden_size: int = 1024
+    num_attention_heads: int = 16
+    num_layers: int = 3
+    query_side: int = 12
+    kv_window: int = 2
+    lowres_side: int = 8
+    lowres_mode: Literal["bilinear", "pool"] = "bilinear"
+    relevance: Literal["dot", "cosine"] = "dot"
+    overflow_resolution: Literal["low", "high"] = "low"
+    stc_window: int = 8
+    stc_threshold: float = 0.8
+    frame_position_encoding: bool = False
+    newline_size: int | None = None
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        for name in (
+            "vision_hidden_size", "dino_hidden_size", "sva_hidden_size", "num_attention_heads", "num_layers",
+            "query_side", "kv_window", "lowres_side", "stc_window",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.sva_hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"sva_hidden_size ({self.sva_hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})."
+            )
+        if self.lowres_side >= self.query_side:
+            raise ValueError(
+                f"lowres_side ({self.lowres_side}) must be smaller than query_side ({self.query_side}): the low "
+                "resolution has fewer tokens than the high one."
+            )
+        if self.newline_size is not None and self.newline_size < 1:
+            raise ValueError(f"newline_size must be at least 1 or None, got {self.newline_size}.")
+        if not -1.0 <= self.stc_threshold <= 1.0:
+            raise ValueError(f"stc_threshold is a cosine similarity and must lie in [-1, 1], got {self.stc_threshold}.")
+        super().__post_init__(**kwargs)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Plain softmax attention on `(batch, heads, length, head_dim)` inputs; output `(batch, length, heads, dim)`."""
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class LongVUMLP(nn.Module):
+    """The release's bias-free `MLP`: Linear, GELU, Linear."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, hidden_dim, bias=False)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(hidden_dim, out_dim, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(hidden_states)))
+
+
+class LongVUMultiKVCrossAttention(nn.Module):
+    r"""
+    The release's `MultiKVCrossAttention`: one query per position attends the keys of every tower at once (the
+    towers' keys are concatenated), each tower with its own LayerNorm + bias-free key and value projections.
+    """
+
+    is_causal = False
+
+    def __init__(self, config: LongVUCompressorConfig, num_towers: int = 2):
+        super().__init__()
+        self.config = config
+        dim = config.sva_hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = dim // self.num_heads
+        self.num_towers = num_towers
+        self.q_proj = nn.Sequential(nn.LayerNorm(dim, eps=config.layer_norm_eps), nn.Linear(dim, dim, bias=False))
+        for tower in range(num_towers):
+            for kind in ("k", "v"):
+                norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+                self.add_module(f"{kind}_proj_{tower}", nn.Sequential(norm, nn.Linear(dim, dim, bias=False)))
+        self.o_proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, queries: torch.Tensor, towers: list[torch.Tensor]) -> torch.Tensor:
+        r"""
+        Args:
+            queries (`torch.Tensor` of shape `(positions, 1, dim)`)
+            towers (list of `torch.Tensor` of shape `(positions, window_tokens, dim)`), one per tower.
+        Returns:
+            `torch.Tensor` of shape `(positions, 1, dim)`.
+        """
+        split = "n l (h d) -> n h l d"
+        query = rearrange(self.q_proj(queries), split, h=self.num_heads)
+        key = torch.cat([getattr(self, f"k_proj_{i}")(t) for i, t in enumerate(towers)], dim=1)
+        value = torch.cat([getattr(self, f"v_proj_{i}")(t) for i, t in enumerate(towers)], dim=1)
+        key, value = rearrange(key, split, h=self.num_heads), rearrange(value, split, h=self.num_heads)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        output, _ = attention(self, query, key, value, None, scaling=self.head_dim**-0.5, dropout=0.0)
+        return self.o_proj(rearrange(output, "n l h d -> n l (h d)"))
+
+
+class LongVUAggregatorLayer(nn.Module):
+    r"""
+    The release's `VisionCrossAttentionLayer`: `q = proj_in([q, proj_context(context)])`, then
+    `q = proj_out(norm(q + cross_attn(q, towers + pos_embed))) + residual`.
+    """
+
+    def __init__(self, config: LongVUCompressorConfig, num_towers: int = 2):
+        super().__init__()
+        dim = config.sva_hidden_size
+        self.proj_context = nn.Linear(dim, dim, bias=False)
+        self.proj_in = nn.Linear(2 * dim, dim, bias=False)
+        self.proj_out = LongVUMLP(dim, dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.cross_attn = LongVUMultiKVCrossAttention(config, num_towers)
+        for tower in range(num_towers):
+            self.register_parameter(f"pos_embed_{tower}", nn.Parameter(torch.empty(config.kv_window**2, dim)))
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor, towers: list[torch.Tensor]) -> torch.Tensor:
+        r"""
+        Args:
+            queries (`torch.Tensor` of shape `(positions, 1, dim)`)
+            context (`torch.Tensor` of shape `(positions, 1, dim)`): the frame's mean projected SigLIP feature.
+            towers (list of `torch.Tensor` of shape `(positions, window_tokens, dim)`)
+        """
+        residual = queries
+        queries = self.proj_in(torch.cat([queries, self.proj_context(context)], dim=-1))
+        towers = [t + getattr(self, f"pos_embed_{i}").to(t.dtype) for i, t in enumerate(towers)]
+        queries = self.norm(queries + self.cross_attn(queries, towers))
+        return self.proj_out(queries) + residual
+
+
+class LongVUSpatialAggregator(nn.Module):
+    r"""The release's `VisionTokenSampler` (`vision_sampler_0`): a stack of aggregator layers."""
+
+    def __init__(self, config: LongVUCompressorConfig, num_towers: int = 2):
+        super().__init__()
+        self.layers = nn.ModuleList([LongVUAggregatorLayer(config, num_towers) for _ in range(config.num_layers)])
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor, towers: list[torch.Tensor]) -> torch.Tensor:
+        for layer in self.layers:
+            queries = layer(queries, context, towers)
+        return queries
+
+
+def tower_projector(in_dim: int, dim: int, eps: float) -> nn.Sequential:
+    """The release's `mm_projector_aux_i`: Linear, GELU, Linear, LayerNorm (indices 0, 2, 3 in the state dict)."""
+    return nn.Sequential(nn.Linear(in_dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim, eps=eps))
+
+
+def frame_position_encoding(timestamps: torch.Tensor, dim: int) -> torch.Tensor:
+    r"""
+    Eq. 3: `PE(t, 2i) = sin(t / 10000^(2i/d))`, `PE(t, 2i+1) = cos(t / 10000^(2i/d))`, shape `(frames, dim)`.
+    """
+    channel = torch.arange(dim, device=timestamps.device)
+    inverse_frequency = 10000.0 ** (-(2 * (channel // 2)).double() / dim)
+    angle = timestamps.double()[:, None] * inverse_frequency
+    return torch.where(channel % 2 == 0, torch.sin(angle), torch.cos(angle)).float()
+
+
+def resize_grid(grid: torch.Tensor, side: int, mode: str = "bilinear") -> torch.Tensor:
+    r"""Resizes `(frames, h, w, dim)` to `(frames, side, side, dim)` in fp32: bilinear (`align_corners=False`) or
+    average pooling (`"pool"`)."""
+    if grid.shape[1:3] == (side, side):
+        return grid
+    channels_first = rearrange(grid.float(), "t h w d -> t d h w")
+    if mode == "pool":
+        resized = F.adaptive_avg_pool2d(channels_first, side)
+    else:
+        resized = F.interpolate(channels_first, size=(side, side), mode="bilinear", align_corners=False)
+    return rearrange(resized, "t d h w -> t h w d").to(grid.dtype)
+
+
+def rank_within_groups(score: torch.Tensor, group: torch.LongTensor, descending: bool) -> torch.LongTensor:
+    r"""
+    Rank of each entry of `score` among the entries of its `group` (0 = best), earliest index first on ties.
+
+    Args:
+        score (`torch.Tensor` of shape `(n,)`), group (`torch.LongTensor` of shape `(n,)`): group numbers from 0.
+    """
+    order = torch.sort(score, descending=descending, stable=True).indices
+    order = order[torch.sort(group[order], stable=True).indices]
+    counts = torch.bincount(group, minlength=int(group.max()) + 1 if group.numel() else 0)
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.shape[0], device=score.device) - start[group[order]]
+    return rank
+
+
+@register_compressor
+class LongVUCompressor(VidCompCompressor):
+    r"""
+    LongVU's SVA fusion, query-guided resolution mixing and spatial token compression; see the module docstring.
+
+    `features` are the main tower's (SigLIP) features of the kept frames, `auxiliary_features` the sampler's DINOv2
+    features of the same frames, `instruction` the LLM-embedded prompt. It returns projected (LLM-width) tokens.
+    """
+
+    config: LongVUCompressorConfig
+    applies_projector: ClassVar[bool] = True
+
+    def __init__(self, config: LongVUCompressorConfig):
+        super().__init__(config)
+        dim, eps = config.sva_hidden_size, config.layer_norm_eps
+        self.siglip_projector = tower_projector(config.vision_hidden_size, dim, eps)
+        self.dino_projector = tower_projector(config.dino_hidden_size, dim, eps)
+        self.vision_query = nn.Parameter(torch.empty(1, dim))
+        self.aggregator = LongVUSpatialAggregator(config)
+        self.image_newline = nn.Parameter(torch.empty(config.newline_size)) if config.newline_size else None
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        # The release draws the query and the position embeddings from a standard normal.
+        if module is self:
+            nn.init.normal_(self.vision_query)
+            if self.image_newline is not None:
+                nn.init.normal_(self.image_newline, std=self.config.newline_size**-0.5)
+        if isinstance(module, LongVUAggregatorLayer):
+            for tower in range(module.cross_attn.num_towers):
+                nn.init.normal_(getattr(module, f"pos_embed_{tower}"))
+
+    @property
+    def high_tokens(self) -> int:
+        side = self.config.query_side
+        return side * (side + int(self.image_newline is not None))
+
+    @property
+    def low_tokens(self) -> int:
+        side = self.config.lowres_side
+        return side * (side + int(self.image_newline is not None))
+
+    def grid_tokens(self, grid: torch.Tensor) -> torch.Tensor:
+        r"""
+        `(frames, side, side, dim)` projected tokens as `(frames, tokens, dim)`, row after row, each row followed by
+        the newline token when there is one.
+        """
+        if self.image_newline is None:
+            return rearrange(grid, "t h w d -> t (h w) d")
+        if grid.shape[-1] != self.image_newline.shape[0]:
+            raise InvalidVideoInputError(
+                f"Row newlines are {self.image_newline.shape[0]} wide (newline_size) but the projected tokens are "
+                f"{grid.shape[-1]}: pass the projector that maps frames to the LLM's embeddings."
+            )
+        newline = self.image_newline.to(grid.dtype).expand(*grid.shape[:2], 1, -1)
+        return rearrange(torch.cat([grid, newline], dim=2), "t h w d -> t (h w) d")
+
+    def output_dim(self, input_dim: int) -> int:
+        return self.config.sva_hidden_size
+
+    def max_tokens(
+        self,
+        num_frames: int,
+        grid_h: int,
+        grid_w: int,
+        token_budget: int | None = None,
+        num_scenes: int | None = None,
+    ) -> int:
+        self.check_budget(token_budget)
+        everything = num_frames * self.high_tokens
+        return everything if token_budget is None else min(everything, token_budget)
+
+    def check_budget(self, token_budget: int | None) -> None:
+        side = self.config.lowres_side
+        check_token_budget(
+            token_budget,
+            self.low_tokens,
+            f"frame at the low resolution ({side}x{side})",
+            "Raise the budget or lower lowres_side.",
+        )
+
+    def overflow_tokens_per_frame(self, token_budget: int) -> int:
+        r"""Tokens per frame of an overflowing video: `overflow_resolution`'s, or the low resolution's when one
+        high-resolution frame would not fit the budget."""
+        if self.config.overflow_resolution == "high" and token_budget >= self.high_tokens:
+            return self.high_tokens
+        return self.low_tokens
+
+    def aggregate(self, siglip: torch.Tensor, dino: torch.Tensor) -> torch.Tensor:
+        r"""
+        The SVA: fuses both towers into `query_side x query_side` tokens per frame.
+
+        Args:
+            siglip (`torch.Tensor` of shape `(frames, h, w, vision_hidden_size)`)
+            dino (`torch.Tensor` of shape `(frames, h', w', dino_hidden_size)`)
+        Returns:
+            `torch.Tensor` of shape `(frames, query_side, query_side, sva_hidden_size)`.
+        """
+        config = self.config
+        grid = config.query_side * config.kv_window
+        dtype = self.vision_query.dtype
+        siglip = self.siglip_projector(resize_grid(siglip, grid).to(dtype))
+        dino = self.dino_projector(resize_grid(dino, grid).to(dtype))
+        context = repeat(siglip.mean(dim=(1, 2)), "t d -> (t q) 1 d", q=config.query_side**2)
+        windows = "t (qh r1) (qw r2) d -> (t qh qw) (r1 r2) d"
+        towers = [rearrange(t, windows, r1=config.kv_window, r2=config.kv_window) for t in (siglip, dino)]
+        queries = self.vision_query[None].expand(towers[0].shape[0], 1, -1)
+        fused = self.aggregator(queries, context, towers)
+        return rearrange(fused, "(t qh qw) 1 d -> t qh qw d", qh=config.query_side, qw=config.query_side)
+
+    def relevance(self, low: torch.Tensor, video: torch.LongTensor, instruction: InstructionCondition) -> torch.Tensor:
+        r"""
+        Eq. 1's score of each frame against its video's instruction, shape `(frames,)`.
+
+        Args:
+            low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): projected low-resolution tokens.
+            video (`torch.LongTensor` of shape `(frames,)`): the video of each frame.
+            instruction (`InstructionCondition`): embeddings of shape `(num_videos, text_length, dim)`.
+        """
+        text = instruction.embeds.float()
+        if text.shape[-1] != low.shape[-1]:
+            raise InvalidVideoInputError(
+                f"The instruction embeddings are {text.shape[-1]} wide but the projected frame tokens are "
+                f"{low.shape[-1]}: relevance needs the projector that maps frames to the LLM's embeddings."
+            )
+        visual = low.float()
+        if self.config.relevance == "cosine":
+            text, visual = F.normalize(text, dim=-1), F.normalize(visual, dim=-1)
+        mask = instruction.attention_mask.to(text)[..., None]
+        text_mean = (text * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return (visual.mean(1) * text_mean.to(visual.device)[video]).sum(-1)
+
+    def plan_resolution(
+        self,
+        features: PackedFrames,
+        low: torch.Tensor,
+        instruction: InstructionCondition | None,
+        token_budget: int | None,
+    ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
+        r"""
+        Which frames keep the high resolution, and which videos overflow the budget even at low resolution.
+
+        Args:
+            features (`PackedFrames`): the kept frames (their counts and positions are used).
+            low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): projected low-resolution tokens.
+        Returns:
+            `is_high` (shape `(frames,)`) and `overflow` (shape `(num_videos,)`).
+        """
+        self.check_budget(token_budget)
+        counts = features.frame_counts.to(low.device)
+        video = features.video_index()
+        if token_budget is None:
+            return torch.ones_like(video, dtype=torch.bool), torch.zeros_like(counts, dtype=torch.bool)
+        all_high = counts * self.high_tokens <= token_budget
+        overflow = counts * self.low_tokens > token_budget
+        spare = (token_budget - counts * self.low_tokens) // (self.high_tokens - self.low_tokens)
+        num_high = torch.where(all_high, counts, spare)
+        overflow_high = self.overflow_tokens_per_frame(token_budget) == self.high_tokens
+        num_high = torch.where(overflow, counts if overflow_high else 0, num_high)
+        mixed = ~all_high & ~overflow & (num_high > 0)
+        if not bool(mixed.any()):
+            return num_high[video] > 0, overflow
+        if instruction is None:
+            position = features.position_in_video()
+            chosen = uniform_keep_mask(position, counts[video], num_high[video].clamp(min=1)) & (num_high[video] > 0)
+            return torch.where(mixed[video], chosen, num_high[video] > 0), overflow
+        rank = rank_within_groups(self.relevance(low, video, instruction), video, descending=True)
+        return rank < num_high[video], overflow
+
+    def spatial_token_compression(
+        self,
+        grid: torch.Tensor,
+        video: torch.LongTensor,
+        position: torch.LongTensor,
+        frame_counts: torch.LongTensor,
+        token_budget: int,
+    ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
+        r"""
+        STC with the budget guarantee, over the frames of all overflowing videos at once.
+
+        Args:
+            grid (`torch.Tensor` of shape `(frames, tokens_per_frame, dim)`): the tokens of every frame of the
+                overflowing videos, video after video, all at one resolution.
+            video (`torch.LongTensor` of shape `(frames,)`): the video of each frame (an index into `frame_counts`).
+            position (`torch.LongTensor` of shape `(frames,)`): each frame's index in its video.
+            frame_counts (`torch.LongTensor` of shape `(num_videos,)`): frames per video.
+        Returns:
+            The keep mask of the tokens and the mask of tokens STC's threshold pruned, both
+            `(frames, tokens_per_frame)`.
+        """
+        config = self.config
+        num_frames, tokens_per_frame = grid.shape[:2]
+        frame = torch.arange(num_frames, device=grid.device)
+        anchor = frame - position % config.stc_window
+        is_anchor = (anchor == frame)[:, None].expand(-1, tokens_per_frame)
+        # F.cosine_similarity's formula, x . y / max(|x| |y|, eps), with each token's norm computed once.
+        grid = grid.float()
+        norm = torch.linalg.vector_norm(grid, dim=-1)
+        dot = torch.linalg.vecdot(grid, grid.index_select(0, anchor))
+        similarity = dot / (norm * norm[anchor]).clamp(min=1e-8)
+        pruned = ~is_anchor & (similarity > config.stc_threshold)
+        keep = ~pruned
+
+        kept = torch.zeros_like(frame_counts).index_add_(0, video, keep.sum(1).to(frame_counts))
+        over = kept > token_budget
+        if not bool(over.any()):
+            return keep, pruned
+        windows = -(-frame_counts // config.stc_window)
+        anchors_fit = windows * tokens_per_frame <= token_budget
+        token_video = video[:, None].expand(-1, tokens_per_frame)
+        # Anchors fit: drop the most redundant remaining tokens (highest similarity) until the budget is met.
+        trim = (over & anchors_fit)[token_video] & keep & ~is_anchor
+        if bool(trim.any()):
+            candidate = torch.nonzero(trim.flatten()).flatten()
+            candidate_video = token_video.flatten()[candidate]
+            rank = rank_within_groups(similarity.flatten()[candidate], candidate_video, descending=False)
+            allowance = token_budget - windows * tokens_per_frame
+            keep.view(-1)[candidate] = rank < allowance[candidate_video]
+        # Anchors alone overflow: keep only the anchors of evenly spread windows.
+        sparse = over & ~anchors_fit
+        if bool(sparse.any()):
+            window = position // config.stc_window
+            chosen_window = uniform_keep_mask(
+                window, windows[video], torch.full_like(window, token_budget // tokens_per_frame)
+            )
+            keep = torch.where(sparse[token_video], is_anchor & chosen_window[:, None], keep)
+        return keep, pruned
+
+    def forward(
+        self,
+        features: PackedFrames,
+        auxiliary_features: PackedFrames | None = None,
+        instruction: InstructionCondition | None = None,
+        token_budget: int | None = None,
+        scene_ids: torch.LongTensor | None = None,
+        projector: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> CompressorOutput:
+        r"""
+        projector (`Callable`, *optional*):
+            Maps `sva_hidden_size` tokens to the LLM's embeddings (the composite model's projector). Without it the
+            tokens stay `sva_hidden_size` wide.
+        """
+        self.check_budget(token_budget)
+        if auxiliary_features is None:
+            raise InvalidVideoInputError(
+                "LongVUCompressor fuses SigLIP and DINOv2 features: pass the DINOv2 features as auxiliary_features "
+                "(LongVUSampler provides them)."
+            )
+        if auxiliary_features.values.shape[0] != features.values.shape[0] or not torch.equal(
+            auxiliary_features.frame_counts.cpu(), features.frame_counts.cpu()
+        ):
+            raise InvalidVideoInputError(
+                f"The DINOv2 features hold {auxiliary_features.frame_counts.tolist()} frames per video but the SigLIP "
+                f"features {features.frame_counts.tolist()}: both must describe the same kept frames. Pass the "
+                "sampler's auxiliary_features with the features of the frames it kept."
+            )
+        config = self.config
+        project = projector if projector is not None else nn.Identity()
+        fused = self.aggregate(features.values, auxiliary_features.values)
+        low = self.grid_tokens(project(resize_grid(fused, config.lowres_side, config.lowres_mode)))
+        encoding = None
+        if config.frame_position_encoding:
+            encoding = frame_position_encoding(features.timestamps, low.shape[-1]).to(low.dtype)[:, None]
+            low = low + encoding
+        is_high, overflow = self.plan_resolution(features, low, instruction, token_budget)
+        # Only the frames that keep the high resolution are projected at it: the projector is the costly part.
+        high_frames = torch.nonzero(is_high).flatten()
+        high = self.grid_tokens(project(fused.index_select(0, high_frames)))
+        high = high if encoding is None else high + encoding.index_select(0, high_frames)
+        return self.assemble(features, high, low, is_high, overflow, token_budget)
+
+    def assemble(
+        self,
+        features: PackedFrames,
+        high: torch.Tensor,
+        low: torch.Tensor,
+        is_high: torch.BoolTensor,
+        overflow: torch.BoolTensor,
+        token_budget: int | None,
+    ) -> CompressorOutput:
+        r"""
+        Each frame's tokens at its resolution, frame after frame, after STC for the overflowing videos.
+
+        Args:
+            features (`PackedFrames`): the kept frames (their counts, positions and times are used).
+            high (`torch.Tensor` of shape `(high_frames, high_tokens, dim)`): the high-resolution tokens of the
+                frames `is_high` selects, in order.
+            low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): every frame's low-resolution tokens.
+            is_high (`torch.BoolTensor` of shape `(frames,)`), overflow (`torch.BoolTensor` of shape `(num_videos,)`):
+                from [`~LongVUCompressor.plan_resolution`].
+        """
+        frame_video = features.video_index()
+        position = features.position_in_video()
+        overflow_frame = overflow[frame_video]
+        tokens_per_frame = torch.where(is_high, self.high_tokens, self.low_tokens)
+        high_row = torch.cumsum(is_high, 0) - 1  # each high frame's row in `high`
+        pruned_tokens = cut_tokens = 0
+        if bool(overflow_frame.any()):
+            compressed = torch.nonzero(overflow_frame).flatten()
+            # An overflowing video has all its frames at one resolution.
+            at_high = self.overflow_tokens_per_frame(token_budget) == self.high_tokens
+            source, rows = (high, high_row[compressed]) if at_high else (low, compressed)
+            grid = source if rows.shape[0] == source.shape[0] else source.index_select(0, rows)
+            keep, pruned = self.spatial_token_compression(
+                grid, frame_video[compressed], position[compressed], features.frame_counts.to(grid.device), token_budget
+            )
+            pruned_tokens = int(pruned.sum())
+            cut_tokens = int((~keep).sum()) - pruned_tokens
+            tokens_per_frame[compressed] = keep.sum(1)
+        frame_offset = torch.cumsum(tokens_per_frame, 0) - tokens_per_frame
+        tokens = low.new_empty(int(tokens_per_frame.sum()), low.shape[-1])
+        # Each frame's tokens come from one grid: whole frames first, then the kept tokens of compressed frames.
+        # Without compressed frames every frame starts at a multiple of gcd(high, low) tokens, so whole blocks of
+        # that many tokens are copied at once rather than token by token.
+        block = 1 if bool(overflow_frame.any()) else math.gcd(self.high_tokens, self.low_tokens)
+        blocks = tokens.view(-1, block * tokens.shape[-1])
+        for source, chosen, rows in ((high, is_high, high_row), (low, ~is_high, None)):
+            frames = torch.nonzero(chosen & ~overflow_frame).flatten()
+            if frames.numel():
+                rows = frames if rows is None else rows[frames]
+                grid_rows = source if rows.shape[0] == source.shape[0] else source.index_select(0, rows)
+                slots = torch.arange(source.shape[1] // block, device=source.device)
+                destination = (frame_offset[frames, None] // block + slots).flatten()
+                blocks.index_copy_(0, destination, grid_rows.reshape(-1, block * tokens.shape[-1]))
+        if bool(overflow_frame.any()):
+            destination = frame_offset[compressed, None] + torch.cumsum(keep, 1) - 1
+            tokens.index_copy_(0, destination[keep], grid[keep])
+        frame = torch.repeat_interleave(torch.arange(tokens_per_frame.shape[0], device=tokens.device), tokens_per_frame)
+        token_counts = torch.zeros_like(features.frame_counts).index_add_(
+            0, frame_video.to(features.frame_counts.device), tokens_per_frame.to(features.frame_counts)
+        )
+        return CompressorOutput(
+            tokens=tokens,
+            token_counts=token_counts,
+            token_frame_index=position[frame],
+            token_timestamps=features.timestamps[frame],
+            statistics={
+                "frames at high resolution": int(is_high.sum()),
+                "frames at low resolution": int((~is_high).sum()),
+                "tokens pruned by STC": pruned_tokens,
+                "tokens cut to meet the budget": cut_tokens,
+            },
+        )
+
+
+__all__ = ["LongVUCompressor", "LongVUCompressorConfig"]
