@@ -17,6 +17,7 @@ from .compressor_fila import (
     FilaWeightedFusionCompressor,
     FilaWeightedFusionConfig,
 )
+from .compressor_hicom import HIComCompressor, HIComCompressorConfig
 from .compressor_pool import SpatialPoolCompressor, SpatialPoolCompressorConfig
 from .sampler_fila import FilaBipartiteSampler, FilaBipartiteSamplerConfig, FilaKMeansSampler, FilaKMeansSamplerConfig
 from .sampler_uniform import UniformSampler, UniformSamplerConfig
@@ -43,6 +44,8 @@ __all__ = [
     "FilaTemporalAverageConfig",
     "FilaWeightedFusionCompressor",
     "FilaWeightedFusionConfig",
+    "HIComCompressor",
+    "HIComCompressorConfig",
     "SpatialPoolCompressor",
     "SpatialPoolCompressorConfig",
     "UniformSampler",
