@@ -384,9 +384,135 @@ def test_attention_maps_for_visualisation():
             warnings.simplefilter("error")
             mapped = compressor(frames, instruction=condition, return_attention=True).tokens
     torch.testing.assert_close(plain, mapped, rtol=1e-5, atol=1e-6)
-    maps = compressor.last_attention_maps
+    with torch.no_grad():
+        maps = compressor(frames, instruction=condition, return_attention=True).attention_maps
     assert maps.local.shape == maps.global_.shape == (8, 5, 7)
     # Every local group's weights sum to 1: 2x3 groups per temporal group; 2 + 1 temporal groups.
     assert float(maps.local.sum()) == pytest.approx(3 * 6, rel=1e-5)
     assert float(maps.global_[:5].sum()) == pytest.approx(1.0, rel=1e-5)
     assert float(maps.global_[5:].sum()) == pytest.approx(1.0, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The processor's guide text, the composite model, the training stage and the demo.
+
+
+@pytest.fixture(scope="module")
+def tiny_hicom():
+    from transformers_vidcomp.tiny import build_tiny
+
+    return build_tiny("hicom", seed=0)
+
+
+def chat(question: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+
+
+def test_processor_guide_is_the_question_without_options(tiny_hicom):
+    _, processor = tiny_hicom
+    question = "What is the man holding?\nOptions:\n(A) a cup\n(B) a ball\nAnswer with the option's letter."
+    prompt = processor.apply_chat_template(chat(question), add_generation_prompt=True, tokenize=False)
+    other = processor.apply_chat_template(chat("Describe the video."), add_generation_prompt=True, tokenize=False)
+    assert processor.guide_texts([prompt, other]) == ["What is the man holding?", "Describe the video."]
+    videos = [torch.randint(0, 255, (4, 3, 64, 64), dtype=torch.uint8)] * 2
+    inputs = processor(text=[prompt, other], videos=videos, return_tensors="pt", padding=True)
+    expected = processor.guide_tokenizer("What is the man holding?")["input_ids"]
+    assert inputs["guide_input_ids"].shape == (2, processor.guide_max_length)
+    assert inputs["guide_input_ids"][0, : len(expected)].tolist() == expected
+    assert inputs["guide_attention_mask"][0].sum() == len(expected)
+    # Configurable: keep the whole turn, or give the guide text directly.
+    processor.guide_drop_patterns = []
+    try:
+        assert processor.guide_texts([prompt])[0].startswith("What is the man holding? Options: (A) a cup")
+    finally:
+        processor.guide_drop_patterns = list(type(processor)(
+            processor.video_processor, processor.tokenizer, processor.guide_tokenizer
+        ).guide_drop_patterns)
+    given = processor(text=[prompt], videos=videos[:1], guide_text=[""], return_tensors="pt")
+    assert given["guide_attention_mask"].sum() == 0
+
+
+def test_processor_truncates_long_guides_and_says_so(tiny_hicom, caplog):
+    _, processor = tiny_hicom
+    long_question = " ".join(["the camera pans to the left and zooms in on the flowers"] * 20)
+    prompt = processor.apply_chat_template(chat(long_question), add_generation_prompt=True, tokenize=False)
+    video = torch.randint(0, 255, (4, 3, 64, 64), dtype=torch.uint8)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            inputs = processor(text=prompt, videos=[video], return_tensors="pt")
+    finally:
+        hf_logging.disable_propagation()
+    assert "truncated to the guide tokenizer's 64" in caplog.text
+    assert inputs["guide_attention_mask"].sum() == 64
+
+
+def test_processor_saves_and_loads_its_guide_tokenizer(tiny_hicom, tmp_path):
+    from transformers_vidcomp import HIComProcessor
+
+    _, processor = tiny_hicom
+    processor.save_pretrained(tmp_path)
+    # Remote code: the processor's module and the one it builds on travel with it.
+    assert {"processing_hicom.py", "processing_vidcomp.py"} <= {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "guide_tokenizer").is_dir()
+    loaded = HIComProcessor.from_pretrained(tmp_path)
+    assert loaded.guide_max_length == processor.guide_max_length
+    assert loaded.guide_tokenizer("a cup of coffee")["input_ids"] == processor.guide_tokenizer("a cup of coffee")["input_ids"]
+
+
+def test_composite_model_conditions_on_the_guide_and_generates(tiny_hicom):
+    model, processor = tiny_hicom
+    video = torch.randint(0, 255, (8, 3, 64, 64), dtype=torch.uint8)
+    prompts = [processor.apply_chat_template(chat(q), add_generation_prompt=True, tokenize=False)
+               for q in ("Where is the cat?", "How many rockets are there?")]
+    features = []
+    for prompt in prompts:
+        inputs = processor(text=prompt, videos=[video], return_tensors="pt")
+        with torch.no_grad():
+            out = model(**inputs)
+            features.append(model.get_video_features(
+                inputs["pixel_values_videos"], inputs["video_num_frames"], inputs["video_timestamps"],
+                instruction=model.model.instruction_condition(
+                    inputs["input_ids"], inputs["attention_mask"], None, inputs["guide_input_ids"],
+                    inputs["guide_attention_mask"],
+                ),
+            ).pooler_output)
+        # 8 frames of an 8x8 grid: 2 temporal groups of 3x3 local tokens, then 32 global ones.
+        assert out.video_token_counts.tolist() == [2 * 9 + 32]
+    assert isinstance(model.model.multi_modal_projector, torch.nn.Identity)
+    assert not torch.allclose(features[0], features[1])
+    generated = model.generate(**inputs, max_new_tokens=2)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 2 * 9 + 32 - 1 + 2
+
+
+def test_conditional_pretrain_stage_learning_rates(tiny_hicom):
+    from transformers_vidcomp.training.stages import apply_training_stage, stage_parameter_groups
+
+    model, _ = tiny_hicom
+    groups = {group["name"]: group for group in stage_parameter_groups(model, "hicom-conditional-pretrain")}
+    assert {name: group["lr"] for name, group in groups.items()} == {"compressor": 1e-4, "guide_injector": 1e-3}
+    injection = {id(p) for n, p in model.named_parameters() if "guide_injector" in n}
+    assert {id(p) for p in groups["guide_injector"]["params"]} == injection
+    for name, parameter in model.named_parameters():
+        parts = name.split(".")
+        trained = "compressor" in parts and "guide_encoder" not in parts and "key_head" not in parts
+        assert parameter.requires_grad == trained, name
+    apply_training_stage(model, "compressor+projector+llm")  # leave the shared fixture trainable as built
+
+
+def test_demo_writes_attention_heatmaps(tmp_path):
+    from PIL import Image
+
+    from transformers_vidcomp.demo import run_demo
+
+    report = run_demo(preset="hicom", out_dir=tmp_path, question="Where is the cat?", max_new_tokens=2,
+                      visualize=True)
+    assert report.frames_kept == 32 and report.tokens_to_llm == 8 * 9 + 32
+    for name in ("attention_local.png", "attention_global.png"):
+        image = Image.open(tmp_path / name)
+        frame_width = image.width // 8  # 8 columns, 4 rows of 32 frames, each captioned
+        assert image.width % 8 == 0 and image.height > 4 * frame_width * 0.5
+    with pytest.raises(ValueError, match="--visualize needs a compressor that reports its attention"):
+        run_demo(preset="baseline", out_dir=tmp_path / "baseline", max_new_tokens=1, visualize=True)

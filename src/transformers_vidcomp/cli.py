@@ -79,9 +79,11 @@ def cmd_create_tiny(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import format_report, run_demo
 
-    report = run_demo(args.video, preset=args.preset, question=args.question, out_dir=args.out)
+    report = run_demo(args.video, preset=args.preset, question=args.question, out_dir=args.out, visualize=args.visualize)
     print(format_report(report))
     print(f"\nwrote {Path(args.out) / 'report.json'} and {Path(args.out) / 'contact_sheet.png'}")
+    if args.visualize:
+        print(f"and the attention heatmaps {Path(args.out) / 'attention_local.png'}, attention_global.png")
 
 
 def check_request(args: argparse.Namespace) -> None:
@@ -197,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--preset", default="baseline")
     demo.add_argument("--question", default="What happens in this video?")
     demo.add_argument("--out", default="vidcomp-demo", help="folder for report.json and contact_sheet.png")
+    demo.add_argument(
+        "--visualize", action="store_true", help="also write the compressor's attention heatmaps (HICom) as PNG"
+    )
     demo.set_defaults(run=cmd_demo)
 
     kinds = ", ".join(f"{kind} ({description})" for kind, description in converter_kinds()) or "none registered"

@@ -14,7 +14,7 @@ from .conversion.cards import CardInfo, render_model_card
 from .conversion.writer import save_checkpoint
 from .modeling import VidCompConfig, VidCompForConditionalGeneration
 from .presets import get_preset
-from .processors import VidCompProcessor, VidCompVideoProcessor
+from .processors import HIComProcessor, VidCompProcessor, VidCompVideoProcessor
 
 
 END_OF_TEXT, IM_START, IM_END, VIDEO_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<video>"
@@ -48,6 +48,20 @@ TINY_TEXT = dict(
     num_attention_heads=4,
     num_key_value_heads=2,
     max_position_embeddings=4096,
+)
+# A SigLIP text encoder for compressors with a text guide (HICom), reading the tiny guide tokenizer's ids.
+TINY_GUIDE = dict(
+    model_type="siglip_text_model",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    vocab_size=512,
+    max_position_embeddings=64,
+    projection_size=TINY_VISION["hidden_size"],
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=0,
 )
 
 
@@ -84,6 +98,9 @@ def sized_for_tiny_vision(component_config: dict) -> dict:
     tiny = {
         "num_patches": (TINY_VISION["image_size"] // TINY_VISION["patch_size"]) ** 2,
         "hidden_size": TINY_VISION["hidden_size"],
+        "output_hidden_size": TINY_TEXT["hidden_size"],
+        "num_attention_heads": TINY_VISION["num_attention_heads"],
+        "guide_config": TINY_GUIDE,
     }
     return {**{key: value for key, value in tiny.items() if key in fields}, **component_config}
 
@@ -118,9 +135,19 @@ def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompFor
     video_processor = VidCompVideoProcessor(
         size={"height": image_size, "width": image_size}, **preset.video_processor_kwargs
     )
-    processor = VidCompProcessor(
-        video_processor=video_processor, tokenizer=tokenizer, video_token=VIDEO_TOKEN, **preset.processor_kwargs
-    )
+    if preset.guide_tokenizer:
+        processor = HIComProcessor(
+            video_processor=video_processor,
+            tokenizer=tokenizer,
+            guide_tokenizer=build_tiny_tokenizer(special_tokens=()),
+            video_token=VIDEO_TOKEN,
+            guide_max_length=TINY_GUIDE["max_position_embeddings"],
+            **preset.processor_kwargs,
+        )
+    else:
+        processor = VidCompProcessor(
+            video_processor=video_processor, tokenizer=tokenizer, video_token=VIDEO_TOKEN, **preset.processor_kwargs
+        )
     return model, processor
 
 

@@ -107,13 +107,23 @@ class HIComCompressorConfig(PreTrainedConfig):
     vision_layer_norm_eps (`float`, *optional*, defaults to 1e-6):
         Epsilon of SigLIP's post-LayerNorm and head LayerNorm.
     guide_config (`dict` or `PreTrainedConfig`, *optional*):
-        The text guide encoder, built with `AutoModel.from_config`; defaults to a SigLIP text model. Its pooled
+        The text guide encoder (see `build_guide_encoder`); defaults to SigLIP so400m-patch14-384's text tower. Its pooled
         output feeds direct and coarse injection, its tokens (through its `head`) fine injection. Only built when
         some branch injects.
     """
 
     model_type = "vidcomp_hicom_compressor"
-    sub_configs_defaults = {"guide_config": SubConfigSpec(config_class=AutoConfig, model_type="siglip_text_model")}
+    # SigLIP so400m-patch14-384's text tower, the paper's guide encoder.
+    sub_configs_defaults = {
+        "guide_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="siglip_text_model",
+            init_kwargs=dict(
+                hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                max_position_embeddings=64, projection_size=1152, bos_token_id=None, eos_token_id=1, pad_token_id=1,
+            ),
+        )
+    }
 
     hidden_size: int = 1152
     output_hidden_size: int = 3584
@@ -449,50 +459,43 @@ class HIComLocalCompressor(nn.Module):
         query = rearrange(query, "g d h w -> g (h w) d")
         if self.guide_injector is not None and guide is not None:
             query = self.inject(query, group_video, group_t_index, guide)
-        query = rearrange(query, "g n d -> (g n) d")
 
-        # Member patches of every group, as indices into the flattened features; -1 past the edge of the grid.
-        frame_start = torch.cumsum(values.frame_counts.to(device), 0) - values.frame_counts.to(device)
-        frames = group_t_index[:, None] * gt + torch.arange(gt, device=device)  # (groups_t, gt)
-        frame_ok = frames < values.frame_counts.to(device)[group_video][:, None]
-        frames = frames + frame_start[group_video][:, None]
-        rows = torch.arange(nh, device=device)[:, None] * gh + torch.arange(gh, device=device)  # (nh, gh)
-        cols = torch.arange(nw, device=device)[:, None] * gw + torch.arange(gw, device=device)  # (nw, gw)
-        index = (
-            frames[:, None, None, :, None, None] * height + rows[None, :, None, None, :, None]
-        ) * width + cols[None, None, :, None, None, :]
-        valid = (
-            frame_ok[:, None, None, :, None, None]
-            & (rows < height)[None, :, None, None, :, None]
-            & (cols < width)[None, None, :, None, None, :]
-        )
-        index = rearrange(torch.where(valid, index, 0), "g i j a b c -> (g i j) (a b c)")
-        valid = rearrange(valid, "g i j a b c -> (g i j) (a b c)")
-
-        flat_values = rearrange(x, "t h w d -> (t h w) d")
-        flat_keys = flat_values if keys is x else rearrange(keys, "t h w d -> (t h w) d")
-        grouped_values = flat_values[index]
-        grouped_keys = grouped_values if keys is x else flat_keys[index]
-        mask = None if bool(valid.all()) else additive_mask(valid, query.dtype)[:, None, None, :]
+        # Attention runs per temporal band (the frames of one temporal group, all H x W patches): each of the band's
+        # nh * nw queries is masked to its own group's patches. When every video's length divides by group_t, the
+        # bands are a view of the packed features, so no grouped copy of the keys or values is ever made.
+        counts = values.frame_counts.to(device)
+        band_start = torch.cumsum(counts, 0) - counts
+        frames = (band_start[group_video] + group_t_index * gt)[:, None] + torch.arange(gt, device=device)
+        frame_ok = frames < (band_start + counts)[group_video][:, None]  # (bands, gt)
+        if bool(frame_ok.all()):
+            band_values = x.view(groups_t, gt * height * width, dim)
+            band_keys = band_values if keys is x else keys.reshape(groups_t, gt * height * width, dim)
+        else:
+            frames = torch.where(frame_ok, frames, 0)
+            band_values = rearrange(x[frames], "b a h w d -> b (a h w) d")
+            band_keys = band_values if keys is x else rearrange(keys[frames], "b a h w d -> b (a h w) d")
+        row_group = torch.arange(height, device=device) // gh
+        col_group = torch.arange(width, device=device) // gw
+        query_group = torch.arange(nh * nw, device=device)
+        member = query_group[:, None, None] == (row_group[:, None] * nw + col_group[None, :])  # (nh * nw, H, W)
+        member = member[None, :, None] & frame_ok[:, None, :, None, None]  # (bands, nh * nw, gt, H, W)
+        if bool(frame_ok.all()):
+            member = member[:1]
+        mask = additive_mask(rearrange(member, "b q a h w -> b 1 q (a h w)"), query.dtype)
         attention = hicom_eager_attention if return_attention else attention_function(self.config)
         out, weights = attention(
-            self,
-            query[:, None, None, :],
-            grouped_keys[:, None],
-            grouped_values[:, None],
-            mask,
-            scaling=dim**-0.5,
-            dropout=0.0,
+            self, query[:, None], band_keys[:, None], band_values[:, None], mask, scaling=dim**-0.5, dropout=0.0
         )
-        tokens = self.readout(out.reshape(-1, dim))
+        tokens = self.readout(rearrange(out, "b q 1 d -> (b q) d"))
 
         groups_per_video = torch.bincount(group_video, minlength=values.num_videos) * nh * nw
         group_first_frame = (group_t_index * gt).repeat_interleave(nh * nw)
         patch_weights = None
         if return_attention:
-            patch_weights = x.new_zeros(total_frames * height * width)
-            patch_weights[index[valid]] = weights.reshape(index.shape)[valid].to(x.dtype)
-            patch_weights = patch_weights.view(total_frames, height, width)
+            # A patch's weight comes from its own group's query only; the other queries give it exactly 0.
+            weights = rearrange(weights.sum(2), "b 1 (a h w) -> b a h w", a=gt, h=height)
+            patch_weights = x.new_zeros(total_frames, height, width)
+            patch_weights[frames[frame_ok]] = weights[frame_ok].to(x.dtype)
         return tokens, groups_per_video, group_first_frame, patch_weights
 
     def inject(
@@ -571,11 +574,12 @@ class HIComGlobalCompressor(nn.Module):
         q = rearrange(attn.q_proj(query), "v q (n e) -> v n q e", n=heads)
         w_k = rearrange(attn.k_proj.weight, "(n e) d -> n e d", n=heads)
         q_k = torch.einsum("vnqe,ned->vnqd", q, w_k)  # key-projected queries, (videos, heads, queries, D)
-        bias = (
-            (q_k @ pos_t.T)[..., :, None, None] + (q_k @ pos_h.T)[..., None, :, None] + (q_k @ pos_w.T)[..., None, None, :]
-        ) * attn.scaling
+        # The bias is as large as the scores: it is built once, at full size, by the last addition only.
+        bias_t = (q_k @ pos_t.T) * attn.scaling
         frame_ok = torch.arange(longest, device=x.device)[None, :] < counts[:, None]
-        bias = bias.masked_fill(~frame_ok[:, None, None, :, None, None], torch.finfo(bias.dtype).min)
+        bias_t = bias_t.masked_fill(~frame_ok[:, None, None, :], torch.finfo(bias_t.dtype).min)
+        bias_th = bias_t[..., :, None] + (q_k @ pos_h.T)[..., None, :] * attn.scaling
+        bias = bias_th[..., None] + ((q_k @ pos_w.T) * attn.scaling)[..., None, None, :]
         bias = rearrange(bias, "v n q t h w -> v 1 (n q) (t h w)")
         patches = rearrange(frames, "v t h w d -> v 1 (t h w) d")
         value_patches = patches
@@ -623,6 +627,16 @@ class HIComAttentionMaps:
 
     local: torch.FloatTensor
     global_: torch.FloatTensor | None
+
+
+@dataclass
+class HIComCompressorOutput(CompressorOutput):
+    r"""
+    attention_maps (`HIComAttentionMaps`, *optional*):
+        Where the local and global attention looked, when the forward was called with `return_attention=True`.
+    """
+
+    attention_maps: HIComAttentionMaps | None = None
 
 
 @register_compressor
@@ -765,8 +779,8 @@ class HIComCompressor(VidCompCompressor):
     ) -> CompressorOutput:
         r"""
         return_attention (`bool`, *optional*, defaults to `False`):
-            Computes the attention with the eager function and stores [`HIComAttentionMaps`] (patch weights of
-            the kept frames) in `self.last_attention_maps`, for visualisation.
+            Computes the attention with the eager function and returns [`HIComAttentionMaps`] (patch weights of
+            the kept frames) in `attention_maps`, for visualisation.
         """
         _, grid_h, grid_w, _ = features.values.shape
         values, keys = self.split_features(features)
@@ -783,8 +797,6 @@ class HIComCompressor(VidCompCompressor):
         global_map = None
         if self.global_compressor is not None:
             global_tokens, global_map = self.global_compressor(values, guide, return_attention)
-        if return_attention:
-            self.last_attention_maps = HIComAttentionMaps(local_map, global_map)
 
         # Interleave per video: its local tokens, then its global tokens.
         counts = local_counts + num_global
@@ -805,12 +817,19 @@ class HIComCompressor(VidCompCompressor):
         if num_global:
             tokens[is_global] = global_tokens
             frame_index[is_global] = last_frame.repeat_interleave(num_global)
-        return CompressorOutput(
+        return HIComCompressorOutput(
             tokens=tokens,
             token_counts=counts.to(values.frame_counts.device),
             token_frame_index=frame_position.to(device)[frame_index],
             token_timestamps=values.timestamps.to(device)[frame_index],
+            attention_maps=HIComAttentionMaps(local_map, global_map) if return_attention else None,
         )
 
 
-__all__ = ["HIComAttentionMaps", "HIComCompressor", "HIComCompressorConfig", "position_tables"]
+__all__ = [
+    "HIComAttentionMaps",
+    "HIComCompressor",
+    "HIComCompressorConfig",
+    "HIComCompressorOutput",
+    "position_tables",
+]

@@ -6,7 +6,10 @@ r"""Training stages: which parts of a [`VidCompForConditionalGeneration`] learn,
 - `compressor+projector+llm`: everything but the vision tower, the usual instruction-tuning stage;
 - `new-parts`: everything `from_pretrained_parts` did not load (recorded in `config.parts`);
 - `fila-stage4`: FiLA-Video's stage 4, everything including the vision tower and the scene-merging compressor, with
-  the paper's learning rates per part (`stage_parameter_groups`).
+  the paper's learning rates per part (`stage_parameter_groups`);
+- `hicom-conditional-pretrain`: HICom's conditional pre-training (appendix): LLM, vision tower and the compressor's
+  text guide encoder and SigLIP key head frozen; the compressor trains with 1e-3 for its instruction-injection
+  modules (`guide_injector`) and 1e-4 for the rest.
 """
 
 from transformers import PreTrainedModel
@@ -30,6 +33,12 @@ TRAINING_STAGES: dict[str, tuple[str, ...]] = {
     "fila-stage4": (
         "vision_tower", "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
     ),
+    "hicom-conditional-pretrain": ("compressor", "multi_modal_projector"),
+}
+
+# Modules inside a stage's modules that stay frozen (pretrained towers a compressor carries).
+STAGE_FROZEN: dict[str, tuple[str, ...]] = {
+    "hicom-conditional-pretrain": ("guide_encoder", "key_head"),
 }
 
 # Learning rates per module for stages whose paper gives them; other stages use the optimizer's one rate.
@@ -39,6 +48,8 @@ STAGE_LEARNING_RATES: dict[str, dict[str, float]] = {
         "vision_tower": 2e-6, "multi_modal_projector": 2e-6, "video_newline": 2e-6, "language_model": 1e-5,
         "lm_head": 1e-5, "sampler": 2e-6, "compressor": 2e-6,
     },
+    # HICom appendix: 1e-3 for the instruction injection, 1e-4 for the other compressor parameters.
+    "hicom-conditional-pretrain": {"compressor": 1e-4, "multi_modal_projector": 1e-4, "guide_injector": 1e-3},
 }
 
 
@@ -63,7 +74,10 @@ def apply_training_stage(model: PreTrainedModel, stage: str) -> dict[str, int]:
             return not any(name == prefix or name.startswith(prefix + ".") for prefix in loaded)
     else:
         def is_trained(name: str) -> bool:
-            return any(module in name.split(".") for module in TRAINING_STAGES[stage])
+            parts = name.split(".")
+            return any(module in parts for module in TRAINING_STAGES[stage]) and not any(
+                module in parts for module in STAGE_FROZEN.get(stage, ())
+            )
 
     counts = {"trainable": 0, "frozen": 0}
     for name, parameter in model.named_parameters():
@@ -89,6 +103,7 @@ def stage_parameter_groups(model: PreTrainedModel, stage: str) -> list[dict]:
     groups: dict[str, list] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            module = next(part for part in name.split(".") if part in rates)
+            # The innermost named module decides, so a part inside the compressor can have its own rate.
+            module = [part for part in name.split(".") if part in rates][-1]
             groups.setdefault(module, []).append(parameter)
     return [{"params": params, "lr": rates[module], "name": module} for module, params in groups.items()]
