@@ -10,13 +10,14 @@ the position embedding (see `HIComGlobalCompressor`).
 
 Both use the paper's default design: local `direct`, global `coarse`, split (3/8, 3/8, 2/8) position embedding on
 the keys, and readouts to 3584 (Qwen2.5-7B). The guide's pooled text is given directly (the text encoder is the
-same for both and not timed). Each measurement runs in a fresh subprocess: time is the forward pass, peak memory
+same for both and not timed). Each measurement runs in a fresh subprocess: time is the fastest of `--repeats`
+forward passes (the machine may be shared), peak memory
 is the growth of the process's peak resident set over what it held after creating the inputs and weights (so the
 baseline's position buffer counts, the identical inputs and weights do not). The outputs are asserted equal.
 
 Target: >= 3x faster and <= 1/10 of the memory at 128 frames.
 
-    python benchmarks/hicom.py [--frames 32 128] [--grid 27] [--dim 1152]
+    python benchmarks/hicom.py [--frames 32 128] [--grid 27] [--dim 1152] [--repeats 3]
 """
 
 import argparse
@@ -108,7 +109,7 @@ def current_rss_kib() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize() // 1024
 
 
-def worker(which: str, frames: int, grid: int, dim: int, out_path: str) -> None:
+def worker(which: str, frames: int, grid: int, dim: int, repeats: int, out_path: str) -> None:
     torch.manual_seed(0)
     config = HIComCompressorConfig(
         hidden_size=dim, output_hidden_size=OUTPUT_SIZE, num_attention_heads=dim // 128,
@@ -123,25 +124,35 @@ def worker(which: str, frames: int, grid: int, dim: int, out_path: str) -> None:
     before = current_rss_kib()
     with torch.no_grad():
         if which == "ours":
-            start = time.perf_counter()
-            local, _, _, _ = ours.local_compressor(packed, x, guide)
-            global_, _ = ours.global_compressor(packed, guide)
-            tokens = torch.cat([local, global_])
+
+            def run() -> torch.Tensor:
+                local, _, _, _ = ours.local_compressor(packed, x, guide)
+                global_, _ = ours.global_compressor(packed, guide)
+                return torch.cat([local, global_])
         else:
             baseline = LoopBaseline(ours)
             baseline.precompute_positions(max(frames, 128), grid)
+
+            def run() -> torch.Tensor:
+                return baseline(x, guide)
+
+        times = []
+        for _ in range(repeats):
             start = time.perf_counter()
-            tokens = baseline(x, guide)
-        seconds = time.perf_counter() - start
+            tokens = run()
+            times.append(time.perf_counter() - start)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    seconds = min(times)  # the machine is shared: the fastest run is the least disturbed
     save_file({"tokens": tokens.contiguous()}, out_path)
     print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024}))
 
 
-def measure(which: str, frames: int, grid: int, dim: int, folder: Path) -> tuple[dict, torch.Tensor]:
+def measure(
+    which: str, frames: int, grid: int, dim: int, repeats: int, folder: Path
+) -> tuple[dict, torch.Tensor]:
     out_path = folder / f"{which}-{frames}.safetensors"
     command = [sys.executable, __file__, "--worker", which, "--frames", str(frames), "--grid", str(grid),
-               "--dim", str(dim), "--out", str(out_path)]
+               "--dim", str(dim), "--repeats", str(repeats), "--out", str(out_path)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1]), load_file(out_path)["tokens"]
 
@@ -151,11 +162,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--grid", type=int, default=27)
     parser.add_argument("--dim", type=int, default=1152)
+    parser.add_argument("--repeats", type=int, default=3, help="forward passes per measurement; the fastest counts")
     parser.add_argument("--worker", choices=["ours", "baseline"])
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.frames[0], args.grid, args.dim, args.out)
+        worker(args.worker, args.frames[0], args.grid, args.dim, args.repeats, args.out)
         return
 
     print(f"torch threads: {torch.get_num_threads()}, grid {args.grid}x{args.grid}, dim {args.dim}")
@@ -163,8 +175,8 @@ def main() -> None:
           f"{'baseline MiB':>12} {'ours MiB':>8} {'memory':>7} {'max |diff|':>10}")
     with tempfile.TemporaryDirectory() as folder:
         for frames in args.frames:
-            base, base_tokens = measure("baseline", frames, args.grid, args.dim, Path(folder))
-            ours, our_tokens = measure("ours", frames, args.grid, args.dim, Path(folder))
+            base, base_tokens = measure("baseline", frames, args.grid, args.dim, args.repeats, Path(folder))
+            ours, our_tokens = measure("ours", frames, args.grid, args.dim, args.repeats, Path(folder))
             torch.testing.assert_close(our_tokens, base_tokens, rtol=1e-3, atol=1e-4)
             diff = float((our_tokens - base_tokens).abs().max())
             print(f"{frames:>6} {our_tokens.shape[0]:>6} {base['seconds']:>10.2f} {ours['seconds']:>8.2f} "

@@ -412,7 +412,16 @@ def temporal_lerp(values: torch.Tensor, frame_counts: torch.LongTensor, group_t:
 
 
 class HIComLocalCompressor(nn.Module):
-    r"""The local branch: one token per `(group_t, group_h, group_w)` group, in `(t, h, w)` order per video."""
+    r"""
+    The local branch: one token per `(group_t, group_h, group_w)` group, in `(t, h, w)` order per video.
+
+    All groups go through one attention call. Its batch is the temporal bands (the `group_t` frames of one temporal
+    group, every patch of them), which are a view of the packed features whenever each video's length divides by
+    `group_t` (otherwise the bands are gathered, padded and masked). Each band's `ceil(H/α_H) * ceil(W/α_W)`
+    queries are masked to their own group's patches. This spends `ceil(H/α_H) * ceil(W/α_W)` times the minimal
+    score arithmetic (cheap next to the readout) to never copy the features into groups, which would double the
+    memory of a long video.
+    """
 
     is_causal = False
 
@@ -464,9 +473,9 @@ class HIComLocalCompressor(nn.Module):
         # nh * nw queries is masked to its own group's patches. When every video's length divides by group_t, the
         # bands are a view of the packed features, so no grouped copy of the keys or values is ever made.
         counts = values.frame_counts.to(device)
-        band_start = torch.cumsum(counts, 0) - counts
-        frames = (band_start[group_video] + group_t_index * gt)[:, None] + torch.arange(gt, device=device)
-        frame_ok = frames < (band_start + counts)[group_video][:, None]  # (bands, gt)
+        video_start = torch.cumsum(counts, 0) - counts
+        frames = (video_start[group_video] + group_t_index * gt)[:, None] + torch.arange(gt, device=device)
+        frame_ok = frames < (video_start + counts)[group_video][:, None]  # (bands, gt)
         if bool(frame_ok.all()):
             band_values = x.view(groups_t, gt * height * width, dim)
             band_keys = band_values if keys is x else keys.reshape(groups_t, gt * height * width, dim)
