@@ -194,7 +194,8 @@ def test_videos_of_different_lengths_are_compressed_as_if_alone():
     batch = packed(counts, 5, 4, 16)
     input_ids = torch.randint(2, 128, (4, 8))
     with torch.no_grad():
-        together = compressor(batch, instruction=InstructionCondition(torch.zeros(4, 1, 1), torch.ones(4, 1), input_ids))
+        condition = InstructionCondition(torch.zeros(4, 1, 1), torch.ones(4, 1), input_ids)
+        together = compressor(batch, instruction=condition)
         alone = []
         for i, video in enumerate(batch.split()):
             frames = PackedFrames(video, torch.tensor([video.shape[0]]), torch.arange(video.shape[0]).float())
@@ -230,7 +231,8 @@ def test_global_attention_equals_plain_multihead_attention(layout, position_in_v
             keys = rearrange(video + position, "t h w d -> 1 (t h w) d")
             values = keys if position_in_value else rearrange(video, "t h w d -> 1 (t h w) d")
             attn = global_.attn_layer
-            query = global_.guide_injector(global_.query[None], GuideFeatures(guide.pooled[v : v + 1], None, guide.has_text[:1]))
+            own_guide = GuideFeatures(guide.pooled[v : v + 1], None, guide.has_text[:1])
+            query = global_.guide_injector(global_.query[None], own_guide)
             q = rearrange(attn.q_proj(query), "b q (n e) -> b n q e", n=4)
             k = rearrange(attn.k_proj(keys), "b l (n e) -> b n l e", n=4)
             val = rearrange(attn.v_proj(values), "b l (n e) -> b n l e", n=4)
@@ -459,7 +461,8 @@ def test_processor_saves_and_loads_its_guide_tokenizer(tiny_hicom, tmp_path):
     assert (tmp_path / "guide_tokenizer").is_dir()
     loaded = HIComProcessor.from_pretrained(tmp_path)
     assert loaded.guide_max_length == processor.guide_max_length
-    assert loaded.guide_tokenizer("a cup of coffee")["input_ids"] == processor.guide_tokenizer("a cup of coffee")["input_ids"]
+    text = "a cup of coffee"
+    assert loaded.guide_tokenizer(text)["input_ids"] == processor.guide_tokenizer(text)["input_ids"]
 
 
 def test_composite_model_conditions_on_the_guide_and_generates(tiny_hicom):
@@ -516,3 +519,29 @@ def test_demo_writes_attention_heatmaps(tmp_path):
         assert image.width % 8 == 0 and image.height > 4 * frame_width * 0.5
     with pytest.raises(ValueError, match="--visualize needs a compressor that reports its attention"):
         run_demo(preset="baseline", out_dir=tmp_path / "baseline", max_new_tokens=1, visualize=True)
+
+
+def test_conditional_pretraining_step_reaches_the_injection(demo_video):
+    from transformers_vidcomp.tiny import build_tiny
+    from transformers_vidcomp.training import VidCompDataCollator
+    from transformers_vidcomp.training.stages import stage_parameter_groups
+
+    model, processor = build_tiny("hicom", seed=1)
+    example = {"messages": [
+        {"role": "user", "content": [{"type": "video", "path": str(demo_video[0])},
+                                     {"type": "text", "text": "Describe the cat.\nA. sleeping\nB. eating"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A cat looks at the camera."}]},
+    ]}
+    batch = VidCompDataCollator(processor, {"num_frames": 8})([example])
+    # The guide is the question alone: no options, no answer.
+    expected = processor.guide_tokenizer("Describe the cat.")["input_ids"]
+    assert batch["guide_input_ids"][0, : len(expected)].tolist() == expected
+    assert batch["guide_attention_mask"][0].sum() == len(expected)
+    optimizer = torch.optim.AdamW(stage_parameter_groups(model.train(), "hicom-conditional-pretrain"))
+    model(**batch).loss.backward()
+    injector = model.model.compressor.global_compressor.guide_injector
+    assert injector.coarse_proj[0].weight.grad.abs().sum() > 0
+    assert model.model.compressor.guide_encoder.head.weight.grad is None  # frozen
+    before = injector.coarse_proj[0].weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(before, injector.coarse_proj[0].weight)

@@ -31,8 +31,8 @@ from transformers.core_model_loading import WeightRenaming
 from ..modeling import HIComCompressorConfig, UniformSamplerConfig, VidCompConfig
 from ..processors import HIComProcessor, VidCompVideoProcessor
 from .cards import CardInfo
-from .layouts import CheckpointLayout
 from .converters import CheckpointConverter, SourceCheckpointError, hub_id_of, register_converter, source_model_type
+from .layouts import CheckpointLayout
 from .sources import read_state_dict
 
 
@@ -119,7 +119,7 @@ class HIComConverter(CheckpointConverter):
 
     def source_config(self, source: Path) -> dict:
         model_type = source_model_type(source, NotHIComError)
-        if model_type not in ("hicom_qwen2",):
+        if model_type != "hicom_qwen2":
             raise NotHIComError(
                 f"{str(source)!r} holds a {model_type!r} checkpoint, not HICom ('hicom_qwen2'). "
                 "`vidcomp convert --help` lists the source kinds."
@@ -139,6 +139,9 @@ class HIComConverter(CheckpointConverter):
         layer = original.get("mm_vision_select_layer", -2)
         if layer != -2:
             raise NotHIComError(f"mm_vision_select_layer {layer}: the released models use -2, the layer we convert.")
+        if original.get("use_guide") in (None, "off"):
+            # Its tower would give the features as keys and no text: not a released configuration.
+            raise NotHIComError("use_guide is off: only instruction-conditioned HICom checkpoints are supported.")
         try:
             return VidCompConfig(
                 vision_config=vision.to_dict(),

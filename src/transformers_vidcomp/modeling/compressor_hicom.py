@@ -44,7 +44,6 @@ code also adds the embedding to the values; `position_in_value=True` reproduces 
 the pooled text repeated (the learnable `query` is unused and the 32 global tokens are identical).
 """
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -107,9 +106,9 @@ class HIComCompressorConfig(PreTrainedConfig):
     vision_layer_norm_eps (`float`, *optional*, defaults to 1e-6):
         Epsilon of SigLIP's post-LayerNorm and head LayerNorm.
     guide_config (`dict` or `PreTrainedConfig`, *optional*):
-        The text guide encoder (see `build_guide_encoder`); defaults to SigLIP so400m-patch14-384's text tower. Its pooled
-        output feeds direct and coarse injection, its tokens (through its `head`) fine injection. Only built when
-        some branch injects.
+        The text guide encoder (see `build_guide_encoder`); defaults to SigLIP so400m-patch14-384's text tower. Its
+        pooled output feeds direct and coarse injection, its tokens (through its `head`) fine injection. Only built
+        when some branch injects.
     """
 
     model_type = "vidcomp_hicom_compressor"

@@ -58,7 +58,8 @@ class HIComProcessor(VidCompProcessor):
         if guide_max_length < 1:
             raise ValueError(f"guide_max_length must be at least 1, got {guide_max_length}.")
         self.guide_max_length = guide_max_length
-        self.guide_drop_patterns = list(DEFAULT_GUIDE_DROP_PATTERNS if guide_drop_patterns is None else guide_drop_patterns)
+        patterns = DEFAULT_GUIDE_DROP_PATTERNS if guide_drop_patterns is None else guide_drop_patterns
+        self.guide_drop_patterns = list(patterns)
         super().__init__(
             video_processor,
             tokenizer,
