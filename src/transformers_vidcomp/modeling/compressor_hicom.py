@@ -1,5 +1,6 @@
 r"""
-HICom (arXiv:2503.16036): instruction-conditioned hybrid-level compression of video tokens.
+HICom, "Hybrid-Level Instruction Injection for Video Token Compression in Multi-modal Large Language Models" (Liu et
+al.): instruction-conditioned compression of video tokens at a local and a global level.
 
 A video's features `(T, H, W, D)` become two kinds of tokens, local first, then global:
 
@@ -14,8 +15,8 @@ A video's features `(T, H, W, D)` become two kinds of tokens, local first, then 
 
 **Partial groups.** Every `T, H, W >= 1` works. An axis of length `n` is cut into `ceil(n / α)` consecutive blocks
 of `α` patches; the last block keeps the remainder (`n - α * (ceil(n / α) - 1)` patches), and its group attends
-only to the patches it really has: nothing is padded into the attention, nothing is repeated. A video shorter than
-`group_t` frames makes one temporal group of all its frames. (The released code instead shifts the last windows
+only to the patches it really has (the attention masks everything else; no patch is repeated or invented). A video
+shorter than `group_t` frames makes one temporal group of all its frames; its query is sampled at its centre. (The released code instead shifts the last windows
 back so that they overlap their neighbour, and crashes when that cannot be done, e.g. T in {5, 6, 9}; at sizes
 that divide, both agree exactly.)
 
@@ -567,7 +568,6 @@ class HIComGlobalCompressor(nn.Module):
         query = self.query.to(x.dtype)[None].expand(num_videos, -1, -1)
         if self.guide_injector is not None and guide is not None:
             query = self.guide_injector(query, guide)
-        num_queries = query.shape[1]
 
         # Videos of equal length are a view of the packed features; otherwise they are padded to the longest.
         if bool((counts == longest).all()):
