@@ -800,11 +800,12 @@ class HIComCompressor(VidCompCompressor):
             values, keys, frame_position = values.select(keep), keys[keep], frame_position[keep]
         guide = self.encode_guide(instruction, values.num_videos)
 
-        local, local_counts, group_first, local_map = self.local_compressor(values, keys, guide, return_attention)
+        # Global first: its attention bias (queries x patches) is then not held next to the local tokens.
         num_global = self.config.num_global_queries
         global_map = None
         if self.global_compressor is not None:
             global_tokens, global_map = self.global_compressor(values, guide, return_attention)
+        local, local_counts, group_first, local_map = self.local_compressor(values, keys, guide, return_attention)
 
         # Interleave per video: its local tokens, then its global tokens.
         counts = local_counts + num_global
