@@ -509,6 +509,7 @@ def test_demo_writes_attention_heatmaps(tmp_path):
     from PIL import Image
 
     from transformers_vidcomp.demo import run_demo
+    from transformers_vidcomp.presets import UnsupportedVisualizationError
 
     report = run_demo(preset="hicom", out_dir=tmp_path, question="Where is the cat?", max_new_tokens=2,
                       visualize=True)
@@ -517,8 +518,9 @@ def test_demo_writes_attention_heatmaps(tmp_path):
         image = Image.open(tmp_path / name)
         frame_width = image.width // 8  # 8 columns, 4 rows of 32 frames, each captioned
         assert image.width % 8 == 0 and image.height > 4 * frame_width * 0.5
-    with pytest.raises(ValueError, match="--visualize needs a compressor that reports its attention"):
+    with pytest.raises(UnsupportedVisualizationError, match="--visualize needs a compressor that reports its"):
         run_demo(preset="baseline", out_dir=tmp_path / "baseline", max_new_tokens=1, visualize=True)
+    assert not (tmp_path / "baseline").exists()  # refused before any work
 
 
 def test_conditional_pretraining_step_reaches_the_injection(demo_video):

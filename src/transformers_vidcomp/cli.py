@@ -22,7 +22,7 @@ from .conversion import (
 from .conversion.writer import DEFAULT_MAX_SHARD_SIZE
 from .modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, InvalidVideoInputError, TokenBudgetError
 from .modeling.parts_vidcomp import PartError
-from .presets import PRESETS, UnknownPresetError
+from .presets import PRESETS, UnknownPresetError, UnsupportedVisualizationError
 from .processors import VideoDecodeError
 from .training import UnknownStageError
 from .training.finetune import TrainingDataError
@@ -47,6 +47,7 @@ USER_ERRORS = (
     UnknownConverterError,
     UnknownPresetError,
     UnknownStageError,
+    UnsupportedVisualizationError,
     VerificationError,
     VideoDecodeError,
 )

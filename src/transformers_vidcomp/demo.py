@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .demo_video import make_demo_video
+from .presets import UnsupportedVisualizationError
 from .processors import decode_video
 from .tiny import build_tiny
 
@@ -146,6 +147,11 @@ def run_demo(
     attention over the kept frames' patches, from the same inputs it compressed during generation.
     """
     model, processor = build_tiny(preset)
+    if visualize and "return_attention" not in inspect.signature(model.model.compressor.forward).parameters:
+        raise UnsupportedVisualizationError(
+            f"--visualize needs a compressor that reports its attention (HICom); the {preset!r} preset uses "
+            f"{type(model.model.compressor).__name__}."
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scene_cuts = None
@@ -220,11 +226,6 @@ def run_demo(
         mark_representatives=inner.sampler.scene_ends_at_representative,
     )
     if visualize:
-        if "return_attention" not in inspect.signature(inner.compressor.forward).parameters:
-            raise ValueError(
-                f"--visualize needs a compressor that reports its attention (HICom); {preset!r} uses "
-                f"{type(inner.compressor).__name__}."
-            )
         args, kwargs = compressor_call["call"]
         with torch.inference_mode():
             maps = inner.compressor(*args, **{**kwargs, "return_attention": True}).attention_maps

@@ -11,6 +11,10 @@ class UnknownPresetError(ValueError):
     """The preset name is not one of `PRESETS`."""
 
 
+class UnsupportedVisualizationError(ValueError):
+    """`vidcomp demo --visualize` was asked of a preset whose compressor cannot report its attention."""
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
