@@ -547,3 +547,13 @@ def test_conditional_pretraining_step_reaches_the_injection(demo_video):
     before = injector.coarse_proj[0].weight.detach().clone()
     optimizer.step()
     assert not torch.equal(before, injector.coarse_proj[0].weight)
+
+
+def test_local_branch_alone():
+    compressor = HIComCompressor(tiny_config(num_global_queries=0, local_injection="none")).eval()
+    assert compressor.global_compressor is None and compressor.guide_encoder is None
+    assert compressor.max_tokens(9, 7, 5) == 3 * 3 * 2
+    with torch.no_grad():
+        out = compressor(packed([9, 2], 7, 5, 16))
+    assert out.token_counts.tolist() == [3 * 3 * 2, 1 * 3 * 2]
+    assert out.token_frame_index.tolist() == [0] * 6 + [4] * 6 + [8] * 6 + [0] * 6
