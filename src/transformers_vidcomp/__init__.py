@@ -34,6 +34,7 @@ from .modeling import (
 )
 from .processors import (
     EmptyVideoError,
+    HIComProcessor,
     VidCompProcessor,
     VidCompVideoProcessor,
     VideoDecodeError,
@@ -70,6 +71,7 @@ def _register() -> None:
     VidCompConfig.register_for_auto_class("AutoConfig")
     VidCompForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
     VidCompProcessor.register_for_auto_class("AutoProcessor")
+    HIComProcessor.register_for_auto_class("AutoProcessor")
     VidCompVideoProcessor.register_for_auto_class("AutoVideoProcessor")
     PIPELINE_REGISTRY.register_pipeline(
         VIDEO_TEXT_TO_TEXT,
@@ -88,6 +90,7 @@ __all__ = [
     "VIDEO_TEXT_TO_TEXT",
     "CompressorOutput",
     "EmptyVideoError",
+    "HIComProcessor",
     "InstructionCondition",
     "InvalidVideoInputError",
     "PackedFrames",

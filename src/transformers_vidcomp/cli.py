@@ -30,7 +30,7 @@ from .modeling import (
     TokenBudgetError,
 )
 from .modeling.parts_vidcomp import PartError
-from .presets import PRESETS, UnknownPresetError
+from .presets import PRESETS, UnknownPresetError, UnsupportedVisualizationError
 from .processors import VideoDecodeError
 from .training import UnknownStageError
 from .training.finetune import TrainingDataError
@@ -56,6 +56,7 @@ USER_ERRORS = (
     UnknownConverterError,
     UnknownPresetError,
     UnknownStageError,
+    UnsupportedVisualizationError,
     VerificationError,
     VideoDecodeError,
 )
@@ -93,10 +94,12 @@ def cmd_create_tiny(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import format_report, run_demo
 
-    report = run_demo(args.video, preset=args.preset, question=args.question, out_dir=args.out)
+    report = run_demo(args.video, preset=args.preset, question=args.question, out_dir=args.out, visualize=args.visualize)
     print(format_report(report))
     pictures = ["contact_sheet.png"] + (["shots.png"] if report.shots is not None else [])
     print(f"\nwrote {Path(args.out) / 'report.json'} and " + " and ".join(str(Path(args.out) / p) for p in pictures))
+    if args.visualize:
+        print(f"and the attention heatmaps {Path(args.out) / 'attention_local.png'}, attention_global.png")
 
 
 def check_request(args: argparse.Namespace) -> None:
@@ -228,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--preset", default="baseline")
     demo.add_argument("--question", default="What happens in this video?")
     demo.add_argument("--out", default="vidcomp-demo", help="folder for report.json and contact_sheet.png")
+    demo.add_argument(
+        "--visualize", action="store_true", help="also write the compressor's attention heatmaps (HICom) as PNG"
+    )
     demo.set_defaults(run=cmd_demo)
 
     kinds = ", ".join(f"{kind} ({description})" for kind, description in converter_kinds()) or "none registered"

@@ -4,6 +4,7 @@ Each stage is timed by forward hooks on the model's own sub-modules, so the demo
 `generate()` runs, not a re-implementation of it.
 """
 
+import inspect
 import json
 import os
 import time
@@ -17,6 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .demo_video import make_demo_video
+from .presets import UnsupportedVisualizationError
 from .processors import decode_video
 from .processors.video_processing_vidcomp import decode_frames_at, decode_thumbnails
 from .tiny import build_tiny
@@ -162,14 +164,50 @@ def shot_plot(
     image.save(path)
 
 
+def attention_heatmaps(
+    frames: np.ndarray, weights: torch.Tensor, timestamps: list[float], path: Path, title: str, columns: int = 8
+) -> None:
+    r"""
+    Saves the kept frames in a grid with a compressor's attention over their patches laid on top in red (the
+    HICom paper's Figure 6): `weights` of shape `(frames, grid_h, grid_w)`, scaled from the smallest weight (clear)
+    to the largest (most red).
+    """
+    height, width = frames.shape[1:3]
+    heat = weights.float()[:, None]
+    heat = torch.nn.functional.interpolate(heat, size=(height, width), mode="nearest")[:, 0]
+    heat = ((heat - heat.min()) / (heat.max() - heat.min()).clamp(min=1e-12)).numpy()[..., None]
+    red = np.array([255.0, 0.0, 0.0])
+    overlaid = (frames * (1 - 0.6 * heat) + red * 0.6 * heat).astype(np.uint8)
+    caption, rows = 18, -(-len(frames) // columns)
+    sheet = Image.new("RGB", (columns * width, rows * (height + caption) + caption), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 3), title, fill="black")
+    for i, (frame, t) in enumerate(zip(overlaid, timestamps)):
+        x, y = (i % columns) * width, (i // columns) * (height + caption) + caption
+        sheet.paste(Image.fromarray(frame), (x, y))
+        draw.text((x + 4, y + height + 3), f"t = {t:.1f} s", fill="black")
+    sheet.save(path)
+
+
 def run_demo(
     video: str | os.PathLike | None = None,
     preset: str = "baseline",
     question: str = "What happens in this video?",
     out_dir: str | os.PathLike = "vidcomp-demo",
     max_new_tokens: int = 16,
+    visualize: bool = False,
 ) -> DemoReport:
+    r"""
+    Runs the demo and writes `report.json` and `contact_sheet.png` to `out_dir`. With `visualize`, a compressor
+    that can report its attention (HICom) also writes `attention_local.png` and `attention_global.png`: its
+    attention over the kept frames' patches, from the same inputs it compressed during generation.
+    """
     model, processor = build_tiny(preset)
+    if visualize and "return_attention" not in inspect.signature(model.model.compressor.forward).parameters:
+        raise UnsupportedVisualizationError(
+            f"--visualize needs a compressor that reports its attention (HICom); the {preset!r} preset uses "
+            f"{type(model.model.compressor).__name__}."
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scene_cuts = None
@@ -218,8 +256,16 @@ def run_demo(
         "compress": inner.compressor,
         "llm": inner.language_model,
     }
+    compressor_call = {}
+
+    def remember(module, args, kwargs):
+        compressor_call.setdefault("call", (args, kwargs))
+
+    hook = inner.compressor.register_forward_pre_hook(remember, with_kwargs=True) if visualize else None
     with torch.inference_mode(), stage_timer(stages) as (seconds, outputs):
         generated = model.generate(**inputs, max_new_tokens=max_new_tokens)
+    if hook is not None:
+        hook.remove()
     prompt_length = inputs["input_ids"].shape[1] + int(outputs["compress"].token_counts.sum()) - 1
     answer = processor.tokenizer.decode(generated[0, prompt_length:], skip_special_tokens=True)
 
@@ -256,6 +302,15 @@ def run_demo(
         scenes=kept_scenes if kept_shots is None else kept_shots,
         mark_representatives=inner.sampler.scene_ends_at_representative,
     )
+    if visualize:
+        args, kwargs = compressor_call["call"]
+        with torch.inference_mode():
+            maps = inner.compressor(*args, **{**kwargs, "return_attention": True}).attention_maps
+        attention_heatmaps(frames[keep], maps.local, kept_timestamps, out / "attention_local.png",
+                           "local attention (within each group)")
+        if maps.global_ is not None:
+            attention_heatmaps(frames[keep], maps.global_, kept_timestamps, out / "attention_global.png",
+                               "global attention (learnable queries, averaged over queries and heads)")
     return report
 
 

@@ -11,6 +11,10 @@ class UnknownPresetError(ValueError):
     """The preset name is not one of `PRESETS`."""
 
 
+class UnsupportedVisualizationError(ValueError):
+    """`vidcomp demo --visualize` was asked of a preset whose compressor cannot report its attention."""
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -20,6 +24,8 @@ class Preset:
     video_processor_kwargs: dict = field(default_factory=dict)
     processor_kwargs: dict = field(default_factory=dict)
     video_token_budget: int | None = None
+    # The compressor encodes the question with its own text encoder (HICom): the processor writes guide tokens.
+    guide_tokenizer: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -70,6 +76,17 @@ PRESETS: dict[str, Preset] = {
         compressor_config={"model_type": "vidcomp_longvu_compressor"},
         video_processor_kwargs={"fps": 4.0, "num_frames": 64},
         video_token_budget=1024,
+    ),
+    "hicom": Preset(
+        name="hicom",
+        description="HICom: 32 uniform frames; local grouped attention (4x3x3 groups, direct injection) and 32 "
+        "global learnable queries (coarse injection) conditioned on the question through a SigLIP text encoder",
+        sampler_config={"model_type": "vidcomp_uniform_sampler", "num_frames": 32},
+        compressor_config={
+            "model_type": "vidcomp_hicom_compressor", "local_injection": "direct", "global_injection": "coarse",
+        },
+        video_processor_kwargs={"fps": None, "num_frames": 32},
+        guide_tokenizer=True,
     ),
 }
 

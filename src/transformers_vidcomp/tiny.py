@@ -15,7 +15,7 @@ from .conversion.writer import save_checkpoint
 from .conversion.transnetv2 import convert_transnetv2
 from .modeling import TransNetV2Model, VidCompConfig, VidCompForConditionalGeneration
 from .presets import get_preset
-from .processors import VidCompProcessor, VidCompVideoProcessor
+from .processors import HIComProcessor, VidCompProcessor, VidCompVideoProcessor
 
 
 END_OF_TEXT, IM_START, IM_END, VIDEO_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<video>"
@@ -59,6 +59,20 @@ TINY_TEXT = dict(
     num_key_value_heads=2,
     max_position_embeddings=4096,
 )
+# A SigLIP text encoder for compressors with a text guide (HICom), reading the tiny guide tokenizer's ids.
+TINY_GUIDE = dict(
+    model_type="siglip_text_model",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    vocab_size=512,
+    max_position_embeddings=64,
+    projection_size=TINY_VISION["hidden_size"],
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=0,
+)
 
 
 def build_tiny_tokenizer(
@@ -101,6 +115,9 @@ def sized_for_tiny_vision(component_config: dict) -> dict:
         "dino_config": TINY_DINO,
         "dino_image_size": TINY_DINO["image_size"],
         "sva_hidden_size": 32,
+        "output_hidden_size": TINY_TEXT["hidden_size"],
+        "num_attention_heads": TINY_VISION["num_attention_heads"],
+        "guide_config": TINY_GUIDE,
     }
     return {**{key: value for key, value in tiny.items() if key in fields}, **component_config}
 
@@ -139,9 +156,19 @@ def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompFor
     video_processor = VidCompVideoProcessor(
         size={"height": image_size, "width": image_size}, **preset.video_processor_kwargs
     )
-    processor = VidCompProcessor(
-        video_processor=video_processor, tokenizer=tokenizer, video_token=VIDEO_TOKEN, **preset.processor_kwargs
-    )
+    if preset.guide_tokenizer:
+        processor = HIComProcessor(
+            video_processor=video_processor,
+            tokenizer=tokenizer,
+            guide_tokenizer=build_tiny_tokenizer(special_tokens=()),
+            video_token=VIDEO_TOKEN,
+            guide_max_length=TINY_GUIDE["max_position_embeddings"],
+            **preset.processor_kwargs,
+        )
+    else:
+        processor = VidCompProcessor(
+            video_processor=video_processor, tokenizer=tokenizer, video_token=VIDEO_TOKEN, **preset.processor_kwargs
+        )
     return model, processor
 
 

@@ -19,6 +19,7 @@ from .converters import (
     register_converter,
 )
 from .export import ExportReport, export_checkpoint
+from .hicom import HIComConverter, NotHIComError
 from .llava_onevision import LlavaOnevisionConverter, NotLlavaOnevisionError
 from .longvu import LongVUConverter, NotLongVUError
 from .layouts import (

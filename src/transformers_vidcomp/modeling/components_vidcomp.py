@@ -124,10 +124,17 @@ class InstructionCondition:
             Token embeddings of the instruction, right-padded.
         attention_mask (`torch.LongTensor` of shape `(num_videos, text_length)`):
             1 for real instruction tokens, 0 for padding.
+        guide_input_ids (`torch.LongTensor` of shape `(num_videos, guide_length)`, *optional*):
+            The guide text (the question without answer options) in a method's own text encoder's vocabulary, for
+            methods that encode the instruction themselves (HICom); written by a processor with a guide tokenizer.
+        guide_attention_mask (`torch.LongTensor` of shape `(num_videos, guide_length)`, *optional*):
+            1 for real guide tokens, 0 for padding; all zeros for a video whose guide text is empty.
     """
 
     embeds: torch.FloatTensor
     attention_mask: torch.LongTensor
+    guide_input_ids: torch.LongTensor | None = None
+    guide_attention_mask: torch.LongTensor | None = None
 
 
 @dataclass
@@ -304,6 +311,9 @@ class VidCompCompressor(VidCompComponent):
     """
 
     applies_projector: ClassVar[bool] = False
+    # True for compressors that project their tokens to the LLM width themselves (HICom's two readouts); the
+    # composite model then adds no projector after them.
+    projects_to_text: ClassVar[bool] = False
 
     def output_dim(self, input_dim: int) -> int:
         """Width of the tokens this compressor returns for features of width `input_dim`."""

@@ -18,6 +18,7 @@ from .compressor_fila import (
     FilaWeightedFusionCompressor,
     FilaWeightedFusionConfig,
 )
+from .compressor_hicom import HIComCompressor, HIComCompressorConfig
 from .compressor_longvu import LongVUCompressor, LongVUCompressorConfig
 from .compressor_pool import SpatialPoolCompressor, SpatialPoolCompressorConfig
 from .sampler_avs import AdaptiveVideoSampler, AdaptiveVideoSamplerConfig
@@ -51,6 +52,8 @@ __all__ = [
     "FilaTemporalAverageConfig",
     "FilaWeightedFusionCompressor",
     "FilaWeightedFusionConfig",
+    "HIComCompressor",
+    "HIComCompressorConfig",
     "LongVUCompressor",
     "LongVUCompressorConfig",
     "LongVUSampler",

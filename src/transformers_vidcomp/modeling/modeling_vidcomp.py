@@ -151,6 +151,14 @@ class VidCompModel(VidCompPreTrainedModel):
                     f"project_before_compression needs a compressor that keeps the LLM width ({text_dim}); "
                     f"{type(self.compressor).__name__} returns {self.compressor.output_dim(text_dim)}."
                 )
+        elif self.compressor.projects_to_text:
+            if self.compressor.output_dim(feature_dim) != text_dim:
+                raise ValueError(
+                    f"{type(self.compressor).__name__} projects its tokens to width "
+                    f"{self.compressor.output_dim(feature_dim)} itself, but the LLM's hidden size is {text_dim}. "
+                    "Set the compressor's output width to the LLM's hidden size."
+                )
+            self.multi_modal_projector = nn.Identity()
         else:
             self.multi_modal_projector = VidCompMultiModalProjector(config, self.compressor.output_dim(feature_dim))
         self.video_newline = nn.Parameter(torch.zeros(text_dim)) if config.video_newline else None
@@ -327,11 +335,14 @@ class VidCompModel(VidCompPreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
+        guide_input_ids: torch.LongTensor | None = None,
+        guide_attention_mask: torch.LongTensor | None = None,
     ) -> InstructionCondition:
         r"""
         The prompt text of the sample each video sits in, as LLM token embeddings of shape
         `(num_videos, sequence_length, text_hidden_size)`. Supervised answer tokens (labels other than -100) are
-        masked out, so a compressor never sees the answer it is trained to produce.
+        masked out, so a compressor never sees the answer it is trained to produce. The processor's guide text
+        (`guide_input_ids`, one row per video) is passed along for compressors with their own text encoder.
         """
         is_video = input_ids == self.config.video_token_id
         text_mask = ~is_video
@@ -341,7 +352,12 @@ class VidCompModel(VidCompPreTrainedModel):
             text_mask &= labels == -100
         video_row = torch.nonzero(is_video)[:, 0]
         embeds = self.get_input_embeddings()(input_ids)
-        return InstructionCondition(embeds=embeds[video_row], attention_mask=text_mask[video_row].long())
+        return InstructionCondition(
+            embeds=embeds[video_row],
+            attention_mask=text_mask[video_row].long(),
+            guide_input_ids=guide_input_ids,
+            guide_attention_mask=guide_attention_mask,
+        )
 
     def expand_video_placeholders(
         self,
@@ -415,6 +431,8 @@ class VidCompModel(VidCompPreTrainedModel):
         use_cache: bool | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         video_token_budget: int | None = None,
+        guide_input_ids: torch.LongTensor | None = None,
+        guide_attention_mask: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> VidCompModelOutputWithPast:
         r"""
@@ -428,6 +446,8 @@ class VidCompModel(VidCompPreTrainedModel):
             Videos already encoded by [`~VidCompModel.get_video_features`], under the key `"video"`.
         video_token_budget (`int`, *optional*):
             The most tokens one video may take; overrides `config.video_token_budget`.
+        guide_input_ids, guide_attention_mask (`torch.LongTensor` of shape `(num_videos, guide_length)`, *optional*):
+            The guide text per video in the compressor's text-encoder vocabulary (HICom), from the processor.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -441,7 +461,9 @@ class VidCompModel(VidCompPreTrainedModel):
                 pixel_values_videos,
                 video_num_frames,
                 video_timestamps,
-                instruction=self.instruction_condition(input_ids, attention_mask, labels),
+                instruction=self.instruction_condition(
+                    input_ids, attention_mask, labels, guide_input_ids, guide_attention_mask
+                ),
                 video_token_budget=video_token_budget,
             )
         if video_features is not None:
@@ -610,6 +632,8 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         video_token_budget: int | None = None,
+        guide_input_ids: torch.LongTensor | None = None,
+        guide_attention_mask: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Unpack[TransformersKwargs],
     ) -> VidCompCausalLMOutputWithPast:
@@ -639,6 +663,8 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             mm_encoder_outputs=mm_encoder_outputs,
             video_token_budget=video_token_budget,
+            guide_input_ids=guide_input_ids,
+            guide_attention_mask=guide_attention_mask,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -668,6 +694,8 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         video_timestamps: torch.FloatTensor | None = None,
         attention_mask: torch.LongTensor | None = None,
         video_token_budget: int | None = None,
+        guide_input_ids: torch.LongTensor | None = None,
+        guide_attention_mask: torch.LongTensor | None = None,
         **kwargs,
     ):
         r"""
@@ -679,7 +707,9 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
                 pixel_values_videos,
                 video_num_frames,
                 video_timestamps,
-                instruction=self.model.instruction_condition(input_ids, attention_mask),
+                instruction=self.model.instruction_condition(
+                    input_ids, attention_mask, guide_input_ids=guide_input_ids, guide_attention_mask=guide_attention_mask
+                ),
                 video_token_budget=video_token_budget,
             )
             input_ids, attention_mask, _ = self.model.expand_video_placeholders(

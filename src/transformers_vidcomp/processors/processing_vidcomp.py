@@ -70,7 +70,9 @@ class VidCompProcessor(ProcessorMixin):
         self.video_token = video_token
         self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
         self.timestamps_in_prompt = timestamps_in_prompt
-        super().__init__(video_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
+        # Subclasses with more sub-processors (HICom's guide tokenizer) pass them on by keyword.
+        sub_processors = {name: kwargs[name] for name in self.get_attributes() if name in kwargs}
+        super().__init__(video_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE, **sub_processors)
 
     @classmethod
     def from_pretrained_parts(

@@ -9,7 +9,10 @@ r"""Training stages: which parts of a [`VidCompForConditionalGeneration`] learn,
   the paper's learning rates per part (`stage_parameter_groups`);
 - `compressor-pretrain`: the compact compressor's reconstruction pretraining, for a `CompactVideoAutoencoder`
   (compressor and decoder train; the vision tower stays outside it, frozen, in `CompactPretrainCollator`), with
-  the paper's learning rate.
+  the paper's learning rate;
+- `hicom-conditional-pretrain`: HICom's conditional pre-training (appendix): LLM, vision tower and the compressor's
+  text guide encoder and SigLIP key head frozen; the compressor trains with 1e-3 for its instruction-injection
+  modules (`guide_injector`) and 1e-4 for the rest.
 """
 
 from transformers import PreTrainedModel
@@ -35,6 +38,12 @@ TRAINING_STAGES: dict[str, tuple[str, ...]] = {
         "vision_tower", "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
     ),
     "compressor-pretrain": ("compressor", "decoder"),
+    "hicom-conditional-pretrain": ("compressor", "multi_modal_projector"),
+}
+
+# Modules inside a stage's modules that stay frozen (pretrained towers a compressor carries).
+STAGE_FROZEN: dict[str, tuple[str, ...]] = {
+    "hicom-conditional-pretrain": ("guide_encoder", "key_head"),
 }
 
 # Learning rates per module for stages whose paper gives them; other stages use the optimizer's one rate.
@@ -46,6 +55,8 @@ STAGE_LEARNING_RATES: dict[str, dict[str, float]] = {
     },
     # Compact video representations, supplement §1.4: AdamW at 2e-5.
     "compressor-pretrain": {"compressor": 2e-5, "decoder": 2e-5},
+    # HICom appendix: 1e-3 for the instruction injection, 1e-4 for the other compressor parameters.
+    "hicom-conditional-pretrain": {"compressor": 1e-4, "multi_modal_projector": 1e-4, "guide_injector": 1e-3},
 }
 
 
@@ -76,7 +87,10 @@ def apply_training_stage(model: PreTrainedModel, stage: str) -> dict[str, int]:
             return not any(name == prefix or name.startswith(prefix + ".") for prefix in loaded)
     else:
         def is_trained(name: str) -> bool:
-            return any(module in name.split(".") for module in TRAINING_STAGES[stage])
+            parts = name.split(".")
+            return any(module in parts for module in TRAINING_STAGES[stage]) and not any(
+                module in parts for module in STAGE_FROZEN.get(stage, ())
+            )
 
     counts = {"trainable": 0, "frozen": 0}
     for name, parameter in model.named_parameters():
@@ -102,6 +116,7 @@ def stage_parameter_groups(model: PreTrainedModel, stage: str) -> list[dict]:
     groups: dict[str, list] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            module = next(part for part in name.split(".") if part in rates)
+            # The innermost named module decides, so a part inside the compressor can have its own rate.
+            module = [part for part in name.split(".") if part in rates][-1]
             groups.setdefault(module, []).append(parameter)
     return [{"params": params, "lr": rates[module], "name": module} for module, params in groups.items()]
