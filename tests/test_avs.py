@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 
 from transformers_vidcomp.conversion.transnetv2 import convert_transnetv2
 from transformers_vidcomp.demo_video import make_demo_video, write_video
-from transformers_vidcomp.modeling import AdaptiveVideoSampler, AdaptiveVideoSamplerConfig, TokenBudgetError
+from transformers_vidcomp.modeling import (
+    AdaptiveVideoSampler,
+    AdaptiveVideoSamplerConfig,
+    TokenBudgetError,
+    TransNetV2Config,
+)
 from transformers_vidcomp.modeling.sampler_avs import allocate_frames, place_keyframes, shot_starts_by_nms
 from transformers_vidcomp.processors.processing_vidcomp import select_frames
 from transformers_vidcomp.processors.video_processing_vidcomp import decode_thumbnails
@@ -24,15 +29,15 @@ def sampler():
 
 
 def nms_by_walking(probabilities: list[float], threshold: float, window: int) -> list[int]:
-    radius, starts = window // 2, [0]
-    peaks = []
+    """Greedy NMS written frame by frame: a transition is kept when it is a window maximum above the threshold and
+    lies beyond the radius of the last kept transition (frame 0 counts as one); the shot starts on the next frame."""
+    radius, last, starts = window // 2, 0, [0]
     for t, p in enumerate(probabilities):
         neighbourhood = probabilities[max(0, t - radius) : t + radius + 1]
-        if p > threshold and p == max(neighbourhood):
-            peaks.append(t)
-    for t in peaks:
-        if not any(t - radius <= q < t for q in peaks) and t + 1 < len(probabilities):
-            starts.append(t + 1)  # the peak is the last frame of the old shot
+        if p > threshold and p == max(neighbourhood) and t > last + radius:
+            last = t
+            if t + 1 < len(probabilities):
+                starts.append(t + 1)
     return starts
 
 
@@ -41,6 +46,12 @@ def nms_by_walking(probabilities: list[float], threshold: float, window: int) ->
 def test_nms_keeps_the_earliest_window_maximum_above_threshold(values, window):
     starts = shot_starts_by_nms(torch.tensor(values), 0.5, window)
     assert torch.nonzero(starts).flatten().tolist() == nms_by_walking(values, 0.5, window)
+
+
+def test_a_plateau_of_cuts_is_thinned_to_one_cut_per_half_window():
+    starts = torch.nonzero(shot_starts_by_nms(torch.full((120,), 0.97), 0.5, 31)).flatten().tolist()
+    assert starts == [0, 17, 33, 49, 65, 81, 97, 113]
+    assert all(b - a > 15 for a, b in zip(starts, starts[1:]))
 
 
 @settings(max_examples=200, deadline=None)
@@ -102,7 +113,7 @@ def test_single_shot_noise_and_short_videos(sampler):
 
     noise = torch.randint(0, 256, (120, 27, 48, 3), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
     plan = sampler.plan(noise, torch.arange(120) / 10.0)
-    assert int(plan.keep.sum()) == 6 and len(plan.shot_starts) <= 120 // 15 + 1  # NMS: at most one cut per 1.5 s
+    assert int(plan.keep.sum()) == 6
 
     short = still[:7]
     plan = sampler.plan(short, torch.arange(7) / 10.0, max_frames=20)
@@ -117,6 +128,25 @@ def test_zero_budget_is_refused(sampler, budget):
         sampler.plan(torch.zeros(10, 27, 48, 3, dtype=torch.uint8), torch.arange(10.0), max_frames=budget)
 
 
+class EveryFrameACut(torch.nn.Module):
+    """A shot detector that calls every frame a transition, as on footage that is all cuts."""
+
+    config = TransNetV2Config()
+
+    def predict_frames(self, thumbnails):
+        return np.full(len(thumbnails), 0.97, dtype=np.float32), np.full(len(thumbnails), 0.97, dtype=np.float32)
+
+
+def test_a_video_that_is_all_cuts_gets_shots_of_half_a_window_and_the_budget():
+    sampler = AdaptiveVideoSampler(AdaptiveVideoSamplerConfig(max_frames=5, shot_detector_config={"filters": 2}))
+    sampler.shot_detector = EveryFrameACut()
+    noise = torch.randint(0, 256, (120, 27, 48, 3), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    plan = sampler.plan(noise, torch.arange(120) / 10.0)
+    lengths = torch.diff(plan.shot_starts, append=torch.tensor([120]))
+    assert len(plan.shot_starts) == 8 and bool((lengths[:-1] > 15).all())
+    assert int(plan.keep.sum()) == 5 and plan.frames_per_shot.max() == 1  # more shots than budget: the 5 richest
+
+
 def test_zero_budget_config_is_refused():
     with pytest.raises(ValueError, match="frame budget"):
         AdaptiveVideoSamplerConfig(max_frames=0)
@@ -124,12 +154,16 @@ def test_zero_budget_config_is_refused():
 
 def test_processor_decodes_only_the_chosen_frames_at_full_resolution(sampler, demo_video):
     path, _ = demo_video
-    frames, metadata = select_frames(path, sampler)
-    assert frames.shape == (6, 64, 96, 3) and frames.dtype == np.uint8
+    selection = select_frames(path, sampler)
+    assert selection.frames.shape == (6, 64, 96, 3) and selection.frames.dtype == np.uint8
+    metadata = selection.metadata
     assert len(metadata.frames_indices) == 6 and metadata.fps == 10.0
     assert np.all(np.diff(metadata.frames_indices) > 0)
-    array_frames, array_metadata = select_frames(np.asarray(decode_thumbnails(path, progress=False).frames), sampler)
-    assert len(array_frames) == 6 and len(array_metadata.frames_indices) == 6
+    np.testing.assert_allclose(metadata.frames_indices / metadata.fps, selection.thumbnail_times[selection.plan.keep])
+    thumbnails = decode_thumbnails(path, progress=False).frames
+    for layout in (thumbnails, thumbnails.transpose(0, 3, 1, 2)):  # channels last or first
+        from_array = select_frames(layout, sampler, {"fps": 10.0})
+        assert len(from_array.frames) == 6 and from_array.frames.shape[-1] == 3 and from_array.metadata.fps == 10.0
 
 
 def test_the_model_thins_unselected_frames_uniformly():
@@ -156,8 +190,14 @@ def test_a_corrupt_stretch_is_skipped_and_reported(tmp_path, caplog):
     assert thumbnails.unreadable_packets > 0
     assert 0 < len(thumbnails.frames) < len(frames)
     assert "corrupt packet" in caplog.text and "readable frames" in caplog.text
-    plan_input = torch.from_numpy(thumbnails.frames)
-    assert plan_input.shape[1:] == (27, 48, 3)
+    # Frames after the corrupt stretch keep their true times, in the thumbnails and in the prompt's frame times.
+    np.testing.assert_allclose(thumbnails.frame_indices / 10.0, thumbnails.timestamps, atol=1e-6)
+    assert thumbnails.timestamps[-1] == pytest.approx(11.9)
+    sampler = AdaptiveVideoSampler(AdaptiveVideoSamplerConfig(max_frames=4, shot_detector_config={"filters": 2})).eval()
+    selection = select_frames(path, sampler)
+    times = selection.metadata.frames_indices / selection.metadata.fps
+    np.testing.assert_allclose(times, selection.thumbnail_times[selection.plan.keep], atol=1e-6)
+    assert len(selection.frames) == 4
 
 
 PIPELINE_SCRIPT = """

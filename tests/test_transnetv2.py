@@ -145,7 +145,9 @@ def scenes_by_walking(predictions: np.ndarray, threshold: float) -> np.ndarray:
 @given(st.lists(st.sampled_from([0.1, 0.5, 0.9]), min_size=1, max_size=40))
 def test_predictions_to_scenes_equals_the_original_rule(values):
     predictions = np.array(values, dtype=np.float32)
-    np.testing.assert_array_equal(TransNetV2Model.predictions_to_scenes(predictions), scenes_by_walking(predictions, 0.5))
+    model = TransNetV2Model.__new__(TransNetV2Model)  # the rule reads only the config's threshold
+    model.config = TransNetV2Config()
+    np.testing.assert_array_equal(model.predictions_to_scenes(predictions), scenes_by_walking(predictions, 0.5))
 
 
 @pytest.mark.parametrize(
@@ -160,6 +162,19 @@ def test_predictions_to_scenes_equals_the_original_rule(values):
 def test_bad_thumbnails_get_a_clear_error(frames):
     with pytest.raises(InvalidThumbnailsError, match="27, 48, 3|no frames"):
         tiny_transnetv2().predict_frames(frames)
+
+
+def test_bf16_model_runs_and_stays_close():
+    model = tiny_transnetv2()
+    frames = random_clip(80)
+    expected, _ = model.predict_frames(frames)
+    single, _ = model.to(torch.bfloat16).predict_frames(frames)
+    assert single.dtype == np.float32 and np.abs(single - expected).max() < 0.05
+
+
+def test_frames_too_small_for_the_stacks_are_refused():
+    with pytest.raises(ValueError, match="too small"):
+        TransNetV2Config(frame_height=6, frame_width=48)
 
 
 def test_conversion_checks_every_key(tmp_path):

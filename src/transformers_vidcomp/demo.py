@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from .demo_video import make_demo_video
 from .presets import UnsupportedVisualizationError
 from .processors import decode_video
-from .processors.video_processing_vidcomp import decode_frames_at, decode_thumbnails
+from .processors.processing_vidcomp import select_frames
 from .tiny import build_tiny
 
 
@@ -219,21 +219,17 @@ def run_demo(
     started = time.perf_counter()
     shots, kept_shots, selection_seconds = None, None, {}
     if inner.sampler.selects_frames_at_decode:
-        # The sampler picks frames while decoding: thumbnails first, then only the chosen frames at full size.
-        detector = inner.sampler.shot_detector.config
-        thumbnails = decode_thumbnails(
-            video, fps=inner.sampler.config.decode_fps, width=detector.frame_width, height=detector.frame_height
-        )
-        planned = time.perf_counter()
-        plan = inner.sampler.plan(torch.from_numpy(thumbnails.frames), torch.from_numpy(thumbnails.timestamps))
-        selection_seconds["select"] = time.perf_counter() - planned
+        # The sampler picks frames while decoding, exactly as the processor has it do in the pipeline.
+        selection = select_frames(video, inner.sampler)
+        selection_seconds["select"] = time.perf_counter() - started
+        frames, metadata, plan = selection.frames, selection.metadata, selection.plan
         keep_thumbnails = plan.keep.numpy()
-        frames, metadata = decode_frames_at(video, thumbnails.frame_indices[keep_thumbnails])
-        shots = [round(float(thumbnails.timestamps[i]), 3) for i in plan.shot_starts]
+        shots = [round(float(selection.thumbnail_times[i]), 3) for i in plan.shot_starts]
         kept_shots = plan.shot_ids[plan.keep].tolist()
+        thumbnail_count = len(keep_thumbnails)
         shot_plot(
-            thumbnails.timestamps, plan.transition_probabilities.numpy(), plan.shot_starts.numpy(), keep_thumbnails,
-            inner.sampler.config.threshold, out / "shots.png", true_cuts=scene_cuts,
+            selection.thumbnail_times, plan.transition_probabilities.numpy(), plan.shot_starts.numpy(),
+            keep_thumbnails, inner.sampler.shot_detector.config.threshold, out / "shots.png", true_cuts=scene_cuts,
         )
     else:
         frames, metadata = decode_video(video, sample_indices_fn=processor.video_processor.sample_frames)
@@ -282,7 +278,7 @@ def run_demo(
         preset=preset,
         question=question,
         answer=answer,
-        frames_decoded=len(thumbnails.frames) if shots is not None else len(frames),
+        frames_decoded=thumbnail_count if shots is not None else len(frames),
         frames_encoded=len(frames) if inner.sampler.needs_frame_features else int(keep.sum()),
         frames_kept=int(keep.sum()),
         kept_timestamps=kept_timestamps,
@@ -318,10 +314,11 @@ def format_report(report: DemoReport) -> str:
     s = report.seconds
     decoded = f"{report.frames_decoded} frames decoded"
     if report.shots is not None:
-        decoded = f"{report.frames_decoded} thumbnails, {report.frames_kept} full frames decoded"
+        decoded = f"{report.frames_kept} chosen frames prepared"
     rows = [
         ("decode", decoded, s["decode"]),
-        *([("select", f"{len(report.shots)} shots by TransNetV2", s["select"])] if report.shots is not None else []),
+        *([("select", f"{report.frames_decoded} thumbnails, {len(report.shots)} shots", s["select"])]
+          if report.shots is not None else []),
         ("sample", f"{report.frames_kept} frames kept" + (
             f" in {len(report.scenes)} scenes" if report.scenes else
             f", {report.frames_decoded - report.frames_kept} dropped"), s.get("sample", 0.0)),

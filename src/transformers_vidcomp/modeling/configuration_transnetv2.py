@@ -53,10 +53,10 @@ class TransNetV2Config(PreTrainedConfig):
     windows_per_batch (`int`, *optional*, defaults to 4):
         Windows per forward call in the `"reference"` mode, which bounds memory on long videos.
     threshold (`float`, *optional*, defaults to 0.5):
-        Probability above which `predictions_to_scenes` takes a frame to be a transition.
+        Probability above which a frame is a transition, for `predictions_to_scenes` and the adaptive sampler.
     """
 
-    model_type = "transnetv2"
+    model_type = "vidcomp_transnetv2"
 
     filters: int = 16
     num_stacks: int = 3
@@ -81,6 +81,11 @@ class TransNetV2Config(PreTrainedConfig):
         for name in ("filters", "num_stacks", "cells_per_stack", "num_dilations", "window_frames", "windows_per_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if min(self.frame_height, self.frame_width) < 2**self.num_stacks:
+            raise ValueError(
+                f"Frames of {self.frame_width}x{self.frame_height} are too small for {self.num_stacks} stacks, each of "
+                f"which halves them: both sides need at least {2**self.num_stacks} pixels."
+            )
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold is a probability strictly between 0 and 1, got {self.threshold}.")
         super().__post_init__(**kwargs)

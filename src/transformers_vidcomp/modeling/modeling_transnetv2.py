@@ -182,7 +182,8 @@ class TransNetV2ColorHistograms(nn.Module):
         return F.normalize(counts.view(batch, num_frames, 512), dim=-1)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.fc(banded_similarity(self.histograms(frames), self.radius)))
+        histograms = self.histograms(frames).to(self.fc.weight.dtype)
+        return F.relu(self.fc(banded_similarity(histograms, self.radius)))
 
 
 class TransNetV2PreTrainedModel(PreTrainedModel):
@@ -311,8 +312,7 @@ class TransNetV2Model(TransNetV2PreTrainedModel):
             outputs.append(logits[:, start - read_from : stop - read_from])
         return torch.cat(outputs, dim=1)
 
-    @staticmethod
-    def predictions_to_scenes(predictions: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    def predictions_to_scenes(self, predictions: np.ndarray, threshold: float | None = None) -> np.ndarray:
         r"""
         Shots as `[start, end]` frame pairs (inclusive), exactly as the original `predictions_to_scenes`: a shot ends at
         the first frame of the next transition and the next begins after it. A clip predicted to be a transition
@@ -320,10 +320,12 @@ class TransNetV2Model(TransNetV2PreTrainedModel):
 
         Args:
             predictions (`np.ndarray` of shape `(num_frames,)`): transition probabilities.
+            threshold (`float`, *optional*): defaults to `config.threshold`.
 
         Returns:
             `np.ndarray` of shape `(num_scenes, 2)`, int32.
         """
+        threshold = self.config.threshold if threshold is None else threshold
         predictions = np.asarray(predictions)
         if predictions.ndim != 1 or len(predictions) == 0:
             raise InvalidThumbnailsError(

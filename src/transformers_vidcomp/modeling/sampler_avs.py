@@ -5,9 +5,10 @@ TransNetV2, then a frame budget spread over the shots by how much information ea
 The paper calls the sampler information-density based but does not publish its allocation rule, so this is ours:
 
 1. **Shots.** TransNetV2 scores every thumbnail (decoded at `decode_fps`, 48x27). A frame starts a new shot when its
-   predecessor's transition probability exceeds `threshold` and is the largest within `nms_seconds` centred on it
-   (non-maximum suppression; of equal maxima the earliest wins), so one gradual transition gives one cut, and shots
-   are at least half a window long.
+   predecessor's transition probability exceeds the detector's `threshold` and is the largest within `nms_seconds`
+   centred on it (non-maximum suppression; of equal maxima the earliest wins, and transitions closer than half a
+   window to the previous one are dropped), so one gradual transition gives one cut and no shot but the last is
+   shorter than half a window.
 2. **Information density.** Frame `t` carries `static_information + change_t`, where `change_t` is the mean absolute
    thumbnail difference to the previous frame of the same shot (0..1). A shot's information is the sum over its frames:
    long shots and busy shots hold more, a static shot still holds something per second.
@@ -36,6 +37,7 @@ from transformers.utils import ModelOutput
 from .components_vidcomp import (
     InstructionCondition,
     PackedFrames,
+    InvalidVideoInputError,
     SamplerOutput,
     TokenBudgetError,
     VidCompSampler,
@@ -55,8 +57,6 @@ class AdaptiveVideoSamplerConfig(PreTrainedConfig):
         Rate at which thumbnails are decoded for shot detection (the paper's 10 FPS).
     nms_seconds (`float`, *optional*, defaults to 3.0):
         Width of the non-maximum suppression window over transition probabilities (the paper's 3 s).
-    threshold (`float`, *optional*, defaults to 0.5):
-        Transition probability above which a frame can start a shot.
     static_information (`float`, *optional*, defaults to 0.02):
         Information every frame carries even without any change, so static shots still earn frames by duration.
         The change term is a mean absolute pixel difference in 0..1, typically 0.01 to 0.1 within a shot.
@@ -65,12 +65,11 @@ class AdaptiveVideoSamplerConfig(PreTrainedConfig):
     """
 
     model_type = "vidcomp_avs_sampler"
-    sub_configs_defaults = {"shot_detector_config": SubConfigSpec(config_class=TransNetV2Config, model_type="transnetv2")}
+    sub_configs_defaults = {"shot_detector_config": SubConfigSpec(config_class=TransNetV2Config, model_type=TransNetV2Config.model_type)}
 
     max_frames: int = 32
     decode_fps: float = 10.0
     nms_seconds: float = 3.0
-    threshold: float = 0.5
     static_information: float = 0.02
     shot_detector_config: dict | PreTrainedConfig | None = None
 
@@ -79,8 +78,6 @@ class AdaptiveVideoSamplerConfig(PreTrainedConfig):
             raise ValueError(f"max_frames is the frame budget and must be at least 1, got {self.max_frames}.")
         if self.decode_fps <= 0 or self.nms_seconds <= 0:
             raise ValueError(f"decode_fps and nms_seconds must be positive, got {self.decode_fps} and {self.nms_seconds}.")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold is a probability strictly between 0 and 1, got {self.threshold}.")
         if self.static_information <= 0:
             raise ValueError(f"static_information must be positive, got {self.static_information}.")
         super().__post_init__(**kwargs)
@@ -107,24 +104,41 @@ class ShotPlan(ModelOutput):
 
 def shot_starts_by_nms(probabilities: torch.Tensor, threshold: float, window: int) -> torch.BoolTensor:
     r"""
-    Frames that start a shot: those right after a transition, a frame above `threshold` and the largest within
-    `window` frames centred on it (of equal maxima within a window only the earliest). Frame 0 starts the first shot.
+    Frames that start a shot. A transition is a frame above `threshold` that is the largest within `window` frames
+    centred on it and lies more than `window // 2` frames after the previous transition (or the start of the video);
+    of equal maxima the earliest wins. The shot starts on the frame after it, so every shot but the last is more
+    than half a window long. Frame 0 starts the first shot.
     """
     radius = window // 2
-    window_max = F.max_pool1d(probabilities[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]
-    peak = (probabilities > threshold) & (probabilities == window_max)
-    # An equal maximum earlier in the window wins: cumulative count of peaks tells whether one lies within `radius`.
-    peaks_so_far = torch.cumsum(peak.long(), 0)
-    earlier = peaks_so_far - peak.long()
-    lookback = torch.clamp(torch.arange(len(peak), device=peak.device) - radius - 1, min=-1)
-    earlier_in_window = earlier - torch.where(lookback >= 0, peaks_so_far[lookback.clamp(min=0)], 0)
-    transitions = peak & (earlier_in_window == 0)
-    # TransNetV2 marks the last frame before a cut (the original `predictions_to_scenes` ends a scene there), so the
-    # next shot starts one frame later.
-    starts = torch.zeros_like(transitions)
-    starts[1:] = transitions[:-1]
+    window_max = F.max_pool1d(probabilities[None, None].float(), 2 * radius + 1, stride=1, padding=radius)[0, 0]
+    peaks = torch.nonzero((probabilities > threshold) & (probabilities == window_max)).flatten()
+    # Greedy suppression: from each kept transition jump to the first peak beyond its radius. The loop runs once per
+    # kept transition (at most one per half window), not per frame; a plateau of equal maxima thins out correctly.
+    transitions, previous = [], 0
+    while True:
+        following = int(torch.searchsorted(peaks, previous + radius, right=True))
+        if following >= len(peaks):
+            break
+        previous = int(peaks[following])
+        transitions.append(previous)
+    starts = torch.zeros(len(probabilities), dtype=torch.bool, device=probabilities.device)
     starts[0] = True
+    after = torch.tensor(transitions, dtype=torch.long, device=probabilities.device) + 1
+    starts[after[after < len(probabilities)]] = True
     return starts
+
+
+def mean_absolute_change(thumbnails: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    r"""
+    Mean absolute difference of each uint8 frame `(T, H, W, 3)` to the previous one, in 0..1 (0 for the first), in
+    int16 chunks so an hour of thumbnails is never copied in float.
+    """
+    change = torch.zeros(len(thumbnails))
+    for start in range(1, len(thumbnails), chunk):
+        current = thumbnails[start : start + chunk].to(torch.int16)
+        previous = thumbnails[start - 1 : start - 1 + len(current)].to(torch.int16)
+        change[start : start + len(current)] = (current - previous).abs().flatten(1).float().mean(1) / 255.0
+    return change
 
 
 def allocate_frames(information: torch.Tensor, lengths: torch.Tensor, budget: int) -> torch.LongTensor:
@@ -220,7 +234,7 @@ class AdaptiveVideoSampler(VidCompSampler):
         thumbnails = torch.as_tensor(thumbnails)
         timestamps = torch.as_tensor(timestamps, dtype=torch.float32)
         if timestamps.shape != thumbnails.shape[:1]:
-            raise ValueError(
+            raise InvalidVideoInputError(
                 f"Got {len(thumbnails)} thumbnails but {len(timestamps)} timestamps; give one time per thumbnail."
             )
         single, _ = self.shot_detector.predict_frames(thumbnails)
@@ -228,12 +242,10 @@ class AdaptiveVideoSampler(VidCompSampler):
         duration = float(timestamps[-1] - timestamps[0]) if len(timestamps) > 1 else 0.0
         rate = (len(timestamps) - 1) / duration if duration > 0 else self.config.decode_fps
         window = max(1, round(self.config.nms_seconds * rate))
-        starts = shot_starts_by_nms(probabilities, self.config.threshold, window)
+        starts = shot_starts_by_nms(probabilities, self.shot_detector.config.threshold, window)
         shot_ids = torch.cumsum(starts.long(), 0) - 1
 
-        pixels = thumbnails.float() / 255.0
-        change = torch.zeros(len(pixels))
-        change[1:] = (pixels[1:] - pixels[:-1]).abs().mean(dim=(1, 2, 3))
+        change = mean_absolute_change(thumbnails)
         change[starts] = 0.0  # a cut is the boundary between shots, not information inside one
         density = self.config.static_information + change
         num_shots = int(shot_ids[-1]) + 1
@@ -268,6 +280,7 @@ __all__ = [
     "AdaptiveVideoSamplerConfig",
     "ShotPlan",
     "allocate_frames",
+    "mean_absolute_change",
     "place_keyframes",
     "shot_starts_by_nms",
 ]

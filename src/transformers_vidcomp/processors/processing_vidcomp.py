@@ -1,6 +1,7 @@
 r"""The processor: tokenizer + video processor + a chat template with `{"type": "video"}` blocks."""
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -139,8 +140,12 @@ class VidCompProcessor(ProcessorMixin):
 
         data = {}
         if video_list and frame_selector is not None:
-            video_list, selected_metadata = zip(*(select_frames(video, frame_selector) for video in video_list))
-            output_kwargs["videos_kwargs"].update(video_metadata=list(selected_metadata), do_sample_frames=False)
+            given = output_kwargs["videos_kwargs"].get("video_metadata") or [None] * len(video_list)
+            selections = [select_frames(video, frame_selector, m) for video, m in zip(video_list, given)]
+            video_list = [selection.frames for selection in selections]
+            output_kwargs["videos_kwargs"].update(
+                video_metadata=[selection.metadata for selection in selections], do_sample_frames=False
+            )
         if video_list:
             output_kwargs["videos_kwargs"]["return_metadata"] = True
             video_inputs = self.video_processor(video_list, **output_kwargs["videos_kwargs"])
@@ -182,33 +187,76 @@ class VidCompProcessor(ProcessorMixin):
         return self.tokenizer.model_input_names + self.video_processor.model_input_names + ["video_timestamps"]
 
 
-def select_frames(video, frame_selector) -> tuple[np.ndarray, VideoMetadata]:
+@dataclass
+class FrameSelection:
     r"""
-    The frames `frame_selector.plan` keeps of one video (a path or a `(frames, height, width, 3)` uint8 array), with
-    metadata whose `frames_indices` and `fps` give their times. A file is streamed twice: once as thumbnails at the
-    selector's `decode_fps`, once for the chosen frames only, at full resolution.
+    What a decode-time sampler chose of one video.
+
+    Args:
+        frames (`np.ndarray` of shape `(num_kept, height, width, 3)`, uint8): the chosen frames at full resolution.
+        metadata (`VideoMetadata`): with `frames_indices` and `fps` giving the chosen frames' true times.
+        plan (`ModelOutput`): the sampler's plan over all thumbnails (for AVS a `ShotPlan`: keep mask, shot ids,
+            transition probabilities, shot starts).
+        thumbnail_times (`np.ndarray` of shape `(num_thumbnails,)`): the time in seconds of every thumbnail the plan
+            indexes.
     """
-    config = frame_selector.config
+
+    frames: np.ndarray
+    metadata: VideoMetadata
+    plan: object
+    thumbnail_times: np.ndarray
+
+
+# Thumbnails of a decoded array are made this many frames at a time, so a long array is never copied in float.
+THUMBNAIL_CHUNK = 256
+
+
+def select_frames(video, frame_selector, metadata: VideoMetadata | dict | None = None) -> FrameSelection:
+    r"""
+    The frames `frame_selector.plan` keeps of one video. A file is streamed twice: once as thumbnails at the selector's
+    `decode_fps`, once for the chosen frames only, at full resolution. An array (`(frames, height, width, 3)` or
+    `(frames, 3, height, width)`, uint8) is thumbnailed directly; its frame rate comes from `metadata` when given.
+    """
     detector = frame_selector.shot_detector.config
     if isinstance(video, (str, os.PathLike)):
-        thumbnails = decode_thumbnails(video, fps=config.decode_fps, width=detector.frame_width, height=detector.frame_height)
-        plan = frame_selector.plan(torch.from_numpy(thumbnails.frames), torch.from_numpy(thumbnails.timestamps))
-        return decode_frames_at(video, thumbnails.frame_indices[plan.keep.numpy()])
-    frames = torch.as_tensor(np.asarray(video))
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise VideoDecodeError(
-            f"A video array must be (frames, height, width, 3) uint8 for frame selection, got {tuple(frames.shape)}."
+        thumbnails = decode_thumbnails(
+            video, fps=frame_selector.config.decode_fps, width=detector.frame_width, height=detector.frame_height
         )
-    pixels = frames.permute(0, 3, 1, 2).float()
-    small = torch.nn.functional.interpolate(
-        pixels, size=(detector.frame_height, detector.frame_width), mode="bicubic", antialias=True
-    )
-    thumbnails = small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    # A bare array carries no frame rate: its frames are taken to be 1 second apart.
-    plan = frame_selector.plan(thumbnails, torch.arange(len(frames), dtype=torch.float32))
-    indices = torch.nonzero(plan.keep).flatten().numpy()
-    metadata = VideoMetadata(total_num_frames=len(frames), fps=1.0, frames_indices=indices)
-    return frames.numpy()[indices], metadata
+        plan = frame_selector.plan(torch.from_numpy(thumbnails.frames), torch.from_numpy(thumbnails.timestamps))
+        chosen = thumbnails.frame_indices[plan.keep.numpy()]
+        found = thumbnails.metadata
+        selected = VideoMetadata(
+            total_num_frames=found.total_num_frames, fps=found.fps, duration=found.duration, width=found.width,
+            height=found.height, video_backend="pyav", frames_indices=chosen,
+        )
+        return FrameSelection(decode_frames_at(video, chosen), selected, plan, thumbnails.timestamps)
+
+    frames = np.asarray(video)
+    if frames.ndim == 4 and frames.shape[1] == 3 and frames.shape[-1] != 3:
+        frames = frames.transpose(0, 2, 3, 1)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise VideoDecodeError(
+            f"A video array must be (frames, height, width, 3) or (frames, 3, height, width) with at least one frame "
+            f"for frame selection, got shape {tuple(frames.shape)}."
+        )
+    fps = (metadata.get("fps") if isinstance(metadata, dict) else getattr(metadata, "fps", None)) or None
+    if fps is None:
+        logger.warning_once(
+            "A video array came without a frame rate, so its frames are taken to be 1 second apart for shot "
+            "detection. Pass `video_metadata` (with `fps`) alongside decoded frames."
+        )
+    thumbnails = torch.cat([
+        torch.nn.functional.interpolate(
+            torch.from_numpy(chunk).permute(0, 3, 1, 2).float(),
+            size=(detector.frame_height, detector.frame_width), mode="bicubic", antialias=True,
+        ).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        for chunk in np.array_split(frames, max(1, -(-len(frames) // THUMBNAIL_CHUNK)))
+    ])
+    times = torch.arange(len(frames), dtype=torch.float64) / (fps or 1.0)
+    plan = frame_selector.plan(thumbnails, times)
+    chosen = torch.nonzero(plan.keep).flatten().numpy()
+    selected = VideoMetadata(total_num_frames=len(frames), fps=fps or 1.0, frames_indices=chosen)
+    return FrameSelection(frames[chosen], selected, plan, times.numpy())
 
 
 def flatten_videos(videos) -> list:

@@ -159,8 +159,9 @@ class Thumbnails:
 
     Args:
         frames (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8): RGB thumbnails.
-        frame_indices (`np.ndarray` of shape `(num_frames,)`): each thumbnail's index among the stream's decoded frames.
-        timestamps (`np.ndarray` of shape `(num_frames,)`): seconds from the first frame.
+        frame_indices (`np.ndarray` of shape `(num_frames,)`): each thumbnail's frame number, its presentation time in
+            frames of the stream's average rate (see `readable_frames`), which `decode_frames_at` takes.
+        timestamps (`np.ndarray` of shape `(num_frames,)`): seconds from the first readable frame.
         metadata (`VideoMetadata`): the stream's frame rate, size, duration and decoded frame count.
         unreadable_packets (`int`): packets the decoder rejected; their frames are missing.
     """
@@ -194,22 +195,31 @@ def open_video_stream(path: str | os.PathLike):
     return container
 
 
-def readable_frames(container, unreadable: list[float]) -> Iterator:
+def readable_frames(container, unreadable: list[float]) -> Iterator[tuple[int, float, "av.VideoFrame"]]:
     r"""
-    Every frame of the first video stream that can be decoded, in order. Packets the decoder rejects (a corrupt
-    stretch in the middle of a file) are skipped and their times appended to `unreadable`, so the rest still decodes.
+    Every frame of the first video stream that can be decoded, in order, as `(index, seconds, frame)`: `seconds` from
+    the first readable frame (its presentation time), `index` that time in frames of the stream's average rate. Both
+    passes over a file number frames this way, so a frame keeps its index and its true time even after a stretch the
+    decoder rejected: such packets are skipped and their times appended to `unreadable`.
     """
     import av
 
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    rate = float(stream.average_rate) if stream.average_rate else None
+    start, count = None, 0
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
             unreadable.append(float(packet.pts * packet.time_base) if packet.pts is not None else math.nan)
             continue
-        yield from frames
+        for frame in frames:
+            time = frame.time if frame.time is not None else count / (rate or 1.0)
+            start = time if start is None else start
+            seconds = time - start
+            yield (round(seconds * rate) if rate else count), seconds, frame
+            count += 1
 
 
 def warn_unreadable(path: str, unreadable: list[float], kept: int) -> None:
@@ -229,32 +239,33 @@ def decode_thumbnails(
     default) of the first frame in every `1 / fps` seconds, so an hour-long video never sits in memory at full
     resolution: at 10 fps and 48x27 an hour is 140 MB. A corrupt stretch is skipped with a warning.
     """
+    if fps is not None and fps <= 0:
+        raise ValueError(f"fps must be positive (or None for every frame), got {fps}.")
     path = os.fspath(path)
     frames, indices, times, unreadable = [], [], [], []
     with open_video_stream(path) as container:
         stream = container.streams.video[0]
         rate = float(stream.average_rate) if stream.average_rate else None
-        start, last_interval, decoded = None, None, 0
-        with tqdm(total=stream.frames or None, unit="frame", desc="decoding thumbnails", disable=not progress) as bar:
-            for index, frame in enumerate(readable_frames(container, unreadable)):
+        last_interval, decoded, last_index = None, 0, 0
+        # The bar shows on terminals only (`disable=None`), not in logs and pipelines.
+        with tqdm(total=stream.frames or None, unit="frame", desc="decoding thumbnails", disable=None if progress else True) as bar:
+            for index, seconds, frame in readable_frames(container, unreadable):
                 bar.update(1)
-                decoded = index + 1
-                time = frame.time if frame.time is not None else index / (rate or 1.0)
-                start = time if start is None else start
-                interval = math.floor((time - start) * fps + INTERVAL_SLACK) if fps else index
+                decoded, last_index = decoded + 1, index
+                interval = math.floor(seconds * fps + INTERVAL_SLACK) if fps else index
                 if interval == last_interval:
                     continue
                 last_interval = interval
                 thumbnail = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC")
                 frames.append(thumbnail.to_ndarray())
                 indices.append(index)
-                times.append(time - start)
+                times.append(seconds)
         if not frames:
             raise EmptyVideoError(f"{path!r} has no decodable video frame.")
         metadata = VideoMetadata(
-            total_num_frames=decoded,
+            total_num_frames=last_index + 1,
             fps=rate,
-            duration=decoded / rate if rate else None,
+            duration=(last_index + 1) / rate if rate else None,
             width=stream.width,
             height=stream.height,
             video_backend="pyav",
@@ -269,39 +280,29 @@ def decode_thumbnails(
     )
 
 
-def decode_frames_at(path: str | os.PathLike, indices: np.ndarray) -> tuple[np.ndarray, VideoMetadata]:
+def decode_frames_at(path: str | os.PathLike, indices: np.ndarray) -> np.ndarray:
     r"""
-    Decodes the video again and converts to full-resolution RGB only the frames at `indices` (indices among the
-    decoded frames, as `decode_thumbnails` numbers them), so memory holds just the chosen frames.
+    Decodes the video again and converts to full-resolution RGB only the frames at `indices` (numbered as
+    `readable_frames` numbers them, like `decode_thumbnails`), so memory holds just the chosen frames.
 
     Returns:
-        `np.ndarray` of shape `(len(indices), height, width, 3)` uint8 and the video's `VideoMetadata` with
-        `frames_indices` set.
+        `np.ndarray` of shape `(len(unique indices), height, width, 3)`, uint8, in time order.
     """
     path = os.fspath(path)
     wanted = np.unique(np.asarray(indices, dtype=np.int64))
     frames, unreadable = [], []
     with open_video_stream(path) as container:
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate) if stream.average_rate else None
-        position, index = 0, -1
-        for index, frame in enumerate(readable_frames(container, unreadable)):
-            if position < len(wanted) and index == wanted[position]:
+        for index, _, frame in readable_frames(container, unreadable):
+            if index >= wanted[len(frames)]:
                 frames.append(frame.to_ndarray(format="rgb24"))
-                position += 1
-                if position == len(wanted):
+                if len(frames) == len(wanted):
                     break
-        metadata = VideoMetadata(
-            total_num_frames=stream.frames or index + 1, fps=rate, width=stream.width, height=stream.height,
-            duration=float(container.duration / 1e6) if container.duration else None, video_backend="pyav",
-        )
     if len(frames) < len(wanted):
         raise VideoDecodeError(
             f"{path!r} yielded {len(frames)} of the {len(wanted)} chosen frames on the second decode; the file changed "
             "or decodes differently between passes. Re-encode it."
         )
-    metadata.frames_indices = wanted
-    return np.stack(frames), metadata
+    return np.stack(frames)
 
 
 __all__ = ["EmptyVideoError", "Thumbnails", "decode_frames_at", "decode_thumbnails", "open_video_stream", "PIXEL_SETTINGS", "VidCompVideoProcessor", "VideoDecodeError", "decode_video", "pixel_settings"]
