@@ -80,9 +80,10 @@ def random_clip(num_frames: int, seed: int = 0) -> torch.Tensor:
     return frames.clamp(0, 255).to(torch.uint8)
 
 
-def test_receptive_field_windows_equal_the_network_over_the_whole_clip():
-    model = tiny_transnetv2(inference_windows="receptive_field", window_frames=40)
-    frames = random_clip(333)
+@pytest.mark.parametrize("num_frames,window_frames", [(333, 40), (60, 1000), (7, 3)])
+def test_streaming_equals_the_network_over_the_whole_clip(num_frames, window_frames):
+    model = tiny_transnetv2(inference_windows="streaming", window_frames=window_frames)
+    frames = random_clip(num_frames)
     single, many = model.predict_frames(frames)
     padded = torch.cat([frames[:1].expand(25, -1, -1, -1), frames, frames[-1:].expand(25, -1, -1, -1)])
     with torch.no_grad():
@@ -120,7 +121,7 @@ def test_batch_norm_folding_matches_training_mode_batch_norm_with_frozen_statist
 
 @pytest.mark.parametrize("num_frames", [1, 2, 49, 50, 51, 100, 101])
 def test_any_clip_length_works_in_both_modes(num_frames):
-    for mode in ("reference", "receptive_field"):
+    for mode in ("reference", "streaming"):
         single, many = tiny_transnetv2(inference_windows=mode, window_frames=32).predict_frames(random_clip(num_frames))
         assert single.shape == many.shape == (num_frames,)
         assert np.all((single >= 0) & (single <= 1))

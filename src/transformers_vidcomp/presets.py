@@ -60,7 +60,11 @@ PRESETS: dict[str, Preset] = {
         description="adaptive video sampling: TransNetV2 shots (real weights) in 10 fps thumbnails, 32 keyframes "
         "spread by information density and decoded alone at full resolution; then the 2D+1D convolutional "
         "compressor, 4x4x4 groups into one token each",
-        sampler_config={"model_type": "vidcomp_avs_sampler", "max_frames": 32},
+        # Streaming shot detection: the network over the whole video, while it decodes (see TransNetV2Config).
+        sampler_config={
+            "model_type": "vidcomp_avs_sampler", "max_frames": 32,
+            "shot_detector_config": {"inference_windows": "streaming"},
+        },
         compressor_config={"model_type": "vidcomp_compact_compressor"},
         # Used only when frames reach the processor without the sampler (an array passed by hand): a bounded decode,
         # which the sampler then thins uniformly.

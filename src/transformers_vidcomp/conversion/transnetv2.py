@@ -125,9 +125,9 @@ shots = model.predictions_to_scenes(single)       # [[start, end], ...], inclusi
 
 `predict_frames` follows the published procedure by default (100-frame windows every 50 frames, middle 50 outputs
 kept), and its probabilities match the original package's within 1e-4 on the package's test clip. Set
-`model.config.inference_windows = "receptive_field"` to compute each frame once over long windows: the result is the
-network over the whole clip, independent of where windows fall, which differs from the windowed procedure by up to
-about 0.1 near transitions.
+`model.config.inference_windows = "streaming"` to stream the clip through the network, every frame through every
+convolution once (about twice as fast as the windowed procedure): the result is the network over the whole clip,
+independent of where windows fall, which differs from the windowed procedure by up to about 0.1 near transitions.
 
 In transformers-vidcomp it is the shot detector of the adaptive video sampler (`vidcomp_avs_sampler`).
 

@@ -45,12 +45,13 @@ class TransNetV2Config(PreTrainedConfig):
         - `"reference"`: the published procedure, 100-frame windows every 50 frames, keeping the middle 50 outputs of
           each. Its outputs equal the original package's. The network's temporal receptive field (about ±98
           frames) is wider than the 25 frames of context this leaves, so outputs depend on where windows fall.
-        - `"receptive_field"`: long windows of `window_frames` that overlap by exactly the receptive field, which
-          computes each frame once (plus the overlap) and gives the outputs of the network run over the whole video
-          at once, independent of window placement. They differ from the reference procedure's by up to about 0.1.
-    window_frames (`int`, *optional*, defaults to 512):
-        Frames each window of the `"receptive_field"` mode produces.
-    windows_per_batch (`int`, *optional*, defaults to 4):
+        - `"streaming"`: the clip streams through the network `window_frames` frames at a time, every frame through
+          every convolution once, each layer keeping only the few frames of context its temporal convolutions need.
+          The outputs are the network's over the whole clip at once, independent of any window placement; they
+          differ from the reference procedure's by up to about 0.1 near transitions. About twice as fast.
+    window_frames (`int`, *optional*, defaults to 50):
+        Frames per step of the `"streaming"` mode; small enough that a step's activations stay in cache.
+    windows_per_batch (`int`, *optional*, defaults to 1):
         Windows per forward call in the `"reference"` mode, which bounds memory on long videos.
     threshold (`float`, *optional*, defaults to 0.5):
         Probability above which a frame is a transition, for `predictions_to_scenes` and the adaptive sampler.
@@ -70,9 +71,9 @@ class TransNetV2Config(PreTrainedConfig):
     batch_norm_eps: float = 1e-3
     frame_height: int = 27
     frame_width: int = 48
-    inference_windows: Literal["reference", "receptive_field"] = "reference"
-    window_frames: int = 512
-    windows_per_batch: int = 4
+    inference_windows: Literal["reference", "streaming"] = "reference"
+    window_frames: int = 50
+    windows_per_batch: int = 1
     threshold: float = 0.5
 
     def __post_init__(self, **kwargs):
@@ -93,14 +94,6 @@ class TransNetV2Config(PreTrainedConfig):
     @property
     def dilations(self) -> list[int]:
         return [2**i for i in range(self.num_dilations)]
-
-    @property
-    def receptive_field(self) -> int:
-        r"""
-        How many frames on each side of a frame can change its output: every cell's widest dilated convolution
-        reaches `2 ** (num_dilations - 1)` frames, and the similarity lookups reach `lookup_window // 2` further.
-        """
-        return self.num_stacks * self.cells_per_stack * self.dilations[-1] + self.lookup_window // 2
 
 
 __all__ = ["TransNetV2Config"]

@@ -10,6 +10,7 @@ model by renaming only.
 """
 
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,9 +42,10 @@ class TransNetV2Output(ModelOutput):
     many_hot_logits: torch.FloatTensor | None = None
 
 
-def banded_similarity(features: torch.Tensor, radius: int) -> torch.Tensor:
+def banded_similarity(features: torch.Tensor, radius: int, chunk: int = 1024) -> torch.Tensor:
     r"""
-    Dot products of each frame with its `2 * radius + 1` neighbours, zero beyond the ends of the clip.
+    Dot products of each frame with its `2 * radius + 1` neighbours, zero beyond the ends of the clip, `chunk` frames
+    at a time so a long clip never expands to `frames x dim x window`.
 
     Args:
         features (`torch.FloatTensor` of shape `(batch_size, num_frames, dim)`).
@@ -54,7 +56,13 @@ def banded_similarity(features: torch.Tensor, radius: int) -> torch.Tensor:
     """
     padded = F.pad(features, (0, 0, radius, radius))
     neighbours = padded.unfold(1, 2 * radius + 1, 1)  # (batch, frames, dim, window), a view
-    return torch.einsum("btd,btdw->btw", features, neighbours)
+    return torch.cat(
+        [
+            torch.einsum("btd,btdw->btw", features[:, start : start + chunk], neighbours[:, start : start + chunk])
+            for start in range(0, features.shape[1], chunk)
+        ],
+        dim=1,
+    )
 
 
 class TransNetV2SeparableConv(nn.Module):
@@ -186,6 +194,79 @@ class TransNetV2ColorHistograms(nn.Module):
         return F.relu(self.fc(banded_similarity(histograms, self.radius)))
 
 
+class StreamingDilatedCell:
+    r"""
+    Runs one [`TransNetV2DilatedCell`] (eval mode) over a clip that arrives a chunk at a time, computing every frame
+    once. Each branch keeps the spatial convolution outputs its temporal convolution still needs (up to the largest
+    dilation on both sides); outputs lag the input by that dilation. Zero frames stand for the zero padding of the
+    clip's ends, so the result equals the cell over the whole clip at once.
+    """
+
+    def __init__(self, cell: TransNetV2DilatedCell, height: int, width: int):
+        self.cell, self.height, self.width = cell, height, width
+        self.reach = max(branch.dilation for branch in cell.branches)
+        scale = cell.norm.weight * torch.rsqrt(cell.norm.running_var + cell.norm.eps)
+        shift = cell.norm.bias - cell.norm.running_mean * scale
+        self.folded = [
+            (branch.temporal.weight[..., 0] * part_scale[:, None, None, None], part_shift)
+            for branch, part_scale, part_shift in zip(cell.branches, scale.split(cell.filters), shift.split(cell.filters))
+        ]
+        # Spatial outputs per branch, `(frames, height * width, 2 * filters)`, from frame `-reach` (the zero padding).
+        self.cache = [scale.new_zeros(self.reach, height * width, 2 * cell.filters) for _ in cell.branches]
+
+    def push(self, frames: torch.Tensor | None) -> torch.Tensor:
+        r"""
+        Takes the next input frames `(n, H, W, C_in)`, or `None` once the clip has ended, and returns the outputs
+        `(m, H, W, filters * num_dilations)` that are now complete, in order.
+        """
+        if frames is None:
+            new = [cache.new_zeros(self.reach, *cache.shape[1:]) for cache in self.cache]
+        else:
+            per_frame = frames.permute(0, 3, 1, 2)
+            new = [
+                F.conv2d(per_frame, branch.spatial.weight[:, :, 0], padding=1).permute(0, 2, 3, 1).flatten(1, 2)
+                for branch in self.cell.branches
+            ]
+        self.cache = [torch.cat([cache, part]) for cache, part in zip(self.cache, new)]
+        ready = len(self.cache[0]) - 2 * self.reach  # outputs whose whole temporal context has arrived
+        if ready <= 0:
+            return self.cache[0].new_zeros(0, self.height, self.width, self.cell.filters * len(self.cache))
+        outputs = []
+        for cache, branch, (weight, bias) in zip(self.cache, self.cell.branches, self.folded):
+            offset = self.reach - branch.dilation
+            window = cache[offset : offset + ready + 2 * branch.dilation]
+            # (frames, pixels, channels) is channels-last for a (1, channels, frames, pixels) 2D convolution.
+            out = F.conv2d(window.permute(2, 0, 1)[None], weight, bias, dilation=(branch.dilation, 1))
+            outputs.append(out[0].permute(1, 2, 0))
+        self.cache = [cache[ready:] for cache in self.cache]
+        hidden_states = torch.cat(outputs, dim=-1)
+        if self.cell.activation:
+            hidden_states = F.relu(hidden_states)
+        return hidden_states.reshape(ready, self.height, self.width, -1)
+
+
+class StreamingStack:
+    r"""A [`TransNetV2Stack`] over a clip arriving in chunks: its cells in turn, the residual aligned, then pooling."""
+
+    def __init__(self, stack: TransNetV2Stack, height: int, width: int):
+        self.cells = [StreamingDilatedCell(cell, height, width) for cell in stack.cells]
+        self.pending_first: list[torch.Tensor] = []  # first-cell outputs whose residual partner has not arrived yet
+
+    def push(self, frames: torch.Tensor | None) -> torch.Tensor:
+        r"""Next input frames `(n, H, W, C)`, or `None` at the end; returns the pooled outputs now complete."""
+        hidden_states = self.cells[0].push(frames)
+        self.pending_first.append(hidden_states)
+        for cell in self.cells[1:]:
+            hidden_states = cell.push(hidden_states)
+            if frames is None:
+                hidden_states = torch.cat([hidden_states, cell.push(None)])
+        waiting = torch.cat(self.pending_first)
+        done = len(hidden_states)
+        self.pending_first = [waiting[done:]]
+        hidden_states = F.relu(hidden_states) + waiting[:done]
+        return F.avg_pool2d(hidden_states.permute(0, 3, 1, 2), kernel_size=2).permute(0, 2, 3, 1)
+
+
 class TransNetV2PreTrainedModel(PreTrainedModel):
     config: TransNetV2Config
     config_class = TransNetV2Config
@@ -275,7 +356,7 @@ class TransNetV2Model(TransNetV2PreTrainedModel):
         if self.config.inference_windows == "reference":
             logits = self.reference_window_logits(frames)
         else:
-            logits = self.receptive_field_window_logits(frames)
+            logits = self.streaming_logits(frames.split(self.config.window_frames))
         single, many = torch.sigmoid(logits.float()).cpu().numpy()
         return single, many
 
@@ -295,22 +376,69 @@ class TransNetV2Model(TransNetV2PreTrainedModel):
             outputs.append(torch.stack([output.transition_logits, output.many_hot_logits])[:, :, 25:75].flatten(1))
         return torch.cat(outputs, dim=1)[:, :num_frames]
 
-    def receptive_field_window_logits(self, frames: torch.Tensor) -> torch.Tensor:
+    def streaming_logits(self, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
         r"""
-        Windows of `window_frames` outputs, each read with `receptive_field` frames of context on both sides, so every
-        output equals the network's over the whole clip (padded like the reference: 25 copies of the first frame
-        before, 25 of the last after). Returns `(2, T)` logits.
+        The network over the whole clip (padded like the reference: 25 copies of the first frame before, 25 of the last
+        after), fed as consecutive uint8 pieces `(n, 27, 48, 3)`: each frame goes through every convolution once, each layer keeping only the frames of context its temporal
+        convolutions need. Memory grows with the clip only by a few per-frame vectors (about 7 KB a frame). Inference
+        only (batch norms folded). Returns `(2, T)` logits.
         """
-        num_frames, context, step = len(frames), self.config.receptive_field, self.config.window_frames
-        padded = torch.cat([frames[:1].expand(25, -1, -1, -1), frames, frames[-1:].expand(25, -1, -1, -1)])
-        outputs = []
-        for start in tqdm(range(25, 25 + num_frames, step), desc="shot detection", disable=None):
-            stop = min(start + step, 25 + num_frames)
-            read_from, read_to = max(0, start - context), min(len(padded), stop + context)
-            output = self(padded[None, read_from:read_to])
-            logits = torch.stack([output.transition_logits[0], output.many_hot_logits[0]])
-            outputs.append(logits[:, start - read_from : stop - read_from])
-        return torch.cat(outputs, dim=1)
+        config = self.config
+        height, width, streams = config.frame_height, config.frame_width, []
+        for stack in self.stacks:
+            streams.append(StreamingStack(stack, height, width))
+            height, width = height // 2, width // 2
+        lookup, fc_weight = config.lookup_dim, self.fc.weight
+        histograms, means, flat_part = [], [[] for _ in streams], []
+        num_frames = 0
+        for chunk in tqdm(self.padded_pieces(chunks), desc="shot detection", unit="piece", disable=None):
+            num_frames += len(chunk)
+            histograms.append(self.color_histograms.histograms(chunk[None])[0])
+            hidden_states = chunk.to(fc_weight.dtype) / 255.0
+            for stream, stack_means in zip(streams, means):
+                hidden_states = stream.push(hidden_states)
+                stack_means.append(hidden_states.mean(dim=(1, 2)))
+            flat_part.append(hidden_states.flatten(1) @ fc_weight[:, 2 * lookup :].T)
+        # The clip has ended: each stack takes the previous stack's last outputs, then flushes its own.
+        hidden_states = None
+        for stream, stack_means in zip(streams, means):
+            last = [] if hidden_states is None else [stream.push(hidden_states)]
+            hidden_states = torch.cat([*last, stream.push(None)])
+            stack_means.append(hidden_states.mean(dim=(1, 2)))
+        flat_part.append(hidden_states.flatten(1) @ fc_weight[:, 2 * lookup :].T)
+
+        pooled = torch.cat([torch.cat(stack_means) for stack_means in means], dim=-1)
+        embeddings = F.normalize(self.frame_similarity.projection(pooled), dim=-1)
+        similarity = self.frame_similarity.fc(banded_similarity(embeddings[None], self.frame_similarity.radius)[0])
+        histogram = torch.cat(histograms).to(fc_weight.dtype)
+        colour = self.color_histograms.fc(banded_similarity(histogram[None], self.color_histograms.radius)[0])
+        # fc over [colour, similarity, flattened features], the last part already applied chunk by chunk.
+        hidden = F.relu(
+            F.relu(colour) @ fc_weight[:, :lookup].T
+            + F.relu(similarity) @ fc_weight[:, lookup : 2 * lookup].T
+            + torch.cat(flat_part)
+            + self.fc.bias
+        )
+        logits = torch.stack([self.transition_head(hidden)[:, 0], self.many_hot_head(hidden)[:, 0]])
+        return logits[:, 25 : num_frames - 25]
+
+    def padded_pieces(self, chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The pieces of a clip with 25 copies of its first frame before and of its last after, checked and on device."""
+        first = last = None
+        for chunk in chunks:
+            chunk = torch.as_tensor(chunk)
+            if chunk.ndim == 4 and len(chunk) == 0:
+                continue
+            self.check_thumbnails(chunk, batched=False)
+            chunk = chunk.to(self.device)
+            if first is None:
+                first = chunk[:1]
+                yield first.expand(25, -1, -1, -1)
+            last = chunk[-1:]
+            yield chunk
+        if last is None:
+            raise InvalidThumbnailsError("TransNetV2 got a clip with no frames; it needs at least one.")
+        yield last.expand(25, -1, -1, -1)
 
     def predictions_to_scenes(self, predictions: np.ndarray, threshold: float | None = None) -> np.ndarray:
         r"""
