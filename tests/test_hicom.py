@@ -557,3 +557,29 @@ def test_local_branch_alone():
         out = compressor(packed([9, 2], 7, 5, 16))
     assert out.token_counts.tolist() == [3 * 3 * 2, 1 * 3 * 2]
     assert out.token_frame_index.tolist() == [0] * 6 + [4] * 6 + [8] * 6 + [0] * 6
+
+
+def test_guide_keeps_questions_that_look_like_labels(tiny_hicom):
+    _, processor = tiny_hicom
+    for question in ("Q: What is the man doing?", "I. e. what happens first?", "Note: the cat. What colour is it?"):
+        prompt = processor.apply_chat_template(chat(question), add_generation_prompt=True, tokenize=False)
+        assert processor.guide_texts([prompt]) == [question]
+    prompt = processor.apply_chat_template(chat("Which?\nA. red\nB) blue\n(C) green"), add_generation_prompt=True, tokenize=False)
+    assert processor.guide_texts([prompt]) == ["Which?"]
+
+
+def test_reloaded_folders_keep_the_guide_processor(tiny_hicom, tmp_path):
+    from transformers_vidcomp import HIComProcessor
+    from transformers_vidcomp.processors import load_processor
+
+    _, processor = tiny_hicom
+    processor.save_pretrained(tmp_path)
+    assert isinstance(load_processor(tmp_path), HIComProcessor)
+
+
+def test_hicom_stage_refuses_other_compressors(tiny):
+    from transformers_vidcomp.training import UnknownStageError, apply_training_stage
+
+    model, _ = tiny
+    with pytest.raises(UnknownStageError, match="vidcomp_hicom_compressor"):
+        apply_training_stage(model, "hicom-conditional-pretrain")

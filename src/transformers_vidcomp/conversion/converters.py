@@ -21,7 +21,7 @@ from transformers import GenerationConfig
 from transformers.utils import logging
 
 from ..modeling import VidCompConfig, VidCompForConditionalGeneration
-from ..processors import VidCompProcessor
+from ..processors import VidCompProcessor, load_processor
 from .cards import RANDOM_WEIGHTS_TAG, CardInfo
 from .layouts import CheckpointLayout, apply_layout, check_state_dict
 from .sources import read_state_dict
@@ -170,7 +170,7 @@ class LocalCheckpointExporter(CheckpointConverter):
 
     def build_processor(self, source: Path, config: VidCompConfig) -> VidCompProcessor:
         try:
-            return VidCompProcessor.from_pretrained(source)
+            return load_processor(source)
         except OSError as error:
             raise NotAVidCompCheckpointError(
                 f"{str(source)!r} has no usable processor files (processor_config.json, tokenizer): {error}. "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..modeling import VidCompConfig, VidCompForConditionalGeneration
 from ..modeling.parts_vidcomp import ComponentSpecError, component_config
-from ..processors import VidCompProcessor
+from ..processors import load_processor
 from .converters import ConvertedCheckpoint, LocalCheckpointExporter, SourceCheckpointError
 
 
@@ -60,7 +60,7 @@ def swap_components(
         info.source += " The projector was re-initialised: the new component changed the width it reads."
     return ConvertedCheckpoint(
         model=model.eval(),
-        processor=VidCompProcessor.from_pretrained(checkpoint),
+        processor=load_processor(checkpoint),
         card_info=info,
         dropped_keys=sorted(loading["unexpected_keys"]),
     )

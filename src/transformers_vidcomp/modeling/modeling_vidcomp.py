@@ -139,7 +139,7 @@ class VidCompModel(VidCompPreTrainedModel):
         self.compressor = build_compressor(config.compressor_config)
         feature_dim = config.vision_config.hidden_size * len(config.vision_feature_layers)
         text_dim = config.text_config.hidden_size
-        if config.project_before_compression and self.compressor.applies_projector:
+        if config.project_before_compression and (self.compressor.applies_projector or self.compressor.projects_to_text):
             raise ValueError(
                 f"{type(self.compressor).__name__} projects its own tokens after compressing them; "
                 "set project_before_compression=False."

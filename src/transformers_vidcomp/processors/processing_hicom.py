@@ -13,7 +13,7 @@ logger = logging.get_logger(__name__)
 
 # Lines that are answer options or instructions about them, not part of the question (MVBench / Video-MME style).
 DEFAULT_GUIDE_DROP_PATTERNS = (
-    r"^\s*\(?[A-Z][\.\):]\s.*$",
+    r"^\s*(?:\([A-H]\)|[A-H][\.\)])\s.*$",
     r"^\s*(?:Options|Choices)\s*:?\s*$",
     r"^.*\b[Aa]nswer with the option.*$",
     r"^.*\b[Bb]est option.*$",
@@ -67,6 +67,7 @@ class HIComProcessor(VidCompProcessor):
             video_token=video_token,
             timestamps_in_prompt=timestamps_in_prompt,
             guide_tokenizer=guide_tokenizer,
+            **kwargs,
         )
 
     def __call__(self, text=None, videos=None, guide_text: list[str] | None = None, **kwargs) -> BatchFeature:

@@ -56,11 +56,11 @@ def finetune(args: argparse.Namespace) -> Path:
     from ..conversion.converters import LocalCheckpointExporter
     from ..conversion.writer import save_checkpoint
     from ..modeling import VidCompForConditionalGeneration
-    from ..processors import VidCompProcessor
+    from ..processors import load_processor
 
     examples = read_examples(args.data)
     model = VidCompForConditionalGeneration.from_pretrained(args.checkpoint_dir, dtype=torch.float32)
-    processor = VidCompProcessor.from_pretrained(args.checkpoint_dir)
+    processor = load_processor(args.checkpoint_dir)
     model.train()
     apply_training_stage(model, args.stage)
     on_cpu = not torch.cuda.is_available()

@@ -38,8 +38,11 @@ TRAINING_STAGES: dict[str, tuple[str, ...]] = {
         "vision_tower", "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
     ),
     "compressor-pretrain": ("compressor", "decoder"),
-    "hicom-conditional-pretrain": ("compressor", "multi_modal_projector"),
+    "hicom-conditional-pretrain": ("compressor",),
 }
+
+# Stages that exist for one compressor only, by its model type.
+STAGE_COMPRESSORS: dict[str, str] = {"hicom-conditional-pretrain": "vidcomp_hicom_compressor"}
 
 # Modules inside a stage's modules that stay frozen (pretrained towers a compressor carries).
 STAGE_FROZEN: dict[str, tuple[str, ...]] = {
@@ -56,7 +59,7 @@ STAGE_LEARNING_RATES: dict[str, dict[str, float]] = {
     # Compact video representations, supplement §1.4: AdamW at 2e-5.
     "compressor-pretrain": {"compressor": 2e-5, "decoder": 2e-5},
     # HICom appendix: 1e-3 for the instruction injection, 1e-4 for the other compressor parameters.
-    "hicom-conditional-pretrain": {"compressor": 1e-4, "multi_modal_projector": 1e-4, "guide_injector": 1e-3},
+    "hicom-conditional-pretrain": {"compressor": 1e-4, "guide_injector": 1e-3},
 }
 
 
@@ -74,6 +77,13 @@ def apply_training_stage(model: PreTrainedModel, stage: str) -> dict[str, int]:
             "The compressor-pretrain stage is the stage of a CompactVideoAutoencoder, and a CompactVideoAutoencoder "
             f"has no other; got stage {stage!r} for a {type(model).__name__}. Train a video LLM's compressor with "
             "the compressor stage."
+        )
+    required = STAGE_COMPRESSORS.get(stage)
+    compressor_config = getattr(getattr(model, "config", None), "compressor_config", None)
+    if required is not None and getattr(compressor_config, "model_type", None) != required:
+        raise UnknownStageError(
+            f"The {stage} stage trains a {required} compressor, but this model's compressor is "
+            f"{getattr(compressor_config, 'model_type', type(model).__name__)}. Choose another stage."
         )
     if stage == "new-parts":
         loaded = part_module_names(model.config.parts)
