@@ -11,13 +11,17 @@ config alone and never asks which method it holds.
 
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import ClassVar
 
 import os
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import AutoConfig, PreTrainedModel
+from torch import nn
+from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import SAFE_WEIGHTS_NAME, ModelOutput
 
@@ -356,6 +360,39 @@ class VidCompCompressor(VidCompComponent):
         raise NotImplementedError
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    Softmax attention with the softmax in fp32, the fallback of `ALL_ATTENTION_FUNCTIONS` for every method.
+
+    Args:
+        query (`torch.Tensor` of shape `(batch, heads, q_len, head_dim)`)
+        key, value (`torch.Tensor` of shape `(batch, heads, kv_len, head_dim)`)
+        attention_mask (`torch.Tensor` of shape `(batch, 1 or heads, q_len, kv_len)`, *optional*): additive bias.
+    Returns:
+        The output `(batch, q_len, heads, head_dim)` and the weights `(batch, heads, q_len, kv_len)`.
+    """
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def attention_interface(config: PreTrainedConfig) -> Callable:
+    """The attention function `config._attn_implementation` selects, or `eager_attention_forward`."""
+    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
+
+
 def check_token_budget(
     token_budget: int | None,
     tokens_per_unit: int | None = None,
@@ -389,7 +426,9 @@ __all__ = [
     "TokenBudgetError",
     "VidCompCompressor",
     "VidCompSampler",
+    "attention_interface",
     "check_token_budget",
+    "eager_attention_forward",
     "register_compressor",
     "register_sampler",
     "uniform_keep_mask",

@@ -47,7 +47,7 @@ the pooled text repeated (the learnable `query` is unused and the 32 global toke
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,6 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel, SiglipTextModel
 from transformers.activations import ACT2FN
 from transformers.configuration_utils import SubConfigSpec
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .components_vidcomp import (
     CompressorOutput,
@@ -65,7 +64,9 @@ from .components_vidcomp import (
     InvalidVideoInputError,
     PackedFrames,
     VidCompCompressor,
+    attention_interface,
     check_token_budget,
+    eager_attention_forward,
     register_compressor,
     uniform_keep_mask,
 )
@@ -178,38 +179,6 @@ class HIComCompressorConfig(PreTrainedConfig):
         return cls(**{**settings, **kwargs})
 
 
-def hicom_eager_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""
-    Softmax attention in fp32, as the released code computes it; the fallback of `ALL_ATTENTION_FUNCTIONS`.
-
-    Args:
-        query (`torch.Tensor` of shape `(batch, heads, q_len, head_dim)`)
-        key, value (`torch.Tensor` of shape `(batch, heads, kv_len, head_dim)`)
-        attention_mask (`torch.Tensor` of shape `(batch, 1 or heads, q_len, kv_len)`, *optional*): additive bias.
-    Returns:
-        The output `(batch, q_len, heads, head_dim)` and the weights `(batch, heads, q_len, kv_len)`.
-    """
-    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
-    if attention_mask is not None:
-        weights = weights + attention_mask
-    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = F.dropout(weights, p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
-
-
-def attention_function(config: PreTrainedConfig) -> Callable:
-    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, hicom_eager_attention)
-
-
 def mlp(input_size: int, output_size: int) -> nn.Sequential:
     """The released `build_mlp(2, ...)`: Linear, GELU, Linear (state-dict keys `0.*` and `2.*`)."""
     return nn.Sequential(nn.Linear(input_size, output_size), nn.GELU(), nn.Linear(output_size, output_size))
@@ -310,7 +279,7 @@ class HIComAttention(nn.Module):
         q = rearrange(self.q_proj(query), split, n=self.num_heads)
         k = rearrange(self.k_proj(key_value), split, n=self.num_heads)
         v = rearrange(self.v_proj(key_value), split, n=self.num_heads)
-        out, _ = attention_function(self.config)(self, q, k, v, attention_mask, scaling=self.scaling, dropout=0.0)
+        out, _ = attention_interface(self.config)(self, q, k, v, attention_mask, scaling=self.scaling, dropout=0.0)
         return self.out_proj(rearrange(out, "b l n e -> b l (n e)"))
 
 
@@ -491,7 +460,7 @@ class HIComLocalCompressor(nn.Module):
         if bool(frame_ok.all()):
             member = member[:1]
         mask = additive_mask(rearrange(member, "b q a h w -> b 1 q (a h w)"), query.dtype)
-        attention = hicom_eager_attention if return_attention else attention_function(self.config)
+        attention = eager_attention_forward if return_attention else attention_interface(self.config)
         out, weights = attention(
             self, query[:, None], band_keys[:, None], band_values[:, None], mask, scaling=dim**-0.5, dropout=0.0
         )
@@ -594,7 +563,7 @@ class HIComGlobalCompressor(nn.Module):
         if self.config.position_in_value:
             position = pos_t[:, None, None] + pos_h[None, :, None] + pos_w[None, None, :]
             value_patches = rearrange(frames + position, "v t h w d -> v 1 (t h w) d")
-        attention = hicom_eager_attention if return_attention else attention_function(self.config)
+        attention = eager_attention_forward if return_attention else attention_interface(self.config)
         out, weights = attention(
             self, rearrange(q_k, "v n q d -> v 1 (n q) d"), patches, value_patches, bias, scaling=attn.scaling
         )

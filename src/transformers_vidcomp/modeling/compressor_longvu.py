@@ -62,7 +62,6 @@ from einops import rearrange, repeat
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import PreTrainedConfig
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .components_vidcomp import (
     CompressorOutput,
@@ -70,6 +69,7 @@ from .components_vidcomp import (
     InvalidVideoInputError,
     PackedFrames,
     VidCompCompressor,
+    attention_interface,
     check_token_budget,
     register_compressor,
     uniform_keep_mask,
@@ -146,25 +146,6 @@ class LongVUCompressorConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
 
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Plain softmax attention on `(batch, heads, length, head_dim)` inputs; output `(batch, length, heads, dim)`."""
-    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
-    if attention_mask is not None:
-        weights = weights + attention_mask
-    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = F.dropout(weights, p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
-
-
 class LongVUMLP(nn.Module):
     """The release's bias-free `MLP`: Linear, GELU, Linear."""
 
@@ -213,7 +194,7 @@ class LongVUMultiKVCrossAttention(nn.Module):
         key = torch.cat([getattr(self, f"k_proj_{i}")(t) for i, t in enumerate(towers)], dim=1)
         value = torch.cat([getattr(self, f"v_proj_{i}")(t) for i, t in enumerate(towers)], dim=1)
         key, value = rearrange(key, split, h=self.num_heads), rearrange(value, split, h=self.num_heads)
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attention = attention_interface(self.config)
         output, _ = attention(self, query, key, value, None, scaling=self.head_dim**-0.5, dropout=0.0)
         return self.o_proj(rearrange(output, "n l h d -> n l (h d)"))
 
