@@ -107,8 +107,13 @@ class CheckpointConverter(ABC):
     def read_weights(self, source: Path) -> dict[str, torch.Tensor]:
         return read_state_dict(source)
 
+    # Sources that carry their own `generation_config.json` (a Transformers-format folder) keep it.
+    keeps_source_generation_config: ClassVar[bool] = False
+
     def generation_config(self, source: Path, config: VidCompConfig) -> GenerationConfig | None:
         """The generation defaults to ship; `None` derives them from the config."""
+        if self.keeps_source_generation_config and (source / "generation_config.json").is_file():
+            return GenerationConfig.from_pretrained(source)
         return None
 
     def convert(self, source: str | os.PathLike) -> ConvertedCheckpoint:
@@ -156,6 +161,7 @@ class LocalCheckpointExporter(CheckpointConverter):
     """
 
     kind = "vidcomp"
+    keeps_source_generation_config = True
     description = "a transformers-vidcomp checkpoint folder"
     layout = CheckpointLayout(name="transformers-vidcomp")
 
@@ -176,11 +182,6 @@ class LocalCheckpointExporter(CheckpointConverter):
                 f"{str(source)!r} has no usable processor files (processor_config.json, tokenizer): {error}. "
                 "Save the processor next to the model with `processor.save_pretrained(folder)`."
             ) from error
-
-    def generation_config(self, source: Path, config: VidCompConfig) -> GenerationConfig | None:
-        if (source / "generation_config.json").is_file():
-            return GenerationConfig.from_pretrained(source)
-        return None
 
     def card_info(self, source: Path, config: VidCompConfig) -> CardInfo:
         info = CardInfo(source=f"Exported from the local checkpoint `{source.name}` with `vidcomp export`.")

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, SiglipTextConfig, SiglipVisionConfig
+from transformers import AutoTokenizer, SiglipTextConfig, SiglipVisionConfig
 from transformers.core_model_loading import WeightRenaming
 
 from ..modeling import HIComCompressorConfig, UniformSamplerConfig, VidCompConfig
@@ -102,6 +102,7 @@ def parse_projector_type(projector_type: str, use_guide: str | None) -> dict:
 @register_converter
 class HIComConverter(CheckpointConverter):
     kind = "hicom"
+    keeps_source_generation_config = True
     description = "a released HICom checkpoint (lntzm/HICom_*, hicom_qwen2) with its SigLIP towers"
     layout = CheckpointLayout(
         name="hicom",
@@ -211,11 +212,6 @@ class HIComConverter(CheckpointConverter):
             guide_tokenizer=guide_tokenizer,
             guide_max_length=config.compressor_config.guide_config.max_position_embeddings,
         )
-
-    def generation_config(self, source: Path, config: VidCompConfig) -> GenerationConfig | None:
-        if (source / "generation_config.json").is_file():
-            return GenerationConfig.from_pretrained(source)
-        return None
 
     def card_info(self, source: Path, config: VidCompConfig) -> CardInfo:
         hub_id = hub_id_of(source)

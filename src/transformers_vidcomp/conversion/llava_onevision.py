@@ -17,7 +17,6 @@ from safetensors import SafetensorError
 from transformers import (
     AutoProcessor,
     AutoTokenizer,
-    GenerationConfig,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
 )
@@ -43,6 +42,7 @@ DEFAULT_NUM_FRAMES = 32
 @register_converter
 class LlavaOnevisionConverter(CheckpointConverter):
     kind = "llava-onevision"
+    keeps_source_generation_config = True
     description = "a LlavaOnevisionForConditionalGeneration folder in Transformers format"
     # Transformers' own loader reads every historic key layout of the source into its current names; from there
     # only the newline differs.
@@ -122,11 +122,6 @@ class LlavaOnevisionConverter(CheckpointConverter):
             chat_template=original.chat_template,
             video_token=original.video_token,
         )
-
-    def generation_config(self, source: Path, config: VidCompConfig) -> GenerationConfig | None:
-        if (source / "generation_config.json").is_file():
-            return GenerationConfig.from_pretrained(source)
-        return None
 
     def card_info(self, source: Path, config: VidCompConfig) -> CardInfo:
         hub_id = hub_id_of(source)
