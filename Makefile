@@ -12,7 +12,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet $(TORCH)
-	$(PYTHON) -m pip install --quiet -e ".[dev,demo,avs]"
+	$(PYTHON) -m pip install --quiet -e ".[dev,demo,avs,bench]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

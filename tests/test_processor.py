@@ -32,6 +32,24 @@ def test_frame_cap_and_short_videos(tiny, demo_video, short_video):
     assert short["video_num_frames"].tolist() == [10]
 
 
+def test_files_are_scaled_while_decoding_and_match_full_size_decoding(tiny, demo_video):
+    from transformers_vidcomp.processors import decode_video
+
+    _, processor = tiny
+    path, _ = demo_video  # 96x64 frames; the tiny processor wants 64x64
+    scaled, metadata = decode_video(path, sample_indices_fn=lambda metadata: np.arange(0, 40, 4), size=(64, 64))
+    full, full_metadata = decode_video(path, sample_indices_fn=lambda metadata: np.arange(0, 40, 4))
+    assert scaled.shape == (10, 64, 64, 3) and full.shape == (10, 64, 96, 3)
+    assert metadata.frames_indices.tolist() == full_metadata.frames_indices.tolist() == list(range(0, 40, 4))
+    # The processor scales files while decoding (FFmpeg's bicubic) and arrays afterwards (torchvision's): the same
+    # frames up to the two resamplers' rounding.
+    from_file = processor(text="<video>", videos=[str(path)], num_frames=10, fps=None)["pixel_values_videos"]
+    metadata = VideoMetadata(total_num_frames=40, fps=10.0, width=96, height=64, duration=4.0)
+    from_array = processor(text="<video>", videos=[full], video_metadata=[metadata], do_sample_frames=False)
+    assert from_file.shape == from_array["pixel_values_videos"].shape == (10, 3, 64, 64)
+    assert (from_file - from_array["pixel_values_videos"]).abs().mean() < 0.03
+
+
 def test_arrays_with_metadata_get_their_timestamps(tiny):
     _, processor = tiny
     frames = np.random.randint(0, 255, (30, 48, 64, 3), dtype=np.uint8)
@@ -75,7 +93,7 @@ def test_empty_file(tiny, tmp_path):
 def test_not_a_video(tiny, tmp_path):
     _, processor = tiny
     (tmp_path / "notes.mp4").write_text("these are my notes, not a video\n" * 50)
-    with pytest.raises(VideoDecodeError, match="could not be decoded"):
+    with pytest.raises(VideoDecodeError, match="could not be (opened|decoded) as a video"):
         processor(text="<video>", videos=[str(tmp_path / "notes.mp4")])
 
 

@@ -17,7 +17,7 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
 
 from .components_vidcomp import InstructionCondition, InvalidVideoInputError, PackedFrames, TokenBudgetError
 from .configuration_vidcomp import VidCompConfig
@@ -184,7 +184,10 @@ class VidCompModel(VidCompPreTrainedModel):
         grid_h, grid_w = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
         layers = self.config.vision_feature_layers
         hidden = []
-        for chunk in pixel_values.split(self.config.vision_batch_size):
+        chunks = pixel_values.split(self.config.vision_batch_size)
+        # An hour of frames is many tower calls: a bar at inference (on a terminal), never inside training steps.
+        quiet = self.training or len(chunks) < 4 or None
+        for chunk in logging.tqdm(chunks, desc="encoding frames", unit="batch", leave=False, disable=quiet):
             # A list of indices makes Transformers keep only those hidden states, not one per layer.
             states = self.vision_tower(pixel_values=chunk, output_hidden_states=layers).hidden_states
             selected = torch.cat([states[layer] for layer in layers], dim=-1)

@@ -1,7 +1,8 @@
 r"""The processor: tokenizer + video processor + a chat template with `{"type": "video"}` blocks."""
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -199,12 +200,15 @@ class FrameSelection:
             transition probabilities, shot starts).
         thumbnail_times (`np.ndarray` of shape `(num_thumbnails,)`): the time in seconds of every thumbnail the plan
             indexes.
+        seconds (`dict[str, float]`): wall time of each step, for reports: `thumbnails` and `chosen frames` (the two
+            decodes of a file) and `plan` (the sampler).
     """
 
     frames: np.ndarray
     metadata: VideoMetadata
     plan: object
     thumbnail_times: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 # Thumbnails of a decoded array are made this many frames at a time, so a long array is never copied in float.
@@ -219,17 +223,24 @@ def select_frames(video, frame_selector, metadata: VideoMetadata | dict | None =
     """
     detector = frame_selector.shot_detector.config
     if isinstance(video, (str, os.PathLike)):
+        clock = time.perf_counter()
         thumbnails = decode_thumbnails(
             video, fps=frame_selector.config.decode_fps, width=detector.frame_width, height=detector.frame_height
         )
+        seconds = {"thumbnails": time.perf_counter() - clock}
+        clock = time.perf_counter()
         plan = frame_selector.plan(torch.from_numpy(thumbnails.frames), torch.from_numpy(thumbnails.timestamps))
+        seconds["plan"] = time.perf_counter() - clock
         chosen = thumbnails.frame_indices[plan.keep.numpy()]
         found = thumbnails.metadata
         selected = VideoMetadata(
             total_num_frames=found.total_num_frames, fps=found.fps, duration=found.duration, width=found.width,
             height=found.height, video_backend="pyav", frames_indices=chosen,
         )
-        return FrameSelection(decode_frames_at(video, chosen), selected, plan, thumbnails.timestamps)
+        clock = time.perf_counter()
+        frames = decode_frames_at(video, chosen)
+        seconds["chosen frames"] = time.perf_counter() - clock
+        return FrameSelection(frames, selected, plan, thumbnails.timestamps, seconds)
 
     frames = np.asarray(video)
     if frames.ndim == 4 and frames.shape[1] == 3 and frames.shape[-1] != 3:

@@ -7,6 +7,7 @@ frames of all videos concatenated, and `video_num_frames` says how many belong t
 import math
 import os
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,10 +17,13 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.utils import logging
-from transformers.video_utils import VideoMetadata, load_video
+from transformers.video_utils import VideoMetadata
 
 
 logger = logging.get_logger(__name__)
+
+# The (height, width) the video processor's call in progress resizes to, for `fetch_videos`.
+DECODE_SIZE: ContextVar[tuple[int, int] | None] = ContextVar("vidcomp_decode_size", default=None)
 
 # Frames on an interval boundary of the resampling rate can land a hair below it in float arithmetic.
 INTERVAL_SLACK = 1e-2
@@ -91,10 +95,29 @@ class VidCompVideoProcessor(BaseVideoProcessor):
             count = min(count, num_frames)
         return super().sample_frames(metadata, num_frames=min(count, total), fps=None)
 
+    def preprocess(self, videos, **kwargs) -> BatchFeature:
+        # Files are scaled to this call's `size` while they decode (see `decode_video`); Transformers resolves the
+        # call's settings only after decoding, so they reach `fetch_videos` through a context variable.
+        size = kwargs.get("size") or self.size
+        do_resize = kwargs.get("do_resize")
+        do_resize = self.do_resize if do_resize is None else do_resize
+        # A plain dict or Transformers' SizeDict; sizes without both sides (`shortest_edge`) decode at full size.
+        height, width = (size.get(side) if isinstance(size, dict) else getattr(size, side, None) for side in ("height", "width"))
+        token = DECODE_SIZE.set((height, width) if do_resize and height and width else None)
+        try:
+            return super().preprocess(videos, **kwargs)
+        finally:
+            DECODE_SIZE.reset(token)
+
+    def resize(self, video: torch.Tensor, size, **kwargs) -> torch.Tensor:
+        if tuple(video.shape[-2:]) == (size.height, size.width):  # already scaled while decoding
+            return video
+        return super().resize(video, size, **kwargs)
+
     def fetch_videos(self, video_url_or_urls: str | list[str], sample_indices_fn=None):
         if isinstance(video_url_or_urls, list):
             return list(zip(*[self.fetch_videos(x, sample_indices_fn=sample_indices_fn) for x in video_url_or_urls]))
-        return decode_video(video_url_or_urls, sample_indices_fn=sample_indices_fn)
+        return decode_video(video_url_or_urls, sample_indices_fn=sample_indices_fn, size=DECODE_SIZE.get())
 
     def _decode_and_sample_videos(self, videos, video_metadata, do_sample_frames=None, sample_indices_fn=None):
         for video in videos if isinstance(videos, (list, tuple)) else [videos]:
@@ -114,28 +137,42 @@ class VidCompVideoProcessor(BaseVideoProcessor):
         return BatchFeature(data=packed, tensor_type=return_tensors)
 
 
-def decode_video(path: str | os.PathLike, sample_indices_fn=None) -> tuple[np.ndarray, VideoMetadata]:
+def decode_video(
+    path: str | os.PathLike,
+    sample_indices_fn=None,
+    size: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, VideoMetadata]:
     r"""
-    Decodes the frames `sample_indices_fn` picks from a local video file with PyAV, through Transformers'
-    `load_video`. Every way a file can fail to be a video raises a [`VideoDecodeError`] that names the file.
+    Streams a local video file once with PyAV and keeps only the frames `sample_indices_fn` picks, each converted to
+    RGB as it is decoded, and scaled to `size = (height, width)` (bicubic, FFmpeg's scaler) when given: memory holds
+    the chosen frames at the processor's size, never the whole video at its own resolution, so an hour-long video
+    decodes in the memory its result needs. A corrupt stretch is skipped with a warning (its frames are missing from
+    the result, the others keep their true times); a file that ends before the frames its header promises raises.
+    Every way a file can fail to be a video raises a [`VideoDecodeError`] that names the file.
 
     Returns:
-        `np.ndarray` of shape `(num_frames, height, width, 3)` (uint8 RGB) and the video's `VideoMetadata`.
+        `np.ndarray` of shape `(num_frames, height, width, 3)` (uint8 RGB) and the video's `VideoMetadata`, whose
+        `frames_indices` are the decoded frames' indices.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No video at {path!r}: check the path.")
-    if os.path.getsize(path) == 0:
-        raise EmptyVideoError(f"{path!r} is an empty file (0 bytes), not a video.")
     import av
 
     try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise EmptyVideoError(f"{path!r} holds no video stream (it may be audio only).")
-            if container.streams.video[0].frames == 0 and container.duration is None:
+        with open_video_stream(path) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate) if stream.average_rate else None
+            total = stream.frames
+            if not total and container.duration and rate:  # containers without a frame count in their header
+                total = round(container.duration / av.time_base * rate)
+            if not total:
                 raise EmptyVideoError(f"{path!r} has a video stream with no frames.")
-        frames, metadata = load_video(path, backend="pyav", sample_indices_fn=sample_indices_fn)
+            metadata = VideoMetadata(
+                total_num_frames=total, fps=rate, duration=total / rate if rate else None, width=stream.width,
+                height=stream.height, video_backend="pyav",
+            )
+            indices = sample_indices_fn(metadata=metadata) if sample_indices_fn is not None else np.arange(total)
+            frames, decoded, unreadable = decode_chosen_frames(container, indices, size, progress, "decoding video")
     except VideoDecodeError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, ZeroDivisionError) as error:
@@ -143,12 +180,13 @@ def decode_video(path: str | os.PathLike, sample_indices_fn=None) -> tuple[np.nd
             f"{path!r} could not be decoded as a video ({type(error).__name__}: {error}). The file may be corrupt, "
             "truncated or not a video; re-encode it (for example `ffmpeg -i in -c:v libx264 out.mp4`)."
         ) from error
-    expected = len(metadata.frames_indices) if metadata.frames_indices is not None else len(frames)
-    if len(frames) < expected:
+    if len(decoded) == 0 or np.max(indices) > decoded[-1]:
         raise VideoDecodeError(
-            f"{path!r} is truncated: its header promises {metadata.total_num_frames} frames but only "
-            f"{len(frames)} of the {expected} requested could be decoded. Re-encode or re-download the file."
+            f"{path!r} is truncated: its header promises {total} frames but it ends after {len(decoded)} of the "
+            f"{len(np.unique(indices))} requested frames. Re-encode or re-download the file."
         )
+    warn_unreadable(path, unreadable, len(decoded))
+    metadata.frames_indices = decoded
     return frames, metadata
 
 
@@ -280,6 +318,45 @@ def decode_thumbnails(
     )
 
 
+def decode_chosen_frames(
+    container, indices: np.ndarray, size: tuple[int, int] | None, progress: bool, description: str
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    r"""
+    Decodes `container`'s video stream up to the last of `indices` (numbered as `readable_frames` numbers frames) and
+    converts only those frames to RGB, scaled to `size = (height, width)` when given.
+
+    A frame serves the chosen index at or just before its own: the nearest following frame when a variable frame rate
+    skips an index. Chosen indices inside a stretch the decoder rejected are left out (the caller decides whether
+    that is an error).
+
+    Returns:
+        the frames, `np.ndarray` of shape `(num_decoded, height, width, 3)` uint8 in time order; their indices
+        `(num_decoded,)`; and the times of the packets the decoder rejected.
+    """
+    wanted = np.unique(np.asarray(indices, dtype=np.int64))
+    frames, decoded, unreadable = None, [], []
+    served = 0  # how many of `wanted` are behind the decoder
+    with tqdm(total=len(wanted), unit="frame", desc=description, disable=None if progress else True) as bar:
+        for index, _, frame in readable_frames(container, unreadable):
+            if index < wanted[served]:
+                continue
+            served = int(np.searchsorted(wanted, index, side="right"))
+            if size is None:
+                rgb = frame.to_ndarray(format="rgb24")
+            else:
+                rgb = frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="BICUBIC").to_ndarray()
+            if frames is None:  # one buffer for the result: no list of frames to stack (and hold twice) at the end
+                frames = np.empty((len(wanted), *rgb.shape), dtype=np.uint8)
+            frames[len(decoded)] = rgb
+            decoded.append(index)
+            bar.update(1)
+            if served == len(wanted):
+                break
+    if frames is None:
+        return np.empty((0, 0, 0, 3), dtype=np.uint8), np.empty(0, dtype=np.int64), unreadable
+    return frames[: len(decoded)], np.asarray(decoded, dtype=np.int64), unreadable
+
+
 def decode_frames_at(path: str | os.PathLike, indices: np.ndarray) -> np.ndarray:
     r"""
     Decodes the video again and converts to full-resolution RGB only the frames at `indices` (numbered as
@@ -290,19 +367,14 @@ def decode_frames_at(path: str | os.PathLike, indices: np.ndarray) -> np.ndarray
     """
     path = os.fspath(path)
     wanted = np.unique(np.asarray(indices, dtype=np.int64))
-    frames, unreadable = [], []
     with open_video_stream(path) as container:
-        for index, _, frame in readable_frames(container, unreadable):
-            if index >= wanted[len(frames)]:
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) == len(wanted):
-                    break
-    if len(frames) < len(wanted):
+        frames, decoded, _ = decode_chosen_frames(container, wanted, None, False, "decoding chosen frames")
+    if not np.array_equal(decoded, wanted):
         raise VideoDecodeError(
-            f"{path!r} yielded {len(frames)} of the {len(wanted)} chosen frames on the second decode; the file changed "
+            f"{path!r} yielded {len(decoded)} of the {len(wanted)} chosen frames on the second decode; the file changed "
             "or decodes differently between passes. Re-encode it."
         )
-    return np.stack(frames)
+    return frames
 
 
 __all__ = ["EmptyVideoError", "Thumbnails", "decode_frames_at", "decode_thumbnails", "open_video_stream", "PIXEL_SETTINGS", "VidCompVideoProcessor", "VideoDecodeError", "decode_video", "pixel_settings"]
