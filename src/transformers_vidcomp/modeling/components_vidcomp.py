@@ -11,7 +11,7 @@ config alone and never asks which method it holds.
 
 
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import os
@@ -23,7 +23,7 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.configuration_utils import SubConfigSpec
-from transformers.utils import SAFE_WEIGHTS_NAME, ModelOutput
+from transformers.utils import SAFE_WEIGHTS_NAME, ModelOutput, logging
 
 
 class InvalidVideoInputError(ValueError):
@@ -178,6 +178,18 @@ class CompressorOutput(ModelOutput):
     token_frame_index: torch.LongTensor | None = None
     token_timestamps: torch.FloatTensor | None = None
     statistics: dict[str, int] | None = None
+
+
+def batches_with_progress(
+    tensor: torch.Tensor, batch_size: int, description: str, training: bool
+) -> Iterator[torch.Tensor]:
+    r"""
+    `tensor.split(batch_size)`, with a progress bar when an encoder runs over many batches of a long video: at
+    inference, on a terminal, and only from four batches (never inside training steps).
+    """
+    batches = tensor.split(batch_size)
+    quiet = training or len(batches) < 4 or None
+    return logging.tqdm(batches, desc=description, unit="batch", leave=False, disable=quiet)
 
 
 def uniform_keep_mask(position: torch.LongTensor, length: torch.LongTensor, keep: torch.LongTensor) -> torch.BoolTensor:

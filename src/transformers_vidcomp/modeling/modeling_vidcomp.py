@@ -17,9 +17,15 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 
-from .components_vidcomp import InstructionCondition, InvalidVideoInputError, PackedFrames, TokenBudgetError
+from .components_vidcomp import (
+    InstructionCondition,
+    InvalidVideoInputError,
+    PackedFrames,
+    TokenBudgetError,
+    batches_with_progress,
+)
 from .configuration_vidcomp import VidCompConfig
 from .methods_vidcomp import build_compressor, build_sampler
 from .parts_vidcomp import (
@@ -184,10 +190,7 @@ class VidCompModel(VidCompPreTrainedModel):
         grid_h, grid_w = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
         layers = self.config.vision_feature_layers
         hidden = []
-        chunks = pixel_values.split(self.config.vision_batch_size)
-        # An hour of frames is many tower calls: a bar at inference (on a terminal), never inside training steps.
-        quiet = self.training or len(chunks) < 4 or None
-        for chunk in logging.tqdm(chunks, desc="encoding frames", unit="batch", leave=False, disable=quiet):
+        for chunk in batches_with_progress(pixel_values, self.config.vision_batch_size, "encoding frames", self.training):
             # A list of indices makes Transformers keep only those hidden states, not one per layer.
             states = self.vision_tower(pixel_values=chunk, output_hidden_states=layers).hidden_states
             selected = torch.cat([states[layer] for layer in layers], dim=-1)

@@ -47,6 +47,7 @@ from .components_vidcomp import (
     PackedFrames,
     SamplerOutput,
     VidCompSampler,
+    batches_with_progress,
     register_sampler,
 )
 
@@ -274,7 +275,7 @@ class LongVUSampler(VidCompSampler):
         grid = self.config.feature_grid
         dtype = self.dino.embeddings.patch_embeddings.projection.weight.dtype
         features = []
-        for chunk in pixel_values.split(self.config.dino_batch_size):
+        for chunk in batches_with_progress(pixel_values, self.config.dino_batch_size, "DINOv2 features", self.training):
             patches = self.dino(pixel_values=self.dino_pixels(chunk).to(dtype)).last_hidden_state[:, 1:]
             if patches.shape[1] != side * side:
                 raise ValueError(
