@@ -32,7 +32,7 @@ def test_readme_results_section_is_the_rendered_benchmark_json():
 def test_one_preset_end_to_end_in_its_own_process(tmp_path):
     video = tmp_path / "clip.mp4"
     run.write_benchmark_video(video, seconds=6)
-    result = run.measure("baseline", video, longvu_budget=8192)
+    result = run.measure("baseline", video, longvu_context=8192)
     # 6 frames at 1 fps, all kept by the 16-frame uniform sampler; 8x8 patches pooled 2x2 -> 16 tokens per frame.
     assert result["frames_kept"] == 6 and result["tokens"] == 6 * 16
     assert set(result["seconds"]) >= {"decode", "sample", "encode", "compress", "prefill", "total"}
