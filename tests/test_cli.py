@@ -66,7 +66,7 @@ def test_demo_prints_the_table_and_writes_report_and_contact_sheet(tmp_path):
     "args, message",
     [
         (["demo", "missing.mp4"], "No video at"),
-        (["demo", "notes.mp4"], "could not be decoded"),
+        (["demo", "notes.mp4"], "could not be opened as a video"),
         (["demo", "empty.mp4"], "empty file"),
         (["demo", "--preset", "nope"], "Unknown preset 'nope'"),
         (["create-tiny", "out", "--preset", "nope"], "Unknown preset 'nope'"),
