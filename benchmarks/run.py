@@ -76,7 +76,8 @@ ANSWER_RESERVE = 16
 
 
 def prepare_inputs(name: str, video: str, longvu_context: int):
-    r"""Builds the tiny model of `name` and its inputs for `video`; returns (model, inputs, seconds by stage)."""
+    r"""Builds the tiny model of `name` and its inputs for `video`; returns the model, processor, inputs and seconds
+    by stage."""
     from transformers_vidcomp.processors.processing_vidcomp import select_frames
     from transformers_vidcomp.tiny import build_tiny
 
@@ -103,7 +104,7 @@ def prepare_inputs(name: str, video: str, longvu_context: int):
     seconds["decode"] = seconds.get("decode", 0.0) + time.perf_counter() - clock
     if preset == "longvu":  # the prompt's text (all but the one video placeholder) and the answer come first
         model.config.video_token_budget = longvu_context - (inputs["input_ids"].shape[1] - 1) - ANSWER_RESERVE
-    return model, inputs, seconds
+    return model, processor, inputs, seconds
 
 
 def run_preset(name: str, video: str, longvu_context: int) -> dict:
@@ -111,7 +112,7 @@ def run_preset(name: str, video: str, longvu_context: int) -> dict:
 
     from transformers_vidcomp.demo import stage_timer
 
-    model, inputs, seconds = prepare_inputs(name, video, longvu_context)
+    model, _, inputs, seconds = prepare_inputs(name, video, longvu_context)
     inner = model.model
     stages = {"sample": inner.sampler, "encode": inner.vision_tower, "compress": inner.compressor,
               "prefill": inner.language_model}
@@ -139,8 +140,12 @@ def run_transformers_baseline(name: str, video: str) -> dict:
 
     import transformers_baselines
 
-    model, inputs, seconds = prepare_inputs(name, video, 0)
+    model, processor, inputs, seconds = prepare_inputs(name, video, 0)
     inner = model.model
+    # VideoLLaMA3 compares raw pixels (its own processor normalises them): undo our normalisation.
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (processor.video_processor.image_mean,
+                                                              processor.video_processor.image_std))
+    pixels = (inputs["pixel_values_videos"] * std + mean) * 255
 
     def forward() -> tuple[torch.Tensor, dict[str, float]]:
         timed = {}
@@ -152,7 +157,7 @@ def run_transformers_baseline(name: str, video: str) -> dict:
             tokens = transformers_baselines.llava_onevision_pooling(features)
         else:
             tokens, _ = transformers_baselines.videollama3_frame_difference_pruning(
-                features, inputs["pixel_values_videos"]
+                features, pixels, patch_size=inner.config.vision_config.patch_size
             )
         tokens = inner.multi_modal_projector(tokens)
         timed["compress"] = time.perf_counter() - clock
