@@ -127,6 +127,7 @@ def test_released_layout_converts_to_the_same_weights(tmp_path):
 
     # The converted model answers with the guide: 4 frames of 6x6 -> 1 x 2 x 2 local tokens, then 32 global ones.
     processor = converted.processor
+    assert processor.video_processor.pad_to_square  # frames letterboxed, as the release's expand2square
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What is it?\nA. a cat\nB. a dog"}]}],
         add_generation_prompt=True, tokenize=False,

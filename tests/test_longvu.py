@@ -583,6 +583,7 @@ def test_released_longvu_checkpoint_converts_key_for_key(tmp_path, tiny_towers):
     assert (compressor.overflow_resolution, compressor.relevance, compressor.num_layers) == ("high", "dot", 2)
     assert config.parts == {"vision_tower": str(siglip_dir), "sampler": str(dino_dir)}
     assert str(siglip_dir) in converted.card_info.source and str(dino_dir) in converted.card_info.source
+    assert converted.processor.video_processor.pad_to_square  # frames letterboxed, as the release's expand2square
     tokenizer = converted.processor.tokenizer
     assert tokenizer.convert_tokens_to_ids("<video>") == config.video_token_id < config.text_config.vocab_size
     with torch.no_grad():

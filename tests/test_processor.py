@@ -50,6 +50,38 @@ def test_files_are_scaled_while_decoding_and_match_full_size_decoding(tiny, demo
     assert (from_file - from_array["pixel_values_videos"]).abs().mean() < 0.03
 
 
+def test_pad_to_square_letterboxes_with_the_mean_colour_like_expand2square(tiny, demo_video):
+    from transformers_vidcomp.processors.video_processing_vidcomp import expand_to_square
+
+    frames = torch.full((2, 3, 4, 6), 200, dtype=torch.uint8)
+    square = expand_to_square(frames, [0.5, 0.25, 1.0])
+    assert square.shape == (2, 3, 6, 6)
+    assert (square[:, :, 1:5] == 200).all()  # (6 - 4) // 2 = 1 row above, the rest below
+    assert square[0, :, 0, 0].tolist() == square[0, :, 5, 0].tolist() == [127, 63, 255]
+
+    _, processor = tiny
+    path, _ = demo_video  # 96x64: letterboxed to 64x64, the picture 43 rows high
+    stretched = processor(text="<video>", videos=[str(path)], num_frames=2, fps=None)["pixel_values_videos"]
+    boxed = processor(text="<video>", videos=[str(path)], num_frames=2, fps=None, pad_to_square=True)
+    boxed = boxed["pixel_values_videos"]
+    fill = (127 / 255 - 0.5) / 0.5
+    assert torch.allclose(boxed[:, :, :10], torch.tensor(fill)) and torch.allclose(boxed[:, :, 54:], torch.tensor(fill))
+    assert not torch.allclose(stretched[:, :, :10], torch.tensor(fill))
+    # Files are scaled while decoding, arrays after padding (as the released code does): the same picture.
+    full = processor(text="<video>", videos=[np.stack([f for f in decode_frames(path, [0, 20])])],
+                     video_metadata=[VideoMetadata(total_num_frames=2, fps=0.5)], do_sample_frames=False,
+                     pad_to_square=True)["pixel_values_videos"]
+    # The two differ by where the resampler puts the picture's edge (rows 10 to 53 against 10.7 to 53.3).
+    difference = (boxed[:, :, 12:52] - full[:, :, 12:52]).abs().mean()
+    assert difference < 0.1 and difference < (stretched[:, :, 12:52] - full[:, :, 12:52]).abs().mean() / 2
+
+
+def decode_frames(path, indices):
+    from transformers_vidcomp.processors import decode_video
+
+    return decode_video(path, sample_indices_fn=lambda metadata: np.asarray(indices))[0]
+
+
 def test_arrays_with_metadata_get_their_timestamps(tiny):
     _, processor = tiny
     frames = np.random.randint(0, 255, (30, 48, 64, 3), dtype=np.uint8)

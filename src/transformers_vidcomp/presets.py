@@ -78,7 +78,8 @@ PRESETS: dict[str, Preset] = {
         "compression (theta 0.8) under a budget of 1024 tokens per video",
         sampler_config={"model_type": "vidcomp_longvu_sampler", "mode": "paper"},
         compressor_config={"model_type": "vidcomp_longvu_compressor"},
-        video_processor_kwargs={"fps": 4.0, "num_frames": 64},
+        # Frames are letterboxed with the mean colour, as the release prepares them (`expand2square`).
+        video_processor_kwargs={"fps": 4.0, "num_frames": 64, "pad_to_square": True},
         video_token_budget=1024,
     ),
     "hicom": Preset(
@@ -89,7 +90,7 @@ PRESETS: dict[str, Preset] = {
         compressor_config={
             "model_type": "vidcomp_hicom_compressor", "local_injection": "direct", "global_injection": "coarse",
         },
-        video_processor_kwargs={"fps": None, "num_frames": 32},
+        video_processor_kwargs={"fps": None, "num_frames": 32, "pad_to_square": True},
         guide_tokenizer=True,
     ),
 }

@@ -206,7 +206,8 @@ class HIComConverter(CheckpointConverter):
         image_size = config.vision_config.image_size
         return HIComProcessor(
             video_processor=VidCompVideoProcessor(
-                size={"height": image_size, "width": image_size}, fps=None, num_frames=DEFAULT_NUM_FRAMES
+                size={"height": image_size, "width": image_size}, fps=None, num_frames=DEFAULT_NUM_FRAMES,
+                pad_to_square=True,
             ),
             tokenizer=self.tokenizer(source),
             guide_tokenizer=guide_tokenizer,

@@ -216,8 +216,11 @@ class LongVUConverter(CheckpointConverter):
     def build_processor(self, source: Path, config: VidCompConfig) -> VidCompProcessor:
         tokenizer = self.tokenizer(source)
         size = config.vision_config.image_size
-        # The release samples 1 fps (`range(0, len(vr), round(fps))`) and normalises for SigLIP (mean = std = 0.5).
-        video_processor = VidCompVideoProcessor(size={"height": size, "width": size}, fps=1.0, num_frames=None)
+        # The release samples 1 fps (`range(0, len(vr), round(fps))`), letterboxes (`expand2square`) and normalises
+        # for SigLIP (mean = std = 0.5).
+        video_processor = VidCompVideoProcessor(
+            size={"height": size, "width": size}, fps=1.0, num_frames=None, pad_to_square=True
+        )
         return VidCompProcessor(
             video_processor=video_processor,
             tokenizer=tokenizer,

@@ -13,6 +13,7 @@ from transformers.video_utils import VideoMetadata
 
 from .video_processing_vidcomp import (
     VidCompVideoProcessor,
+    VidCompVideosKwargs,
     VideoDecodeError,
     decode_frames_at,
     decode_thumbnails,
@@ -37,6 +38,7 @@ CHAT_TEMPLATE = (
 
 
 class VidCompProcessorKwargs(ProcessingKwargs, total=False):
+    videos_kwargs: VidCompVideosKwargs
     _defaults = {
         "text_kwargs": {"padding": False},
         "videos_kwargs": {"return_metadata": True},

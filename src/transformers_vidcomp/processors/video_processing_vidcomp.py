@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,13 +18,47 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.utils import logging
+from transformers.processing_utils import VideosKwargs
 from transformers.video_utils import VideoMetadata
 
 
 logger = logging.get_logger(__name__)
 
-# The (height, width) the video processor's call in progress resizes to, for `fetch_videos`.
-DECODE_SIZE: ContextVar[tuple[int, int] | None] = ContextVar("vidcomp_decode_size", default=None)
+class DecodeSize(NamedTuple):
+    r"""The frame size a decode scales to: exactly `height x width`, or with `keep_aspect` the largest size of the
+    frame's aspect ratio that fits in it (frames that will be letterboxed)."""
+
+    height: int
+    width: int
+    keep_aspect: bool = False
+
+    def for_frame(self, frame_height: int, frame_width: int) -> tuple[int, int]:
+        if not self.keep_aspect:
+            return self.height, self.width
+        scale = min(self.height / frame_height, self.width / frame_width)
+        return max(1, round(frame_height * scale)), max(1, round(frame_width * scale))
+
+
+# The size the video processor's call in progress resizes to, for `fetch_videos`.
+DECODE_SIZE: ContextVar[DecodeSize | None] = ContextVar("vidcomp_decode_size", default=None)
+
+
+def expand_to_square(video: torch.Tensor, image_mean: float | list[float]) -> torch.Tensor:
+    r"""
+    Centres frames `(T, 3, H, W)` on a square canvas of side `max(H, W)` filled with the mean colour
+    (`int(mean * 255)` per channel), as LLaVA's `expand2square`: the shorter side is padded by `(side - length) // 2`
+    before and the rest after.
+    """
+    frames, channels, height, width = video.shape
+    if height == width:
+        return video
+    side = max(height, width)
+    means = image_mean if isinstance(image_mean, (list, tuple)) else [image_mean] * channels
+    fill = torch.tensor([int(mean * 255) for mean in means], dtype=video.dtype, device=video.device)
+    canvas = fill.view(1, channels, 1, 1).expand(frames, channels, side, side).clone()
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[:, :, top : top + height, left : left + width] = video
+    return canvas
 
 # Frames on an interval boundary of the resampling rate can land a hair below it in float arithmetic.
 INTERVAL_SLACK = 1e-2
@@ -50,10 +85,20 @@ class EmptyVideoError(VideoDecodeError):
     """A video has no frames."""
 
 
+class VidCompVideosKwargs(VideosKwargs, total=False):
+    r"""
+    pad_to_square (`bool`, *optional*, defaults to `False`):
+        Centre each frame on a square of the mean colour before resizing (LLaVA's `expand2square`), as LongVU and
+        HICom prepare frames: the picture keeps its aspect ratio instead of being stretched.
+    """
+
+    pad_to_square: bool
+
+
 class VidCompVideoProcessor(BaseVideoProcessor):
     r"""
     Decodes videos with PyAV, takes at most `num_frames` frames at `fps` frames per second, and resizes and
-    normalises them for a SigLIP vision tower.
+    normalises them for a SigLIP vision tower (stretched to `size`, or letterboxed with `pad_to_square`).
 
     Returns `pixel_values_videos` of shape `(total_frames, 3, height, width)` and `video_num_frames` of shape
     `(num_videos,)`, plus each video's `VideoMetadata` (whose `timestamps` give the time of every frame).
@@ -71,6 +116,8 @@ class VidCompVideoProcessor(BaseVideoProcessor):
     fps = 1.0
     num_frames = 64
     return_metadata = True
+    pad_to_square = False
+    valid_kwargs = VidCompVideosKwargs
     model_input_names = ["pixel_values_videos", "video_num_frames"]
 
     def sample_frames(
@@ -103,7 +150,10 @@ class VidCompVideoProcessor(BaseVideoProcessor):
         do_resize = self.do_resize if do_resize is None else do_resize
         # A plain dict or Transformers' SizeDict; sizes without both sides (`shortest_edge`) decode at full size.
         height, width = (size.get(side) if isinstance(size, dict) else getattr(size, side, None) for side in ("height", "width"))
-        token = DECODE_SIZE.set((height, width) if do_resize and height and width else None)
+        pad_to_square = kwargs.get("pad_to_square")
+        pad_to_square = self.pad_to_square if pad_to_square is None else pad_to_square
+        scaled = DecodeSize(height, width, keep_aspect=pad_to_square) if do_resize and height and width else None
+        token = DECODE_SIZE.set(scaled)
         try:
             return super().preprocess(videos, **kwargs)
         finally:
@@ -128,7 +178,9 @@ class VidCompVideoProcessor(BaseVideoProcessor):
                 )
         return super()._decode_and_sample_videos(videos, video_metadata, do_sample_frames, sample_indices_fn)
 
-    def _preprocess(self, videos: list[torch.Tensor], return_tensors=None, **kwargs):
+    def _preprocess(self, videos: list[torch.Tensor], return_tensors=None, pad_to_square: bool = False, **kwargs):
+        if pad_to_square:
+            videos = [expand_to_square(video, kwargs["image_mean"]) for video in videos]
         processed = super()._preprocess(videos, return_tensors=None, **kwargs)["pixel_values_videos"]
         packed = {
             "pixel_values_videos": torch.cat(list(processed)),
@@ -140,12 +192,13 @@ class VidCompVideoProcessor(BaseVideoProcessor):
 def decode_video(
     path: str | os.PathLike,
     sample_indices_fn=None,
-    size: tuple[int, int] | None = None,
+    size: tuple[int, int] | DecodeSize | None = None,
     progress: bool = True,
 ) -> tuple[np.ndarray, VideoMetadata]:
     r"""
     Streams a local video file once with PyAV and keeps only the frames `sample_indices_fn` picks, each converted to
-    RGB as it is decoded, and scaled to `size = (height, width)` (bicubic, FFmpeg's scaler) when given: memory holds
+    RGB as it is decoded, and scaled to `size = (height, width)` (bicubic, FFmpeg's scaler; a `DecodeSize` with
+    `keep_aspect` fits the frame inside it instead) when given: memory holds
     the chosen frames at the processor's size, never the whole video at its own resolution, so an hour-long video
     decodes in the memory its result needs. A corrupt stretch is skipped with a warning (its frames are missing from
     the result, the others keep their true times); a file that ends before the frames its header promises raises.
@@ -172,6 +225,8 @@ def decode_video(
                 height=stream.height, video_backend="pyav",
             )
             indices = sample_indices_fn(metadata=metadata) if sample_indices_fn is not None else np.arange(total)
+            if size is not None:
+                size = DecodeSize(*size).for_frame(stream.height, stream.width)
             frames, decoded, unreadable = decode_chosen_frames(container, indices, size, progress, "decoding video")
     except VideoDecodeError:
         raise
