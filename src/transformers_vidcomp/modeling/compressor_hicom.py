@@ -37,8 +37,9 @@ holds its own copy of those three SigLIP layers (`key_head`).
 **Position embedding.** `position_embedding="split"` (paper, appendix): channels 3/8 time, 3/8 height, 2/8 width,
 each a 1D sin/cos encoding, concatenated. `"summed"` (released): three full-width encodings with the same
 frequencies, summed. Both are sums of three per-axis tables, so the embedding is never materialised: its dot
-product with the (key-projected) queries is three small matrix products, added as an attention bias. The released
-code also adds the embedding to the values; `position_in_value=True` reproduces that.
+product with the (key-projected) queries is three small matrix products, added as an attention bias per axis. The
+released code also adds the embedding to the values; `position_in_value=True` reproduces that, through the
+attention weights' marginals over time, height and width.
 
 [`HIComCompressorConfig.reference`] reproduces the released `local43_global32_coarse` checkpoint with
 `--use_guide direct`: the `_coarse` suffix is never parsed, so both branches use `direct`, the global queries are
@@ -443,10 +444,11 @@ def grouped_local_attention(
     return query.new_zeros(query.shape).index_add(0, frame_band, partial)
 
 
-# Patches per step of the streaming global attention: a step's features (4096 x 1152 fp32, 19 MB) stay in the
-# last-level cache between the two matrix products that read them (measured at 128 frames of 27 x 27 x 1152: 4096
-# beat 8192 and 16384, and each beat SDPA's kernel by 25-30%).
-STREAM_PATCHES = 4096
+# Patches per step of the streaming global attention. At 128 frames of 27 x 27 x 1152 on two cores, the global
+# attention took 0.70 s with 8192 (0.67 s with 4096, whose features stay in the last-level cache between the two
+# matrix products; 0.79 s with 16384) against 0.93-0.98 s for SDPA's kernel. Fewer steps suffer less when another
+# process shares the cores (each step ends in a few thread barriers): 8192 is the compromise.
+STREAM_PATCHES = 8192
 
 
 def registered_kernel(config: PreTrainedConfig, return_attention: bool) -> Callable | None:
@@ -531,12 +533,13 @@ class HIComLocalCompressor(nn.Module):
     r"""
     The local branch: one token per `(group_t, group_h, group_w)` group, in `(t, h, w)` order per video.
 
-    All groups go through one attention call. Its batch is the temporal bands (the `group_t` frames of one temporal
-    group, every patch of them), which are a view of the packed features whenever each video's length divides by
-    `group_t` (otherwise the bands are gathered, padded and masked). Each band's `ceil(H/α_H) * ceil(W/α_W)`
-    queries are masked to their own group's patches. This spends `ceil(H/α_H) * ceil(W/α_W)` times the minimal
-    score arithmetic (cheap next to the readout) to never copy the features into groups, which would double the
-    memory of a long video.
+    All groups are computed at once, never copying the features into groups (which would double the memory of a
+    long video). With PyTorch's own attention (`eager`, `sdpa`) and a height that `group_h` divides,
+    `grouped_local_attention` attends within each group through row strips of the features, at
+    `ceil(W/α_W)` times the minimal arithmetic. Otherwise (another kernel registered in `ALL_ATTENTION_FUNCTIONS`,
+    other heights, or `return_attention`), one dense attention call (`band_attention`) runs over temporal bands
+    with each query masked to its group, at `ceil(H/α_H) * ceil(W/α_W)` times the minimal arithmetic: at 128
+    frames of 27 x 27 x 1152, 35 GFLOP against 1.9 for the strips.
     """
 
     is_causal = False
@@ -697,10 +700,12 @@ class HIComGlobalCompressor(nn.Module):
     The attention is computed without materialising the per-patch keys `k_proj(x + pos)`, values `v_proj(x)` or the
     position embedding, which are each as large as the video's features. Per head `h`, the score
     `q_h . (W_k,h (x + p) + b_k,h)` equals `(W_k,hᵀ q_h) . x + (W_k,hᵀ q_h) . p` plus a constant that softmax
-    ignores, and `sum a (W_v,h x + b_v,h) = W_v,h (sum a x) + b_v,h`. So one attention call runs with the
-    key-projected queries (all heads' queries stacked, width D) against the features themselves as keys and values,
-    the position term as an additive bias built from the three per-axis tables, and the value projection applied to
-    the small result.
+    ignores, and `sum a (W_v,h x + b_v,h) = W_v,h (sum a x) + b_v,h`. So the attention runs with the key-projected
+    queries (all heads' queries stacked, width D) against the features themselves as keys and values, the position
+    term as an additive bias from the three per-axis tables, and the value projection applied to the small result.
+    With PyTorch's own attention (`eager`, `sdpa`), `streaming_global_attention` computes it in steps of frames with
+    an online softmax, never holding the bias or the scores of all patches; another kernel registered in
+    `ALL_ATTENTION_FUNCTIONS` (and `return_attention`) gets one dense call with the full `(queries, patches)` bias.
     """
 
     is_causal = False
