@@ -434,7 +434,8 @@ def grouped_local_attention(
     padded = scores.new_full((bands, gt, nh, gh, nw * gw), float("-inf"))
     padded[frame_band, frame_slot, :, :, :width] = scores
     grouped = rearrange(padded, "b a i y (j z) -> b i j (a y z)", z=gw)
-    weights = rearrange(grouped.softmax(-1), "b i j (a y z) -> b a i y (j z)", a=gt, y=gh)
+    weights = grouped.softmax(-1, dtype=torch.float32).to(values.dtype)
+    weights = rearrange(weights, "b i j (a y z) -> b a i y (j z)", a=gt, y=gh)
     weights = weights[frame_band, frame_slot, :, :, :width]  # (total_frames, nh, gh, W)
 
     # Each strip's weights, one row per query of its row of groups (zero outside the query's group).
@@ -501,21 +502,23 @@ def streaming_global_attention(
     bias_t, bias_h, bias_w = bias
     rows = query.shape[1]
     bias_hw = (bias_h[..., :, None] + bias_w[..., None, :])[:, :, None]  # (videos, rows, 1, H, W)
-    running_max = query.new_full((num_videos, rows, 1), float("-inf"))
-    total = query.new_zeros(num_videos, rows, 1)
-    out = query.new_zeros(num_videos, rows, dim)
+    # The softmax statistics and sums are kept in float32 whatever the features' dtype, as eager attention does.
+    stats = dict(dtype=torch.float32, device=query.device)
+    running_max = torch.full((num_videos, rows, 1), float("-inf"), **stats)
+    total = torch.zeros(num_videos, rows, 1, **stats)
+    out = torch.zeros(num_videos, rows, dim, **stats)
     if value_tables is not None:
-        marginals = [query.new_zeros(num_videos, rows, n) for n in (length, height, width)]
+        marginals = [torch.zeros(num_videos, rows, n, **stats) for n in (length, height, width)]
     step = max(1, STREAM_PATCHES // (height * width))
     for start in range(0, length, step):
         chunk = rearrange(frames[:, start : start + step], "v t h w d -> v (t h w) d")
         chunk_bias = rearrange(bias_t[..., start : start + step, None, None] + bias_hw, "v r t h w -> v r (t h w)")
-        scores = torch.baddbmm(chunk_bias, query, chunk.transpose(1, 2), alpha=scaling)
+        scores = torch.baddbmm(chunk_bias, query, chunk.transpose(1, 2), alpha=scaling).float()
         new_max = torch.maximum(running_max, scores.amax(-1, keepdim=True))
         rescale = torch.exp(running_max - new_max)
         weights = torch.exp(scores - new_max)
         total = total * rescale + weights.sum(-1, keepdim=True)
-        out = torch.baddbmm(out * rescale, weights, chunk)
+        out = torch.baddbmm(out * rescale, weights, chunk.float())
         if value_tables is not None:
             grid = rearrange(weights, "v r (t h w) -> v r t h w", h=height, w=width)
             marginal_t = F.pad(grid.sum((-2, -1)), (start, length - start - grid.shape[2]))
@@ -525,8 +528,8 @@ def streaming_global_attention(
             ]
         running_max = new_max
     if value_tables is not None:
-        out = out + sum(marginal @ table for marginal, table in zip(marginals, value_tables))
-    return out / total
+        out = out + sum(marginal @ table.float() for marginal, table in zip(marginals, value_tables))
+    return (out / total).to(query.dtype)
 
 
 class HIComLocalCompressor(nn.Module):
