@@ -18,6 +18,10 @@ from transformers_vidcomp.modeling import (
     PackedFrames,
     TokenBudgetError,
 )
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from transformers_vidcomp.modeling import compressor_hicom
 from transformers_vidcomp.modeling.compressor_hicom import (
     GuideFeatures,
     HIComGlobalCompressor,
@@ -173,12 +177,26 @@ def naive_local(x: torch.Tensor, keys: torch.Tensor, groups: tuple[int, int, int
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+# A kernel registered in ALL_ATTENTION_FUNCTIONS, as a user would plug one in: it gets HICom's dense calls.
+DENSE_CALLS = []
+
+
+def counting_kernel(module, query, key, value, attention_mask, **kwargs):
+    DENSE_CALLS.append(type(module).__name__)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register("hicom_test_kernel", counting_kernel)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa", "hicom_test_kernel"])
 def test_every_size_works_and_partial_groups_attend_to_their_own_patches(attn_implementation):
     config = tiny_config(local_injection="none", global_injection="none", attn_implementation=attn_implementation)
     local = HIComLocalCompressor(config).eval()
     local.readout = torch.nn.Identity()
-    sizes = [(t, h, w) for t in (1, 2, 3, 4, 5, 6, 7, 9, 10) for h, w in ((1, 1), (2, 5), (4, 3), (7, 8))]
+    # Heights that group_h = 3 divides take the grouped formulation, the others the dense band call.
+    shapes = ((1, 1), (2, 5), (4, 3), (7, 8), (3, 1), (3, 5), (6, 7), (6, 6))
+    sizes = [(t, h, w) for t in (1, 2, 3, 4, 5, 6, 7, 9, 10) for h, w in shapes]
     for t, h, w in sizes:
         frames = packed([t], h, w, 16, seed=t * 100 + h * 10 + w)
         keys = torch.randn_like(frames.values)
@@ -211,7 +229,11 @@ def test_videos_of_different_lengths_are_compressed_as_if_alone():
 
 @pytest.mark.parametrize("layout", ["split", "summed"])
 @pytest.mark.parametrize("position_in_value", [False, True])
-def test_global_attention_equals_plain_multihead_attention(layout, position_in_value):
+@pytest.mark.parametrize("stream_patches", [20, 4096], ids=["a frame per step", "one step"])
+def test_global_attention_equals_plain_multihead_attention(layout, position_in_value, stream_patches, monkeypatch):
+    # With a frame per step, the online softmax rescales at every step, and steps past the shorter video's end
+    # hold nothing but its padding.
+    monkeypatch.setattr(compressor_hicom, "STREAM_PATCHES", stream_patches)
     config = tiny_config(
         global_injection="coarse", position_embedding=layout, position_in_value=position_in_value, hidden_size=32,
         num_attention_heads=4,
@@ -240,6 +262,26 @@ def test_global_attention_equals_plain_multihead_attention(layout, position_in_v
             out = attn.out_proj(rearrange(out, "b n q e -> b q (n e)"))
             expected.append(global_.readout(query + out)[0])
     torch.testing.assert_close(tokens, torch.cat(expected), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("key_source", ["features", "vision_head"])
+def test_registered_kernels_get_the_dense_calls_and_agree(key_source, monkeypatch):
+    monkeypatch.setattr(compressor_hicom, "STREAM_PATCHES", 30)  # two frames of 3 x 5 per step
+    settings = dict(local_injection="coarse", global_injection="fine", key_source=key_source,
+                    position_embedding="summed", position_in_value=True)
+    outputs = []
+    for implementation in ("eager", "hicom_test_kernel"):
+        torch.manual_seed(0)
+        compressor = HIComCompressor(tiny_config(attn_implementation=implementation, **settings)).eval()
+        condition = InstructionCondition(torch.zeros(3, 1, 1), torch.ones(3, 1), torch.randint(2, 128, (3, 8)))
+        features = packed([6, 3, 9], 3, 5, 32 if key_source == "vision_head" else 16)
+        DENSE_CALLS.clear()
+        with torch.no_grad():
+            outputs.append(compressor(features, instruction=condition).tokens)
+        calls = set(DENSE_CALLS)
+    # The kernel ran the local band call and the global call (and the guide encoder's and fine injection's).
+    assert {"HIComLocalCompressor", "HIComGlobalCompressor", "HIComAttention"} <= calls
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_sdpa_and_eager_agree():

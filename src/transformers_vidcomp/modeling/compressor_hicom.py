@@ -37,8 +37,9 @@ holds its own copy of those three SigLIP layers (`key_head`).
 **Position embedding.** `position_embedding="split"` (paper, appendix): channels 3/8 time, 3/8 height, 2/8 width,
 each a 1D sin/cos encoding, concatenated. `"summed"` (released): three full-width encodings with the same
 frequencies, summed. Both are sums of three per-axis tables, so the embedding is never materialised: its dot
-product with the (key-projected) queries is three small matrix products, added as an attention bias. The released
-code also adds the embedding to the values; `position_in_value=True` reproduces that.
+product with the (key-projected) queries is three small matrix products, added as an attention bias per axis. The
+released code also adds the embedding to the values; `position_in_value=True` reproduces that, through the
+attention weights' marginals over time, height and width.
 
 [`HIComCompressorConfig.reference`] reproduces the released `local43_global32_coarse` checkpoint with
 `--use_guide direct`: the `_coarse` suffix is never parsed, so both branches use `direct`, the global queries are
@@ -47,7 +48,7 @@ the pooled text repeated (the learnable `query` is unused and the 32 global toke
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -350,7 +351,19 @@ class HIComKeyHead(nn.Module):
         return x + self.mlp(self.layernorm(x))
 
 
-def temporal_lerp(values: torch.Tensor, frame_counts: torch.LongTensor, group_t: int) -> tuple[torch.Tensor, ...]:
+def temporal_groups(frame_counts: torch.LongTensor, group_t: int) -> tuple[torch.LongTensor, torch.LongTensor]:
+    r"""
+    The temporal groups of packed videos, `ceil(T / group_t)` per video.
+
+    Returns:
+        Per group, its video `(total_groups_t,)` and its index within the video `(total_groups_t,)`.
+    """
+    groups = (frame_counts + group_t - 1) // group_t
+    video = torch.repeat_interleave(torch.arange(frame_counts.shape[0], device=frame_counts.device), groups)
+    return video, torch.arange(video.shape[0], device=video.device) - (torch.cumsum(groups, 0) - groups)[video]
+
+
+def temporal_lerp(values: torch.Tensor, frame_counts: torch.LongTensor, group_t: int) -> torch.Tensor:
     r"""
     PyTorch's linear interpolation (`align_corners=False`) of each video's frames down to `ceil(T / group_t)`
     samples, for all videos at once.
@@ -359,13 +372,11 @@ def temporal_lerp(values: torch.Tensor, frame_counts: torch.LongTensor, group_t:
         values (`torch.Tensor` of shape `(total_frames, ...)`): packed per-frame values.
         frame_counts (`torch.LongTensor` of shape `(num_videos,)`)
     Returns:
-        The samples `(total_groups_t, ...)` and, per sample, its video `(total_groups_t,)` and temporal group index.
+        The samples `(total_groups_t, ...)`, in the order of `temporal_groups`.
     """
-    device = values.device
-    counts = frame_counts.to(device)
+    counts = frame_counts.to(values.device)
+    video, index = temporal_groups(counts, group_t)
     groups = (counts + group_t - 1) // group_t
-    video = torch.repeat_interleave(torch.arange(counts.shape[0], device=device), groups)
-    index = torch.arange(video.shape[0], device=device) - (torch.cumsum(groups, 0) - groups)[video]
     length = counts[video]
     # As upsample_linear1d: scale = in / out in float32, source = scale * (i + 0.5) - 0.5, clamped at 0.
     scale = length.float() / groups[video].float()
@@ -376,20 +387,162 @@ def temporal_lerp(values: torch.Tensor, frame_counts: torch.LongTensor, group_t:
     first = (torch.cumsum(counts, 0) - counts)[video]
     shape = (-1,) + (1,) * (values.ndim - 1)
     weight = weight.to(values.dtype).view(shape)
-    sampled = (1 - weight) * values[first + low] + weight * values[first + high]
-    return sampled, video, index
+    return (1 - weight) * values[first + low] + weight * values[first + high]
+
+
+def grouped_local_attention(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    frame_band: torch.LongTensor,
+    frame_slot: torch.LongTensor,
+    group_shape: tuple[int, int, int],
+    scaling: float,
+) -> torch.Tensor:
+    r"""
+    Each group's query attends to its own group's patches only, `softmax(q kᵀ * scaling) v` over the group, with
+    about `grid_w / group_w` times the minimal arithmetic and no copy of the keys or values.
+
+    A frame is cut into row strips of `group_h` rows (a view of the features); a strip's patches meet only the
+    `ceil(W / group_w)` queries of their row of groups in their temporal band, and each patch keeps the score of its
+    own column's query. The softmax runs over each group's patches of all its frames (scores are few: one per patch),
+    and each strip adds its patches' weighted sum to its groups' outputs.
+
+    Args:
+        query (`torch.Tensor` of shape `(bands, nh * nw, D)`): per temporal band (one temporal group of a video), the
+            queries of its `nh x nw` groups.
+        keys, values (`torch.Tensor` of shape `(total_frames, H, W, D)`): `H` must be a multiple of `group_h`.
+        frame_band (`torch.LongTensor` of shape `(total_frames,)`): the band of each frame.
+        frame_slot (`torch.LongTensor` of shape `(total_frames,)`): the frame's place in its band, `0..group_t-1`.
+        group_shape (`tuple[int, int, int]`): `(group_t, group_h, group_w)`.
+        scaling (`float`): the factor of `q kᵀ`.
+    Returns:
+        `torch.Tensor` of shape `(bands, nh * nw, D)`.
+    """
+    total_frames, height, width, dim = values.shape
+    gt, gh, gw = group_shape
+    bands, nh, nw = query.shape[0], height // gh, -(-width // gw)
+    strip = "f (i y) w d -> (f i) (y w) d"
+    key_strips = rearrange(keys, strip, y=gh)
+    value_strips = rearrange(values, strip, y=gh)
+    row_queries = rearrange(query.view(bands, nh, nw, dim)[frame_band], "f i j d -> (f i) d j")
+    scores = rearrange(torch.bmm(key_strips, row_queries), "(f i) (y w) j -> f i y w j", i=nh, y=gh)
+    column = torch.arange(width, device=values.device) // gw
+    scores = scores.gather(-1, column.view(1, 1, 1, width, 1).expand(*scores.shape[:-1], 1))[..., 0] * scaling
+
+    # Groups' scores side by side, missing frames and columns of partial groups at -inf: (bands, nh, nw, patches).
+    padded = scores.new_full((bands, gt, nh, gh, nw * gw), float("-inf"))
+    padded[frame_band, frame_slot, :, :, :width] = scores
+    grouped = rearrange(padded, "b a i y (j z) -> b i j (a y z)", z=gw)
+    weights = grouped.softmax(-1, dtype=torch.float32).to(values.dtype)
+    weights = rearrange(weights, "b i j (a y z) -> b a i y (j z)", a=gt, y=gh)
+    weights = weights[frame_band, frame_slot, :, :, :width]  # (total_frames, nh, gh, W)
+
+    # Each strip's weights, one row per query of its row of groups (zero outside the query's group).
+    own = column[None, :] == torch.arange(nw, device=values.device)[:, None]  # (nw, W)
+    strip_weights = rearrange(weights[:, :, None] * own[:, None, :].to(weights.dtype), "f i j y w -> (f i) j (y w)")
+    partial = rearrange(torch.bmm(strip_weights, value_strips), "(f i) j d -> f (i j) d", i=nh)
+    return query.new_zeros(query.shape).index_add(0, frame_band, partial)
+
+
+# Patches per step of the streaming global attention. At 128 frames of 27 x 27 x 1152 on two cores, the global
+# attention took 0.70 s with 8192 (0.67 s with 4096, whose features stay in the last-level cache between the two
+# matrix products; 0.79 s with 16384) against 0.93-0.98 s for SDPA's kernel. Fewer steps suffer less when another
+# process shares the cores (each step ends in a few thread barriers): 8192 is the compromise.
+STREAM_PATCHES = 8192
+
+
+def registered_kernel(config: PreTrainedConfig, return_attention: bool) -> Callable | None:
+    r"""
+    The attention function a branch hands its dense formulation to, or `None` when HICom computes the attention
+    itself.
+
+    Both branches' attention has structure no generic kernel sees: local queries attend to small disjoint groups,
+    global queries to every patch with a position bias that is a sum of three per-axis terms. For PyTorch's own
+    implementations (`eager`, `sdpa`) each branch computes the same softmax attention exactly with that structure
+    (`grouped_local_attention`, `streaming_global_attention`). Any other implementation registered in
+    `ALL_ATTENTION_FUNCTIONS` and selected by `config._attn_implementation` gets the dense call (band queries
+    masked to their groups; global queries with the full position bias), and so does `return_attention`, through
+    `eager_attention_forward`, for its weights.
+    """
+    if return_attention:
+        return eager_attention_forward
+    if config._attn_implementation in (None, "eager", "sdpa"):
+        return None
+    return attention_interface(config)
+
+
+def streaming_global_attention(
+    query: torch.Tensor,
+    frames: torch.Tensor,
+    bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    scaling: float,
+    value_tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    r"""
+    Softmax attention of a few queries over every patch of each video, `softmax(q xᵀ * scaling + bias) (x + p)`,
+    streamed over steps of whole frames with an online softmax (running maximum and sum, rescaled as each step
+    raises the maximum). Neither the scores of all patches nor the bias is ever held at full size: the bias is the
+    per-axis sum `bias_t[t] + bias_h[h] + bias_w[w]`, added step by step. Each step is two matrix products over
+    about `STREAM_PATCHES` patches.
+
+    Args:
+        query (`torch.Tensor` of shape `(videos, rows, D)`): the (key-projected) queries of all heads.
+        frames (`torch.Tensor` of shape `(videos, T, H, W, D)`): keys and values.
+        bias (three `torch.Tensor` of shapes `(videos, rows, T)`, `(videos, rows, H)`, `(videos, rows, W)`): the
+            additive score terms per axis; padding frames carry the dtype's minimum in `bias_t`.
+        scaling (`float`): the factor of `q xᵀ`.
+        value_tables (three `torch.Tensor` of shapes `(T, D)`, `(H, D)`, `(W, D)`, *optional*): a position embedding
+            `p = p_t + p_h + p_w` also added to the values (released code); its weighted sum is taken per axis from
+            the weights' marginals.
+    Returns:
+        `torch.Tensor` of shape `(videos, rows, D)`.
+    """
+    num_videos, length, height, width, dim = frames.shape
+    bias_t, bias_h, bias_w = bias
+    rows = query.shape[1]
+    bias_hw = (bias_h[..., :, None] + bias_w[..., None, :])[:, :, None]  # (videos, rows, 1, H, W)
+    # The softmax statistics and sums are kept in float32 whatever the features' dtype, as eager attention does.
+    stats = dict(dtype=torch.float32, device=query.device)
+    running_max = torch.full((num_videos, rows, 1), float("-inf"), **stats)
+    total = torch.zeros(num_videos, rows, 1, **stats)
+    out = torch.zeros(num_videos, rows, dim, **stats)
+    if value_tables is not None:
+        marginals = [torch.zeros(num_videos, rows, n, **stats) for n in (length, height, width)]
+    step = max(1, STREAM_PATCHES // (height * width))
+    for start in range(0, length, step):
+        chunk = rearrange(frames[:, start : start + step], "v t h w d -> v (t h w) d")
+        chunk_bias = rearrange(bias_t[..., start : start + step, None, None] + bias_hw, "v r t h w -> v r (t h w)")
+        scores = torch.baddbmm(chunk_bias, query, chunk.transpose(1, 2), alpha=scaling).float()
+        new_max = torch.maximum(running_max, scores.amax(-1, keepdim=True))
+        rescale = torch.exp(running_max - new_max)
+        weights = torch.exp(scores - new_max)
+        total = total * rescale + weights.sum(-1, keepdim=True)
+        out = torch.baddbmm(out * rescale, weights, chunk.float())
+        if value_tables is not None:
+            grid = rearrange(weights, "v r (t h w) -> v r t h w", h=height, w=width)
+            marginal_t = F.pad(grid.sum((-2, -1)), (start, length - start - grid.shape[2]))
+            marginals = [
+                marginal * rescale + chunk_marginal
+                for marginal, chunk_marginal in zip(marginals, (marginal_t, grid.sum((-3, -1)), grid.sum((-3, -2))))
+            ]
+        running_max = new_max
+    if value_tables is not None:
+        out = out + sum(marginal @ table.float() for marginal, table in zip(marginals, value_tables))
+    return (out / total).to(query.dtype)
 
 
 class HIComLocalCompressor(nn.Module):
     r"""
     The local branch: one token per `(group_t, group_h, group_w)` group, in `(t, h, w)` order per video.
 
-    All groups go through one attention call. Its batch is the temporal bands (the `group_t` frames of one temporal
-    group, every patch of them), which are a view of the packed features whenever each video's length divides by
-    `group_t` (otherwise the bands are gathered, padded and masked). Each band's `ceil(H/α_H) * ceil(W/α_W)`
-    queries are masked to their own group's patches. This spends `ceil(H/α_H) * ceil(W/α_W)` times the minimal
-    score arithmetic (cheap next to the readout) to never copy the features into groups, which would double the
-    memory of a long video.
+    All groups are computed at once, never copying the features into groups (which would double the memory of a
+    long video). With PyTorch's own attention (`eager`, `sdpa`) and a height that `group_h` divides,
+    `grouped_local_attention` attends within each group through row strips of the features, at
+    `ceil(W/α_W)` times the minimal arithmetic. Otherwise (another kernel registered in `ALL_ATTENTION_FUNCTIONS`,
+    other heights, or `return_attention`), one dense attention call (`band_attention`) runs over temporal bands
+    with each query masked to its group, at `ceil(H/α_H) * ceil(W/α_W)` times the minimal arithmetic: at 128
+    frames of 27 x 27 x 1152, 35 GFLOP against 1.9 for the strips.
     """
 
     is_causal = False
@@ -429,42 +582,24 @@ class HIComLocalCompressor(nn.Module):
         nh, nw = self.grid(height, width)
         device = x.device
 
-        # Queries: the released trilinear downsampling, done as bilinear over (H, W), then linear over each video's
-        # frames (videos differ in length, so time is interpolated by gathers instead of F.interpolate).
-        spatial = F.interpolate(rearrange(x, "t h w d -> t d h w"), size=(nh, nw), mode="bilinear")
-        query, group_video, group_t_index = temporal_lerp(spatial, values.frame_counts, gt)
-        groups_t = group_video.shape[0]
-        query = rearrange(query, "g d h w -> g (h w) d")
-        if self.guide_injector is not None and guide is not None:
-            query = self.inject(query, group_video, group_t_index, guide)
-
-        # Attention runs per temporal band (the frames of one temporal group, all H x W patches): each of the band's
-        # nh * nw queries is masked to its own group's patches. When every video's length divides by group_t, the
-        # bands are a view of the packed features, so no grouped copy of the keys or values is ever made.
         counts = values.frame_counts.to(device)
+        group_video, group_t_index = temporal_groups(counts, gt)
+        groups_t = group_video.shape[0]
+        query = self.queries(x, counts, group_video, group_t_index, guide)
+
+        # Per frame: its temporal band (one temporal group of its video) and its place in the band.
         video_start = torch.cumsum(counts, 0) - counts
         frames = (video_start[group_video] + group_t_index * gt)[:, None] + torch.arange(gt, device=device)
         frame_ok = frames < (video_start + counts)[group_video][:, None]  # (bands, gt)
-        if bool(frame_ok.all()):
-            band_values = x.view(groups_t, gt * height * width, dim)
-            band_keys = band_values if keys is x else keys.reshape(groups_t, gt * height * width, dim)
+        kernel = registered_kernel(self.config, return_attention)
+        weights = None
+        if kernel is None and height % gh == 0:
+            frame_band = torch.arange(groups_t, device=device).repeat_interleave(frame_ok.sum(-1))
+            frame_slot = torch.arange(gt, device=device).expand(groups_t, gt)[frame_ok]
+            out = grouped_local_attention(query, keys, x, frame_band, frame_slot, (gt, gh, gw), dim**-0.5)
         else:
-            frames = torch.where(frame_ok, frames, 0)
-            band_values = rearrange(x[frames], "b a h w d -> b (a h w) d")
-            band_keys = band_values if keys is x else rearrange(keys[frames], "b a h w d -> b (a h w) d")
-        row_group = torch.arange(height, device=device) // gh
-        col_group = torch.arange(width, device=device) // gw
-        query_group = torch.arange(nh * nw, device=device)
-        member = query_group[:, None, None] == (row_group[:, None] * nw + col_group[None, :])  # (nh * nw, H, W)
-        member = member[None, :, None] & frame_ok[:, None, :, None, None]  # (bands, nh * nw, gt, H, W)
-        if bool(frame_ok.all()):
-            member = member[:1]
-        mask = additive_mask(rearrange(member, "b q a h w -> b 1 q (a h w)"), query.dtype)
-        attention = eager_attention_forward if return_attention else attention_interface(self.config)
-        out, weights = attention(
-            self, query[:, None], band_keys[:, None], band_values[:, None], mask, scaling=dim**-0.5, dropout=0.0
-        )
-        tokens = self.readout(rearrange(out, "b q 1 d -> (b q) d"))
+            out, weights = self.band_attention(kernel or eager_attention_forward, query, keys, x, frames, frame_ok)
+        tokens = self.readout(rearrange(out, "b q d -> (b q) d"))
 
         groups_per_video = torch.bincount(group_video, minlength=values.num_videos) * nh * nw
         group_first_frame = (group_t_index * gt).repeat_interleave(nh * nw)
@@ -475,6 +610,77 @@ class HIComLocalCompressor(nn.Module):
             patch_weights = x.new_zeros(total_frames, height, width)
             patch_weights[frames[frame_ok]] = weights[frame_ok].to(x.dtype)
         return tokens, groups_per_video, group_first_frame, patch_weights
+
+    def queries(
+        self,
+        x: torch.Tensor,
+        counts: torch.LongTensor,
+        group_video: torch.LongTensor,
+        group_t_index: torch.LongTensor,
+        guide: GuideFeatures | None,
+    ) -> torch.Tensor:
+        r"""
+        The groups' queries `(bands, nh * nw, D)`: the released trilinear downsampling of `x` `(total_frames, H, W,
+        D)`, done as bilinear over (H, W), then linear over each video's frames (videos differ in length, so time is
+        interpolated by gathers instead of F.interpolate); then the instruction is injected.
+        """
+        nh, nw = self.grid(x.shape[1], x.shape[2])
+        if self.config.local_injection == "direct" and guide is not None and bool(guide.has_text.all()):
+            # Every query becomes its video's text: the downsampling would be thrown away.
+            text = self.guide_injector(x.new_zeros(()).expand(guide.pooled.shape[0], 1, x.shape[-1]), guide)
+            return text[group_video].expand(-1, nh * nw, -1)
+        spatial = F.interpolate(rearrange(x, "t h w d -> t d h w"), size=(nh, nw), mode="bilinear")
+        query = rearrange(temporal_lerp(spatial, counts, self.config.group_t), "g d h w -> g (h w) d")
+        if self.guide_injector is not None and guide is not None:
+            query = self.inject(query, group_video, group_t_index, guide)
+        return query
+
+    def band_attention(
+        self,
+        attention: Callable,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        frames: torch.LongTensor,
+        frame_ok: torch.BoolTensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        r"""
+        The dense formulation, one call of `attention` (an `ALL_ATTENTION_FUNCTIONS` signature): its batch is the
+        temporal bands (the `group_t` frames of one temporal group, all H x W patches), and each of a band's
+        `nh * nw` queries is masked to its own group's patches. When every video's length divides by `group_t`, the
+        bands are a view of the packed features (otherwise they are gathered, padded and masked). This spends
+        `nh * nw` times the minimal arithmetic to never copy the features into groups.
+
+        Args:
+            query (`torch.Tensor` of shape `(bands, nh * nw, D)`)
+            keys, values (`torch.Tensor` of shape `(total_frames, H, W, D)`)
+            frames (`torch.LongTensor` of shape `(bands, group_t)`): each band's frames; `frame_ok` marks real ones.
+        Returns:
+            The output `(bands, nh * nw, D)` and the function's weights `(bands, 1, nh * nw, group_t * H * W)`.
+        """
+        total_frames, height, width, dim = values.shape
+        gt, gh, gw = self.config.group_t, self.config.group_h, self.config.group_w
+        nh, nw = self.grid(height, width)
+        bands, device = query.shape[0], values.device
+        if bool(frame_ok.all()):
+            band_values = values.view(bands, gt * height * width, dim)
+            band_keys = band_values if keys is values else keys.reshape(bands, gt * height * width, dim)
+        else:
+            frames = torch.where(frame_ok, frames, 0)
+            band_values = rearrange(values[frames], "b a h w d -> b (a h w) d")
+            band_keys = band_values if keys is values else rearrange(keys[frames], "b a h w d -> b (a h w) d")
+        row_group = torch.arange(height, device=device) // gh
+        col_group = torch.arange(width, device=device) // gw
+        query_group = torch.arange(nh * nw, device=device)
+        member = query_group[:, None, None] == (row_group[:, None] * nw + col_group[None, :])  # (nh * nw, H, W)
+        member = member[None, :, None] & frame_ok[:, None, :, None, None]  # (bands, nh * nw, gt, H, W)
+        if bool(frame_ok.all()):
+            member = member[:1]
+        mask = additive_mask(rearrange(member, "b q a h w -> b 1 q (a h w)"), query.dtype)
+        out, weights = attention(
+            self, query[:, None], band_keys[:, None], band_values[:, None], mask, scaling=dim**-0.5, dropout=0.0
+        )
+        return out[:, :, 0], weights
 
     def inject(
         self, query: torch.Tensor, group_video: torch.LongTensor, group_t_index: torch.LongTensor, guide: GuideFeatures
@@ -497,10 +703,12 @@ class HIComGlobalCompressor(nn.Module):
     The attention is computed without materialising the per-patch keys `k_proj(x + pos)`, values `v_proj(x)` or the
     position embedding, which are each as large as the video's features. Per head `h`, the score
     `q_h . (W_k,h (x + p) + b_k,h)` equals `(W_k,hᵀ q_h) . x + (W_k,hᵀ q_h) . p` plus a constant that softmax
-    ignores, and `sum a (W_v,h x + b_v,h) = W_v,h (sum a x) + b_v,h`. So one attention call runs with the
-    key-projected queries (all heads' queries stacked, width D) against the features themselves as keys and values,
-    the position term as an additive bias built from the three per-axis tables, and the value projection applied to
-    the small result.
+    ignores, and `sum a (W_v,h x + b_v,h) = W_v,h (sum a x) + b_v,h`. So the attention runs with the key-projected
+    queries (all heads' queries stacked, width D) against the features themselves as keys and values, the position
+    term as an additive bias from the three per-axis tables, and the value projection applied to the small result.
+    With PyTorch's own attention (`eager`, `sdpa`), `streaming_global_attention` computes it in steps of frames with
+    an online softmax, never holding the bias or the scores of all patches; another kernel registered in
+    `ALL_ATTENTION_FUNCTIONS` (and `return_attention`) gets one dense call with the full `(queries, patches)` bias.
     """
 
     is_causal = False
@@ -551,24 +759,29 @@ class HIComGlobalCompressor(nn.Module):
         q = rearrange(attn.q_proj(query), "v q (n e) -> v n q e", n=heads)
         w_k = rearrange(attn.k_proj.weight, "(n e) d -> n e d", n=heads)
         q_k = torch.einsum("vnqe,ned->vnqd", q, w_k)  # key-projected queries, (videos, heads, queries, D)
-        # The bias is as large as the scores: it is built once, at full size, by the last addition only.
-        bias_t = (q_k @ pos_t.T) * attn.scaling
+        q_k = rearrange(q_k, "v n q d -> v (n q) d")
+        # The position term of each score, per axis: (videos, heads * queries, T), (.., H), (.., W).
+        bias_t, bias_h, bias_w = ((q_k @ table.T) * attn.scaling for table in (pos_t, pos_h, pos_w))
         frame_ok = torch.arange(longest, device=x.device)[None, :] < counts[:, None]
-        bias_t = bias_t.masked_fill(~frame_ok[:, None, None, :], torch.finfo(bias_t.dtype).min)
-        bias_th = bias_t[..., :, None] + (q_k @ pos_h.T)[..., None, :] * attn.scaling
-        bias = bias_th[..., None] + ((q_k @ pos_w.T) * attn.scaling)[..., None, None, :]
-        bias = rearrange(bias, "v n q t h w -> v 1 (n q) (t h w)")
-        patches = rearrange(frames, "v t h w d -> v 1 (t h w) d")
-        value_patches = patches
-        if self.config.position_in_value:
-            position = pos_t[:, None, None] + pos_h[None, :, None] + pos_w[None, None, :]
-            value_patches = rearrange(frames + position, "v t h w d -> v 1 (t h w) d")
-        attention = eager_attention_forward if return_attention else attention_interface(self.config)
-        out, weights = attention(
-            self, rearrange(q_k, "v n q d -> v 1 (n q) d"), patches, value_patches, bias, scaling=attn.scaling
-        )
+        bias_t = bias_t.masked_fill(~frame_ok[:, None, :], torch.finfo(bias_t.dtype).min)
+        value_tables = (pos_t, pos_h, pos_w) if self.config.position_in_value else None
+        kernel = registered_kernel(self.config, return_attention)
+        weights = None
+        if kernel is None:
+            out = streaming_global_attention(q_k, frames, (bias_t, bias_h, bias_w), attn.scaling, value_tables)
+        else:
+            # The dense call: the bias is as large as the scores, built once, at full size, by the last addition.
+            bias = (bias_t[..., :, None] + bias_h[..., None, :])[..., None] + bias_w[..., None, None, :]
+            bias = rearrange(bias, "v r t h w -> v 1 r (t h w)")
+            patches = rearrange(frames, "v t h w d -> v 1 (t h w) d")
+            value_patches = patches
+            if value_tables is not None:
+                position = pos_t[:, None, None] + pos_h[None, :, None] + pos_w[None, None, :]
+                value_patches = rearrange(frames + position, "v t h w d -> v 1 (t h w) d")
+            out, weights = kernel(self, q_k[:, None], patches, value_patches, bias, scaling=attn.scaling)
+            out = out[:, :, 0]
         w_v = rearrange(attn.v_proj.weight, "(n e) d -> n e d", n=heads)
-        out = rearrange(out, "v (n q) 1 d -> v q n d", n=heads)
+        out = rearrange(out, "v (n q) d -> v q n d", n=heads)
         out = torch.einsum("vqnd,ned->vqne", out, w_v) + attn.v_proj.bias.view(heads, head_dim)
         out = attn.out_proj(rearrange(out, "v q n e -> v q (n e)"))
         tokens = self.readout(query + out)
