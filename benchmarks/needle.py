@@ -58,7 +58,8 @@ def main() -> None:
     plot_needle_heatmap(result, args.out_dir / "needle_heatmap.png")
     print(markdown)
     print("seconds per component: " + ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items()))
-    print(f"total {time.perf_counter() - start:.1f} s; wrote {', '.join(str(args.out_dir / n) for n in ('needle.md', 'needle.json', 'needle_heatmap.png'))}")
+    written = ", ".join(str(args.out_dir / name) for name in ("needle.md", "needle.json", "needle_heatmap.png"))
+    print(f"total {time.perf_counter() - start:.1f} s; wrote {written}")
 
 
 if __name__ == "__main__":

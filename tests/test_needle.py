@@ -64,7 +64,8 @@ def test_scenes_cover_the_video_and_cuts_and_dissolves_are_where_stated(haystack
             blend = blend + alpha * renders[transition.index][k]
             assert np.abs(frames[transition.start + k] - blend).max() <= 0.5 + 1e-6
         # Outside the dissolve, each scene is itself.
-        np.testing.assert_array_equal(frames[transition.start + transition.length], renders[transition.index][transition.length])
+        after = transition.start + transition.length
+        np.testing.assert_array_equal(frames[after], renders[transition.index][transition.length])
 
 
 def test_the_haystack_does_not_depend_on_the_needle_and_streams_in_scene_chunks(haystack):

@@ -131,13 +131,12 @@ class PresetSampler:
     @torch.no_grad()
     def features(self, frames: np.ndarray) -> torch.Tensor | None:
         r"""The per-frame features the sampler compares, one row per frame (None for samplers that need none)."""
+        chunks = np.array_split(frames, -(-len(frames) // 256))  # bounded memory on an hour of frames
         if self.name == "fila-kmeans":
             # K-Means clusters frame means (see frame_means_by_video): keep only those, not every patch.
-            chunks = [self.model.encode_frames(self.pixels(c)).mean((1, 2)) for c in np.array_split(frames, -(-len(frames) // 256))]
-            return torch.cat(chunks)
+            return torch.cat([self.model.encode_frames(self.pixels(chunk)).mean((1, 2)) for chunk in chunks])
         if self.name == "longvu":
-            chunks = [self.sampler.encode(self.pixels(c)) for c in np.array_split(frames, -(-len(frames) // 256))]
-            return torch.cat(chunks)
+            return torch.cat([self.sampler.encode(self.pixels(chunk)) for chunk in chunks])
         return None
 
     def prepare_haystack(self, haystack: np.ndarray) -> None:
@@ -190,7 +189,8 @@ class PresetSampler:
             features = features.clone()
             features[needle] = self.features(cell.frames[cell.plan.needle_frames])
         if self.name == "uniform":
-            sampler = UniformSampler(UniformSamplerConfig(**{**self.sampler.config.to_diff_dict(), "num_frames": budget}))
+            config = UniformSamplerConfig(**{**self.sampler.config.to_diff_dict(), "num_frames": budget})
+            sampler = UniformSampler(config)
             placeholder = torch.zeros(num_frames, 1)
             return sampler(PackedFrames(placeholder, counts, times)).keep_mask.numpy()
         sampler = copy.deepcopy(self.sampler)
@@ -395,7 +395,7 @@ def needle_markdown(result: dict) -> str:
         for budget in settings["budgets"]:
             cells = []
             for minutes in lengths:
-                hits = [r for r in rows if r["sampler"] == sampler and r["budget"] == budget and r["minutes"] == minutes]
+                hits = [r for r in rows if (r["sampler"], r["budget"], r["minutes"]) == (sampler, budget, minutes)]
                 recall = sum(r["retained"] for r in hits) / len(hits)
                 fraction = sum(r["fraction"] for r in hits) / len(hits)
                 kept = sum(r["kept_frames"] for r in hits) / len(hits)
@@ -438,8 +438,11 @@ def plot_needle_heatmap(result: dict, path) -> None:
     lengths, depths, budgets = settings["lengths_minutes"], settings["depths"], settings["budgets"]
     samplers = list(settings["sampler_presets"])
     figure, axes = plt.subplots(
-        len(samplers), len(budgets), figsize=(1.2 + 0.6 * len(lengths) * len(budgets), 0.9 + 0.35 * len(depths) * len(samplers)),
-        squeeze=False, constrained_layout=True,
+        len(samplers),
+        len(budgets),
+        figsize=(1.2 + 0.6 * len(lengths) * len(budgets), 0.9 + 0.35 * len(depths) * len(samplers)),
+        squeeze=False,
+        constrained_layout=True,
     )
     lookup = {(r["sampler"], r["budget"], r["minutes"], r["depth"]): r["fraction"] for r in result["sampler_recall"]}
     for row, sampler in enumerate(samplers):
