@@ -8,7 +8,7 @@ against the needle's fair share. Writes `needle.md`, `needle.json` and `needle_h
 depth against length, one panel per sampler and budget) to `--out-dir`. The logic lives in
 `transformers_vidcomp.evaluation.needle`, importable for a sampler of your own.
 
-    python benchmarks/needle.py [--lengths 1 5 15 60] [--depths 0 0.25 0.5 0.75 1] [--budgets 8 16 32 64]
+    python benchmarks/needle.py [--lengths 1 5 15 60] [--depths 0.1 0.3 0.5 0.7 0.9] [--budgets 8 16 32 64]
         [--needle-frames 1] [--out-dir needle-results]
 """
 
@@ -32,7 +32,7 @@ from transformers_vidcomp.evaluation.needle import (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("--lengths", type=float, nargs="+", default=[1, 5, 15, 60], help="video lengths in minutes")
-    parser.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    parser.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--budgets", type=int, nargs="+", default=[8, 16, 32, 64], help="frames kept")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLER_PRESETS), choices=list(SAMPLER_PRESETS))
     parser.add_argument("--compressors", nargs="+", default=list(COMPRESSOR_PRESETS), choices=list(COMPRESSOR_PRESETS))

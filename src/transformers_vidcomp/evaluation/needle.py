@@ -288,7 +288,7 @@ def needle_clip(cell: NeedleCell, clip_frames: int) -> tuple[np.ndarray, np.ndar
 
 def run_needle(
     lengths_minutes: Sequence[float] = (1, 5, 15, 60),
-    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    depths: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
     budgets: Sequence[int] = (8, 16, 32, 64),
     samplers: Sequence[str] = tuple(SAMPLER_PRESETS),
     compressors: Sequence[str] = tuple(COMPRESSOR_PRESETS),
@@ -368,7 +368,11 @@ RANDOM_WEIGHTS_NOTE = (
     "The components are the presets' tiny models with random weights (AVS's TransNetV2 has its real weights): "
     "FiLA's K-Means and LongVU's reduction compare random features of real photographs, and the compressors' "
     "learned parts (FiLA's fusion weights, HICom's queries, LongVU's resolution choice, the compact encoder) are "
-    "untrained. Uniform sampling, AVS and spatial pooling do not depend on trained weights."
+    "untrained. Uniform sampling, AVS and spatial pooling do not depend on trained weights. A one-frame needle at "
+    "depth d starts at frame round(d * (T - 1)); uniform sampling keeps frames floor(j * T / k), so it finds the "
+    "needle for certain wherever d * k is an integer (depth 0 always, 50% for even budgets): compare uniform at "
+    "depths off its grid. Compressors report one source frame per token: a token that mixes frames (FiLA's fusion "
+    "of 3 frames, HICom's local groups, the compact compressor's 4-frame groups) counts for one of them only."
 )
 
 
