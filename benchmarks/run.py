@@ -8,7 +8,7 @@ frame-difference pruning) run on identical features.
     python benchmarks/run.py --minutes 1 5 --presets baseline longvu
     python benchmarks/run.py --update-readme       # also rewrites the README's results section from the JSON
 
-The videos are synthetic and made from real photographs (`demo_video.write_haystack_video`: pans, zooms, cuts and
+The videos are synthetic and made from real photographs (`demo_video.plan_haystack`: pans, zooms, cuts and
 dissolves) at 1 fps and 320x180, so an hour is 3,600 frames. Every preset decodes every frame at 1 fps (the presets'
 own frame caps are lifted, so the samplers see the whole hour), except the adaptive sampler, which streams the file as
 10 fps thumbnails (all 3,600 frames of a 1 fps file) and decodes only its keyframes. LongVU runs in the paper's 8k
@@ -26,6 +26,9 @@ and Transformers, about 0.75 GB) is its own. Stages:
 
 Model stages are timed by forward hooks on the model's own modules (`demo.stage_timer`), so this is the code path
 `generate()` runs. Time grows linearly with length when the per-preset least-squares line fits (R^2 is printed).
+
+The same command then runs the needle-retention evaluation (`transformers_vidcomp.evaluation.needle`, also
+`benchmarks/needle.py` alone) and adds its table and heatmap to the results and the README.
 """
 
 import argparse
@@ -47,24 +50,17 @@ README_START, README_END = "<!-- benchmark-results:start -->", "<!-- benchmark-r
 PRESETS = ("baseline", "longvu", "hicom", "fila", "avs-compact")
 TRANSFORMERS_BASELINES = ("transformers:llava-onevision", "transformers:videollama3")
 MINUTES = (1, 5, 15, 60)
+NEEDLE_DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
+NEEDLE_BUDGETS = (8, 16, 32, 64)
 QUESTION = "What happens in this video?"
 
 
-def write_benchmark_video(path: Path, seconds: int, fps: int = 1, width: int = 320, height: int = 180) -> None:
-    r"""A video of 20-frame panning scenes cycling through real photographs, written scene by scene."""
-    import av
+def write_benchmark_video(path: Path, seconds: int, width: int = 320, height: int = 180) -> None:
+    r"""A haystack video at 1 fps (`demo_video.plan_haystack`: real photographs, pans, zooms, cuts, dissolves),
+    streamed to the file scene by scene."""
+    from transformers_vidcomp.demo_video import plan_haystack, write_haystack_video
 
-    from transformers_vidcomp.demo_video import load_photos, render_scene
-
-    photos = load_photos(("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field"))
-    total = seconds * fps
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for scene, start in enumerate(range(0, total, 20)):
-            for frame in render_scene(photos[scene % len(photos)], min(20, total - start), width, height, zoom=0.3):
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    write_haystack_video(path, plan_haystack(seconds, fps=1.0, width=width, height=height, seed=0))
 
 
 def peak_rss_mib() -> float:
@@ -279,6 +275,12 @@ def render_markdown(results: dict) -> str:
     lines += ["", "![tokens against length](benchmarks/results/tokens_vs_length.png) "
               "![time against length](benchmarks/results/time_vs_length.png) "
               "![time per stage](benchmarks/results/stage_times.png)"]
+    if "needle" in results:
+        from transformers_vidcomp.evaluation.needle import needle_markdown
+
+        # Its headings go two levels down, under this section's.
+        needle = needle_markdown(results["needle"]).strip().replace("\n## ", "\n#### ").replace("# ", "### ", 1)
+        lines += ["", needle, "", "![needle retention: depth against length](benchmarks/results/needle_heatmap.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -346,6 +348,7 @@ def main() -> None:
     parser.add_argument("--longvu-context", type=int, default=8192, help="LongVU's context length (paper: 8k)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--videos", type=Path, help="folder to keep the generated videos in (default: temporary)")
+    parser.add_argument("--skip-needle", action="store_true", help="leave out the needle-retention evaluation")
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument("--worker")
     parser.add_argument("--video")
@@ -373,6 +376,11 @@ def main() -> None:
     results = {"minutes": minutes, "machine": machine_description(), "raw_tokens_per_frame": raw_tokens_per_frame(),
                "longvu_context": args.longvu_context, "runs": runs}
     results["summary"] = summarise(runs, minutes)
+    if not args.skip_needle:
+        from transformers_vidcomp.evaluation.needle import plot_needle_heatmap, run_needle
+
+        results["needle"] = run_needle(lengths_minutes=minutes, depths=NEEDLE_DEPTHS, budgets=NEEDLE_BUDGETS, seed=0)
+        plot_needle_heatmap(results["needle"], args.out / "needle_heatmap.png")
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     markdown = render_markdown(results)
     (args.out / "results.md").write_text(markdown)
