@@ -182,3 +182,43 @@ def test_processor_round_trip(tiny, tmp_path):
     assert loaded.video_token_id == processor.video_token_id
     assert loaded.chat_template == processor.chat_template
     assert loaded.video_processor.fps == processor.video_processor.fps
+
+
+def test_a_held_last_frame_is_not_mistaken_for_a_truncated_file(tmp_path):
+    import fractions
+
+    import av
+
+    from transformers_vidcomp.processors import VidCompVideoProcessor
+
+    # 10 pictures one second apart, the last held for 10 s: the stream's average rate (10 / 19) is not its spacing.
+    path, time_base = tmp_path / "held.mp4", fractions.Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = time_base
+        packets = []
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i * 1000, time_base
+            packets += list(stream.encode(frame))
+        packets += list(stream.encode())
+        max(packets, key=lambda packet: packet.pts).duration = 10_000
+        for packet in packets:
+            container.mux(packet)
+    processor = VidCompVideoProcessor(fps=1.0, num_frames=None, size={"height": 32, "width": 32})
+    out = processor(str(path), return_tensors="pt")
+    assert out["video_metadata"][0].frames_indices.tolist() == list(range(10))
+    brightness = out["pixel_values_videos"].mean(dim=(1, 2, 3))
+    assert (brightness.diff() > 0).all()  # ten distinct pictures in order, none repeated or lost
+
+
+def test_files_decode_with_the_processors_resampling_filter(demo_video):
+    from transformers_vidcomp.processors import VidCompVideoProcessor
+
+    path, _ = demo_video
+    nearest = VidCompVideoProcessor(size={"height": 32, "width": 32}, resample=0, num_frames=2)(str(path))
+    bicubic = VidCompVideoProcessor(size={"height": 32, "width": 32}, resample=3, num_frames=2)(str(path))
+    assert not torch.equal(nearest["pixel_values_videos"], bicubic["pixel_values_videos"])
+    with pytest.raises(ValueError, match="pad_to_square letterboxes frames to a square, but size is 32x48"):
+        VidCompVideoProcessor(size={"height": 32, "width": 48}, pad_to_square=True)(str(path))

@@ -13,27 +13,38 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
-from transformers.video_processing_utils import BaseVideoProcessor
-from transformers.utils import logging
 from transformers.processing_utils import VideosKwargs
+from transformers.utils import logging
+from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 
 logger = logging.get_logger(__name__)
 
+# The processor's `resample` filters FFmpeg's scaler has; with any other, files decode at full size and are resized
+# by the processor.
+FFMPEG_INTERPOLATION = {
+    PILImageResampling.NEAREST: "POINT",
+    PILImageResampling.BILINEAR: "BILINEAR",
+    PILImageResampling.BICUBIC: "BICUBIC",
+    PILImageResampling.LANCZOS: "LANCZOS",
+    PILImageResampling.BOX: "AREA",
+}
+
+
 class DecodeSize(NamedTuple):
-    r"""The frame size a decode scales to: exactly `height x width`, or with `keep_aspect` the largest size of the
-    frame's aspect ratio that fits in it (frames that will be letterboxed)."""
+    r"""The frame size a decode scales to, with FFmpeg's `interpolation`: exactly `height x width`, or with
+    `keep_aspect` the largest size of the frame's aspect ratio that fits in it (frames that will be letterboxed)."""
 
     height: int
     width: int
     keep_aspect: bool = False
+    interpolation: str = "BICUBIC"
 
     def for_frame(self, frame_height: int, frame_width: int) -> tuple[int, int]:
-        if not self.keep_aspect:
+        if not self.keep_aspect or not frame_height or not frame_width:
             return self.height, self.width
         scale = min(self.height / frame_height, self.width / frame_width)
         return max(1, round(frame_height * scale)), max(1, round(frame_width * scale))
@@ -148,12 +159,22 @@ class VidCompVideoProcessor(BaseVideoProcessor):
         size = kwargs.get("size") or self.size
         do_resize = kwargs.get("do_resize")
         do_resize = self.do_resize if do_resize is None else do_resize
-        # A plain dict or Transformers' SizeDict; sizes without both sides (`shortest_edge`) decode at full size.
-        height, width = (size.get(side) if isinstance(size, dict) else getattr(size, side, None) for side in ("height", "width"))
+        # A call's plain dict, or the processor's own SizeDict; sizes without both sides (`shortest_edge`) decode at
+        # full size.
+        sides = ("height", "width")
+        height, width = (size.get(side) if isinstance(size, dict) else getattr(size, side, None) for side in sides)
         pad_to_square = kwargs.get("pad_to_square")
         pad_to_square = self.pad_to_square if pad_to_square is None else pad_to_square
-        scaled = DecodeSize(height, width, keep_aspect=pad_to_square) if do_resize and height and width else None
-        token = DECODE_SIZE.set(scaled)
+        if pad_to_square and height and width and height != width:
+            raise ValueError(
+                f"pad_to_square letterboxes frames to a square, but size is {height}x{width}: use a square size, or "
+                "pad_to_square=False to stretch frames to it."
+            )
+        resample = kwargs.get("resample")
+        resample = self.resample if resample is None else resample
+        interpolation = FFMPEG_INTERPOLATION.get(resample) if isinstance(resample, int) else None
+        scaled = do_resize and height and width and interpolation
+        token = DECODE_SIZE.set(DecodeSize(height, width, pad_to_square, interpolation) if scaled else None)
         try:
             return super().preprocess(videos, **kwargs)
         finally:
@@ -215,9 +236,11 @@ def decode_video(
         with open_video_stream(path) as container:
             stream = container.streams.video[0]
             rate = float(stream.average_rate) if stream.average_rate else None
-            total = stream.frames
-            if not total and container.duration and rate:  # containers without a frame count in their header
-                total = round(container.duration / av.time_base * rate)
+            total, counted = stream.frames, bool(stream.frames)
+            if not counted and rate:  # no frame count in the header (MKV, WebM): the stream's duration, else the file's
+                seconds = float(stream.duration * stream.time_base) if stream.duration else None
+                seconds = seconds or (container.duration / av.time_base if container.duration else 0)
+                total = round(seconds * rate)
             if not total:
                 raise EmptyVideoError(f"{path!r} has a video stream with no frames.")
             metadata = VideoMetadata(
@@ -225,9 +248,11 @@ def decode_video(
                 height=stream.height, video_backend="pyav",
             )
             indices = sample_indices_fn(metadata=metadata) if sample_indices_fn is not None else np.arange(total)
-            if size is not None:
-                size = DecodeSize(*size).for_frame(stream.height, stream.width)
-            frames, decoded, unreadable = decode_chosen_frames(container, indices, size, progress, "decoding video")
+            # Frames are numbered in decode order, as the sampler counted them, whatever their spacing in time.
+            frames, decoded, unreadable, seen = decode_chosen_frames(
+                container, indices, None if size is None else DecodeSize(*size), progress, "decoding video",
+                in_decode_order=True,
+            )
     except VideoDecodeError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, ZeroDivisionError) as error:
@@ -235,10 +260,11 @@ def decode_video(
             f"{path!r} could not be decoded as a video ({type(error).__name__}: {error}). The file may be corrupt, "
             "truncated or not a video; re-encode it (for example `ffmpeg -i in -c:v libx264 out.mp4`)."
         ) from error
-    if len(decoded) == 0 or np.max(indices) > decoded[-1]:
+    # A stream that ends before the count its header states is cut short; an estimated count may simply be high.
+    if len(decoded) == 0 or (counted and seen < total and np.max(indices) > decoded[-1]):
         raise VideoDecodeError(
-            f"{path!r} is truncated: its header promises {total} frames but it ends after {len(decoded)} of the "
-            f"{len(np.unique(indices))} requested frames. Re-encode or re-download the file."
+            f"{path!r} is truncated: its header promises {total} frames but it ends after {seen}, with "
+            f"{len(decoded)} of the {len(np.unique(indices))} requested frames. Re-encode or re-download the file."
         )
     warn_unreadable(path, unreadable, len(decoded))
     metadata.frames_indices = decoded
@@ -341,7 +367,10 @@ def decode_thumbnails(
         rate = float(stream.average_rate) if stream.average_rate else None
         last_interval, decoded, last_index = None, 0, 0
         # The bar shows on terminals only (`disable=None`), not in logs and pipelines.
-        with tqdm(total=stream.frames or None, unit="frame", desc="decoding thumbnails", disable=None if progress else True) as bar:
+        bar = logging.tqdm(
+            total=stream.frames or None, unit="frame", desc="decoding thumbnails", disable=None if progress else True
+        )
+        with bar:
             for index, seconds, frame in readable_frames(container, unreadable):
                 bar.update(1)
                 decoded, last_index = decoded + 1, index
@@ -374,11 +403,17 @@ def decode_thumbnails(
 
 
 def decode_chosen_frames(
-    container, indices: np.ndarray, size: tuple[int, int] | None, progress: bool, description: str
-) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    container,
+    indices: np.ndarray,
+    size: DecodeSize | None,
+    progress: bool,
+    description: str,
+    in_decode_order: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[float], int]:
     r"""
-    Decodes `container`'s video stream up to the last of `indices` (numbered as `readable_frames` numbers frames) and
-    converts only those frames to RGB, scaled to `size = (height, width)` when given.
+    Decodes `container`'s video stream up to the last of `indices` and converts only those frames to RGB, scaled to
+    `size` when given. Frames are numbered as `readable_frames` numbers them (by presentation time), or with
+    `in_decode_order` by their place among the readable frames.
 
     A frame serves the chosen index at or just before its own: the nearest following frame when a variable frame rate
     skips an index. Chosen indices inside a stretch the decoder rejected are left out (the caller decides whether
@@ -386,20 +421,23 @@ def decode_chosen_frames(
 
     Returns:
         the frames, `np.ndarray` of shape `(num_decoded, height, width, 3)` uint8 in time order; their indices
-        `(num_decoded,)`; and the times of the packets the decoder rejected.
+        `(num_decoded,)`; the times of the packets the decoder rejected; and how many frames were read.
     """
     wanted = np.unique(np.asarray(indices, dtype=np.int64))
     frames, decoded, unreadable = None, [], []
-    served = 0  # how many of `wanted` are behind the decoder
-    with tqdm(total=len(wanted), unit="frame", desc=description, disable=None if progress else True) as bar:
+    served, seen = 0, 0  # how many of `wanted` are behind the decoder, and how many frames it read
+    with logging.tqdm(total=len(wanted), unit="frame", desc=description, disable=None if progress else True) as bar:
         for index, _, frame in readable_frames(container, unreadable):
+            index, seen = (seen if in_decode_order else index), seen + 1
             if index < wanted[served]:
                 continue
             served = int(np.searchsorted(wanted, index, side="right"))
             if size is None:
                 rgb = frame.to_ndarray(format="rgb24")
             else:
-                rgb = frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="BICUBIC").to_ndarray()
+                height, width = size.for_frame(frame.height, frame.width)
+                rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation=size.interpolation)
+                rgb = rgb.to_ndarray()
             if frames is None:  # one buffer for the result: no list of frames to stack (and hold twice) at the end
                 frames = np.empty((len(wanted), *rgb.shape), dtype=np.uint8)
             frames[len(decoded)] = rgb
@@ -408,8 +446,8 @@ def decode_chosen_frames(
             if served == len(wanted):
                 break
     if frames is None:
-        return np.empty((0, 0, 0, 3), dtype=np.uint8), np.empty(0, dtype=np.int64), unreadable
-    return frames[: len(decoded)], np.asarray(decoded, dtype=np.int64), unreadable
+        return np.empty((0, 0, 0, 3), dtype=np.uint8), np.empty(0, dtype=np.int64), unreadable, seen
+    return frames[: len(decoded)], np.asarray(decoded, dtype=np.int64), unreadable, seen
 
 
 def decode_frames_at(path: str | os.PathLike, indices: np.ndarray) -> np.ndarray:
@@ -423,7 +461,7 @@ def decode_frames_at(path: str | os.PathLike, indices: np.ndarray) -> np.ndarray
     path = os.fspath(path)
     wanted = np.unique(np.asarray(indices, dtype=np.int64))
     with open_video_stream(path) as container:
-        frames, decoded, _ = decode_chosen_frames(container, wanted, None, False, "decoding chosen frames")
+        frames, decoded, _, _ = decode_chosen_frames(container, wanted, None, False, "decoding chosen frames")
     if not np.array_equal(decoded, wanted):
         raise VideoDecodeError(
             f"{path!r} yielded {len(decoded)} of the {len(wanted)} chosen frames on the second decode; the file changed "
@@ -432,4 +470,8 @@ def decode_frames_at(path: str | os.PathLike, indices: np.ndarray) -> np.ndarray
     return frames
 
 
-__all__ = ["EmptyVideoError", "Thumbnails", "decode_frames_at", "decode_thumbnails", "open_video_stream", "PIXEL_SETTINGS", "VidCompVideoProcessor", "VideoDecodeError", "decode_video", "pixel_settings"]
+__all__ = [
+    "DecodeSize", "EmptyVideoError", "Thumbnails", "decode_frames_at", "decode_thumbnails", "decode_video",
+    "expand_to_square", "open_video_stream", "PIXEL_SETTINGS", "pixel_settings", "VidCompVideoProcessor",
+    "VidCompVideosKwargs", "VideoDecodeError",
+]  # fmt: skip
