@@ -515,8 +515,10 @@ def streaming_global_attention(
         chunk_bias = rearrange(bias_t[..., start : start + step, None, None] + bias_hw, "v r t h w -> v r (t h w)")
         scores = torch.baddbmm(chunk_bias, query, chunk.transpose(1, 2), alpha=scaling).float()
         new_max = torch.maximum(running_max, scores.amax(-1, keepdim=True))
-        rescale = torch.exp(running_max - new_max)
-        weights = torch.exp(scores - new_max)
+        # Rows whose patches so far are all masked keep a maximum of -inf; shift them by 0 instead (exp(-inf) = 0).
+        shift = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
+        rescale = torch.exp(running_max - shift)
+        weights = torch.exp(scores - shift)
         total = total * rescale + weights.sum(-1, keepdim=True)
         out = torch.baddbmm(out * rescale, weights, chunk.float())
         if value_tables is not None:
