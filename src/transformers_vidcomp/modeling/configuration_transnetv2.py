@@ -95,5 +95,10 @@ class TransNetV2Config(PreTrainedConfig):
     def dilations(self) -> list[int]:
         return [2**i for i in range(self.num_dilations)]
 
+    @property
+    def receptive_field(self) -> int:
+        r"""Frames on each side that one output reads: every cell's largest dilation, then the similarity lookup."""
+        return self.num_stacks * self.cells_per_stack * self.dilations[-1] + self.lookup_window // 2
+
 
 __all__ = ["TransNetV2Config"]
