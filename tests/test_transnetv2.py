@@ -81,9 +81,11 @@ def random_clip(num_frames: int, seed: int = 0) -> torch.Tensor:
     return frames.clamp(0, 255).to(torch.uint8)
 
 
-@pytest.mark.parametrize("num_frames,window_frames", [(333, 40), (60, 1000), (7, 3)])
-def test_streaming_equals_the_network_over_the_whole_clip(num_frames, window_frames):
-    model = tiny_transnetv2(inference_windows="streaming", window_frames=window_frames)
+@pytest.mark.parametrize(
+    "num_frames,window_frames,cells_per_stack", [(333, 40, 2), (60, 1000, 2), (7, 3, 2), (90, 7, 1), (90, 7, 3)]
+)
+def test_streaming_equals_the_network_over_the_whole_clip(num_frames, window_frames, cells_per_stack):
+    model = tiny_transnetv2(inference_windows="streaming", window_frames=window_frames, cells_per_stack=cells_per_stack)
     frames = random_clip(num_frames)
     single, many = model.predict_frames(frames)
     padded = torch.cat([frames[:1].expand(25, -1, -1, -1), frames, frames[-1:].expand(25, -1, -1, -1)])

@@ -7,6 +7,14 @@ run as 2D convolutions in the layout oneDNN prefers (per frame for the spatial p
 temporal part) without any copy between them, frozen batch norms fold into the temporal weights, and the final
 per-frame flatten is free. Weights keep the original 3D-convolution shapes, so the published checkpoint maps onto this
 model by renaming only.
+
+`predict_frames` has two modes (see `TransNetV2Config.inference_windows`): the published 100-frame windows, through
+`forward`, and streaming (`StreamingStack`, `StreamingDilatedCell`), where the clip passes through the network a
+chunk at a time and each cell keeps only the frames of context its dilated temporal convolutions still need. There
+a cell's four spatial convolutions run as one (they read the same input), and every temporal convolution reads a
+channels-last `(1, channels, frames, pixels)` window whose batch stride oneDNN accepts as is (with `[None]` added after
+the permutation instead of before, the stride reads as not channels-last: the window is copied and convolved in a
+path several times slower).
 """
 
 
@@ -128,7 +136,8 @@ class TransNetV2DilatedCell(nn.Module):
                 dim=1,
             )
         if self.activation:
-            hidden_states = F.relu(hidden_states)
+            # In place: a fresh tensor (the concatenation, or the batch norm's output, which its backward does not read).
+            hidden_states = F.relu(hidden_states, inplace=True)
         return hidden_states.permute(0, 2, 3, 1).reshape(batch, frames, height, width, -1)
 
 
@@ -147,7 +156,8 @@ class TransNetV2Stack(nn.Module):
         hidden_states = first = self.cells[0](hidden_states)
         for cell in self.cells[1:]:
             hidden_states = cell(hidden_states)
-        hidden_states = F.relu(hidden_states) + first
+        # In place unless the stack has one cell, whose output is also the residual.
+        hidden_states = F.relu(hidden_states, inplace=hidden_states is not first) + first
         batch, frames, height, width, channels = hidden_states.shape
         pooled = F.avg_pool2d(
             hidden_states.reshape(batch * frames, height, width, channels).permute(0, 3, 1, 2), kernel_size=2
@@ -298,7 +308,7 @@ class StreamingStack:
             hidden_states = cell.push(hidden_states)
             if frames is None:
                 hidden_states = torch.cat([hidden_states, cell.push(None)])
-        hidden_states = F.relu(hidden_states)
+        hidden_states = F.relu(hidden_states, inplace=len(self.cells) > 1)  # a one-cell stack's output is its residual
         for position, first in self.pending_first.spans(0, len(hidden_states)):
             hidden_states[position : position + len(first)] += first
         self.pending_first.drop(len(hidden_states))
