@@ -54,7 +54,7 @@ class TransNetV2Config(PreTrainedConfig):
           first frame before, of the last after), independent of any window placement and shift-equivariant beyond
           the receptive field from the clip's ends; they differ from the reference procedure's by up to about 0.1
           near transitions. Computes each frame once where the reference computes it twice: about 3x the original
-          package's speed per CPU second, 2.5x on two cores with decoding included (`benchmarks/transnetv2.py`).
+          package's network speed on one thread (`benchmarks/transnetv2.py` measures two cores, decode included).
     window_frames (`int`, *optional*, defaults to 50):
         Frames per step of the `"streaming"` mode. The result does not depend on it (beyond float rounding); 50 was
         the fastest on a 2-core AMD EPYC (25 and 100 within 10%), larger steps leaving the caches.
