@@ -1,5 +1,6 @@
 """TransNetV2: real-weights parity with the original package, window modes, conversion, remote code, bad input."""
 
+import copy
 import hashlib
 import json
 import os
@@ -80,9 +81,11 @@ def random_clip(num_frames: int, seed: int = 0) -> torch.Tensor:
     return frames.clamp(0, 255).to(torch.uint8)
 
 
-@pytest.mark.parametrize("num_frames,window_frames", [(333, 40), (60, 1000), (7, 3)])
-def test_streaming_equals_the_network_over_the_whole_clip(num_frames, window_frames):
-    model = tiny_transnetv2(inference_windows="streaming", window_frames=window_frames)
+@pytest.mark.parametrize(
+    "num_frames,window_frames,cells_per_stack", [(333, 40, 2), (60, 1000, 2), (7, 3, 2), (90, 7, 1), (90, 7, 3)]
+)
+def test_streaming_equals_the_network_over_the_whole_clip(num_frames, window_frames, cells_per_stack):
+    model = tiny_transnetv2(inference_windows="streaming", window_frames=window_frames, cells_per_stack=cells_per_stack)
     frames = random_clip(num_frames)
     single, many = model.predict_frames(frames)
     padded = torch.cat([frames[:1].expand(25, -1, -1, -1), frames, frames[-1:].expand(25, -1, -1, -1)])
@@ -90,6 +93,25 @@ def test_streaming_equals_the_network_over_the_whole_clip(num_frames, window_fra
         whole = model(padded[None])
     np.testing.assert_allclose(single, torch.sigmoid(whole.transition_logits[0, 25:-25]).numpy(), atol=1e-6)
     np.testing.assert_allclose(many, torch.sigmoid(whole.many_hot_logits[0, 25:-25]).numpy(), atol=1e-6)
+
+
+def test_reference_windows_depend_on_where_they_fall_and_streaming_does_not(published, clip_thumbnails):
+    # Why no other window placement ("long windows with only the receptive-field overlap") can give the package's
+    # outputs: its 100-frame windows leave each output 25 to 74 frames of context where the network reads 98, so
+    # dropping the clip's first frames moves the windows and changes outputs far beyond the network's reach from the
+    # cut. The network over the whole clip (streaming) is shift-equivariant there.
+    frames, cut = clip_thumbnails[:300], 10
+    far = published.config.receptive_field  # frames after the cut that cannot see it
+    differences = {}
+    for mode in ("reference", "streaming"):
+        model = copy.deepcopy(published)
+        model.config.inference_windows = mode
+        whole, _ = model.predict_frames(frames)
+        shifted, _ = model.predict_frames(frames[cut:])
+        differences[mode] = np.abs(whole[cut:] - shifted)[far:]
+    assert len(differences["reference"]) == 300 - cut - far
+    assert differences["reference"].max() > 1e-2 and (differences["reference"] > 1e-4).sum() >= 20
+    assert differences["streaming"].max() <= 1e-6
 
 
 def test_reference_windows_follow_the_published_procedure():

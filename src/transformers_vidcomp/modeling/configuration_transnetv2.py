@@ -43,14 +43,21 @@ class TransNetV2Config(PreTrainedConfig):
         How `predict_frames` splits a long video:
 
         - `"reference"`: the published procedure, 100-frame windows every 50 frames, keeping the middle 50 outputs of
-          each. Its outputs equal the original package's. The network's temporal receptive field (about ±98
-          frames) is wider than the 25 frames of context this leaves, so outputs depend on where windows fall.
+          each. Its outputs equal the original package's. The network's temporal receptive field
+          (`receptive_field`, ±98 frames) is wider than the 25 to 74 frames of context this leaves, so outputs depend
+          on where windows fall: drop a clip's first 10 frames and outputs change far beyond 98 frames from the cut
+          (`benchmarks/transnetv2.py` prints by how much). No other window placement, in particular long windows
+          overlapping by the receptive field, can therefore give the package's outputs.
         - `"streaming"`: the clip streams through the network `window_frames` frames at a time, every frame through
           every convolution once, each layer keeping only the few frames of context its temporal convolutions need.
-          The outputs are the network's over the whole clip at once, independent of any window placement; they
-          differ from the reference procedure's by up to about 0.1 near transitions. About twice as fast.
+          The outputs are the network's over the whole clip at once (padded like the reference: 25 copies of the
+          first frame before, of the last after), independent of any window placement and shift-equivariant beyond
+          the receptive field from the clip's ends; they differ from the reference procedure's by up to about 0.1
+          near transitions. Computes each frame once where the reference computes it twice: about 3x the original
+          package's network speed on one thread (`benchmarks/transnetv2.py` measures two cores, decode included).
     window_frames (`int`, *optional*, defaults to 50):
-        Frames per step of the `"streaming"` mode; small enough that a step's activations stay in cache.
+        Frames per step of the `"streaming"` mode. The result does not depend on it (beyond float rounding); 50 was
+        the fastest on a 2-core AMD EPYC (25 and 100 within 10%), larger steps leaving the caches.
     windows_per_batch (`int`, *optional*, defaults to 1):
         Windows per forward call in the `"reference"` mode, which bounds memory on long videos.
     threshold (`float`, *optional*, defaults to 0.5):
@@ -94,6 +101,11 @@ class TransNetV2Config(PreTrainedConfig):
     @property
     def dilations(self) -> list[int]:
         return [2**i for i in range(self.num_dilations)]
+
+    @property
+    def receptive_field(self) -> int:
+        r"""Frames on each side that one output reads: every cell's largest dilation, then the similarity lookup."""
+        return self.num_stacks * self.cells_per_stack * self.dilations[-1] + self.lookup_window // 2
 
 
 __all__ = ["TransNetV2Config"]

@@ -7,6 +7,14 @@ run as 2D convolutions in the layout oneDNN prefers (per frame for the spatial p
 temporal part) without any copy between them, frozen batch norms fold into the temporal weights, and the final
 per-frame flatten is free. Weights keep the original 3D-convolution shapes, so the published checkpoint maps onto this
 model by renaming only.
+
+`predict_frames` has two modes (see `TransNetV2Config.inference_windows`): the published 100-frame windows, through
+`forward`, and streaming (`StreamingStack`, `StreamingDilatedCell`), where the clip passes through the network a
+chunk at a time and each cell keeps only the frames of context its dilated temporal convolutions still need. There
+a cell's four spatial convolutions run as one (they read the same input), and every temporal convolution reads a
+channels-last `(1, channels, frames, pixels)` window whose batch stride oneDNN accepts as is (with `[None]` added after
+the permutation instead of before, the stride reads as not channels-last: the window is copied and convolved in a
+path several times slower).
 """
 
 
@@ -128,7 +136,8 @@ class TransNetV2DilatedCell(nn.Module):
                 dim=1,
             )
         if self.activation:
-            hidden_states = F.relu(hidden_states)
+            # In place: a fresh tensor (the concatenation, or the batch norm's output, which its backward does not read).
+            hidden_states = F.relu(hidden_states, inplace=True)
         return hidden_states.permute(0, 2, 3, 1).reshape(batch, frames, height, width, -1)
 
 
@@ -147,7 +156,8 @@ class TransNetV2Stack(nn.Module):
         hidden_states = first = self.cells[0](hidden_states)
         for cell in self.cells[1:]:
             hidden_states = cell(hidden_states)
-        hidden_states = F.relu(hidden_states) + first
+        # In place unless the stack has one cell, whose output is also the residual.
+        hidden_states = F.relu(hidden_states, inplace=hidden_states is not first) + first
         batch, frames, height, width, channels = hidden_states.shape
         pooled = F.avg_pool2d(
             hidden_states.reshape(batch * frames, height, width, channels).permute(0, 3, 1, 2), kernel_size=2
@@ -194,25 +204,65 @@ class TransNetV2ColorHistograms(nn.Module):
         return F.relu(self.fc(banded_similarity(histograms, self.radius)))
 
 
+class FrameQueue:
+    r"""
+    Frames along dimension 0, kept as the tensors they arrived in (views, never copied or concatenated), so a streaming
+    layer can read any run of recent frames across chunk boundaries.
+    """
+
+    def __init__(self):
+        self.pieces: list[torch.Tensor] = []
+        self.length = 0
+
+    def append(self, frames: torch.Tensor) -> None:
+        if len(frames):
+            self.pieces.append(frames)
+            self.length += len(frames)
+
+    def spans(self, start: int, count: int) -> Iterator[tuple[int, torch.Tensor]]:
+        r"""Frames `start` to `start + count` as `(position from start, view)` pairs, one per piece they fall in."""
+        offset = 0
+        for piece in self.pieces:
+            low, high = max(start, offset), min(start + count, offset + len(piece))
+            if low < high:
+                yield low - start, piece[low - offset : high - offset]
+            offset += len(piece)
+
+    def drop(self, count: int) -> None:
+        r"""Forgets the first `count` frames."""
+        self.length -= count
+        while count and count >= len(self.pieces[0]):
+            count -= len(self.pieces.pop(0))
+        if count:
+            self.pieces[0] = self.pieces[0][count:]
+
+
 class StreamingDilatedCell:
     r"""
     Runs one [`TransNetV2DilatedCell`] (eval mode) over a clip that arrives a chunk at a time, computing every frame
-    once. Each branch keeps the spatial convolution outputs its temporal convolution still needs (up to the largest
-    dilation on both sides); outputs lag the input by that dilation. Zero frames stand for the zero padding of the
-    clip's ends, so the result equals the cell over the whole clip at once.
+    once. The branches' spatial convolutions read the same input, so they run as one convolution with their filters
+    concatenated. Each branch keeps the spatial outputs its temporal convolution still needs; outputs lag the input by
+    the largest dilation. Zero frames stand for the zero padding of the clip's ends, so the result equals the cell over
+    the whole clip at once.
     """
 
     def __init__(self, cell: TransNetV2DilatedCell, height: int, width: int):
-        self.cell, self.height, self.width = cell, height, width
-        self.reach = max(branch.dilation for branch in cell.branches)
+        self.height, self.width, self.activation = height, width, cell.activation
+        self.dilations = [branch.dilation for branch in cell.branches]
+        self.reach = max(self.dilations)
+        self.spatial_weight = torch.cat([branch.spatial.weight[:, :, 0] for branch in cell.branches]).contiguous(
+            memory_format=torch.channels_last
+        )
         scale = cell.norm.weight * torch.rsqrt(cell.norm.running_var + cell.norm.eps)
         shift = cell.norm.bias - cell.norm.running_mean * scale
-        self.folded = [
-            (branch.temporal.weight[..., 0] * part_scale[:, None, None, None], part_shift)
+        self.temporal = [
+            ((branch.temporal.weight[..., 0] * part_scale[:, None, None, None]).contiguous(), part_shift)
             for branch, part_scale, part_shift in zip(cell.branches, scale.split(cell.filters), shift.split(cell.filters))
         ]
-        # Spatial outputs per branch, `(frames, height * width, 2 * filters)`, from frame `-reach` (the zero padding).
-        self.cache = [scale.new_zeros(self.reach, height * width, 2 * cell.filters) for _ in cell.branches]
+        # Per branch, its spatial outputs `(frames, height * width, 2 * filters)` from `dilation` frames before the
+        # next output (zeros at first: the clip's padding).
+        self.caches = [scale.new_zeros(d, height * width, 2 * cell.filters) for d in self.dilations]
+        self.arrived = self.emitted = 0
 
     def push(self, frames: torch.Tensor | None) -> torch.Tensor:
         r"""
@@ -220,29 +270,27 @@ class StreamingDilatedCell:
         `(m, H, W, filters * num_dilations)` that are now complete, in order.
         """
         if frames is None:
-            new = [cache.new_zeros(self.reach, *cache.shape[1:]) for cache in self.cache]
+            spatial = self.caches[0].new_zeros(self.reach, self.height * self.width, self.spatial_weight.shape[0])
         else:
-            per_frame = frames.permute(0, 3, 1, 2)
-            new = [
-                F.conv2d(per_frame, branch.spatial.weight[:, :, 0], padding=1).permute(0, 2, 3, 1).flatten(1, 2)
-                for branch in self.cell.branches
-            ]
-        self.cache = [torch.cat([cache, part]) for cache, part in zip(self.cache, new)]
-        ready = len(self.cache[0]) - 2 * self.reach  # outputs whose whole temporal context has arrived
+            # Channels-last in, channels-last out: `(n, C, H, W)` is `(n, H * W, C)` in memory.
+            spatial = F.conv2d(frames.permute(0, 3, 1, 2), self.spatial_weight, padding=1).permute(0, 2, 3, 1).flatten(1, 2)
+        self.arrived += len(spatial)
+        ready = self.arrived - self.reach - self.emitted  # outputs whose whole temporal context has arrived
+        self.caches = [torch.cat([cache, part]) for cache, part in zip(self.caches, spatial.chunk(len(self.caches), -1))]
         if ready <= 0:
-            return self.cache[0].new_zeros(0, self.height, self.width, self.cell.filters * len(self.cache))
+            return spatial.new_zeros(0, self.height, self.width, sum(len(bias) for _, bias in self.temporal))
         outputs = []
-        for cache, branch, (weight, bias) in zip(self.cache, self.cell.branches, self.folded):
-            offset = self.reach - branch.dilation
-            window = cache[offset : offset + ready + 2 * branch.dilation]
-            # (frames, pixels, channels) is channels-last for a (1, channels, frames, pixels) 2D convolution.
-            out = F.conv2d(window.permute(2, 0, 1)[None], weight, bias, dilation=(branch.dilation, 1))
-            outputs.append(out[0].permute(1, 2, 0))
-        self.cache = [cache[ready:] for cache in self.cache]
+        for cache, dilation, (weight, bias) in zip(self.caches, self.dilations, self.temporal):
+            # `[None]` before the permutation keeps the batch stride large, so oneDNN sees a channels-last tensor
+            # (`permute(...)[None]` would give it a stride that reads as non-channels-last, and a copy).
+            window = cache[: ready + 2 * dilation][None].permute(0, 3, 1, 2)
+            outputs.append(F.conv2d(window, weight, bias, dilation=(dilation, 1))[0].permute(1, 2, 0))
+        self.caches = [cache[ready:] for cache in self.caches]
+        self.emitted += ready
         hidden_states = torch.cat(outputs, dim=-1)
-        if self.cell.activation:
-            hidden_states = F.relu(hidden_states)
-        return hidden_states.reshape(ready, self.height, self.width, -1)
+        if self.activation:
+            hidden_states.relu_()
+        return hidden_states.view(ready, self.height, self.width, -1)
 
 
 class StreamingStack:
@@ -250,7 +298,7 @@ class StreamingStack:
 
     def __init__(self, stack: TransNetV2Stack, height: int, width: int):
         self.cells = [StreamingDilatedCell(cell, height, width) for cell in stack.cells]
-        self.pending_first: list[torch.Tensor] = []  # first-cell outputs whose residual partner has not arrived yet
+        self.pending_first = FrameQueue()  # first-cell outputs whose residual partner has not arrived yet
 
     def push(self, frames: torch.Tensor | None) -> torch.Tensor:
         r"""Next input frames `(n, H, W, C)`, or `None` at the end; returns the pooled outputs now complete."""
@@ -260,10 +308,10 @@ class StreamingStack:
             hidden_states = cell.push(hidden_states)
             if frames is None:
                 hidden_states = torch.cat([hidden_states, cell.push(None)])
-        waiting = torch.cat(self.pending_first)
-        done = len(hidden_states)
-        self.pending_first = [waiting[done:]]
-        hidden_states = F.relu(hidden_states) + waiting[:done]
+        hidden_states = F.relu(hidden_states, inplace=len(self.cells) > 1)  # a one-cell stack's output is its residual
+        for position, first in self.pending_first.spans(0, len(hidden_states)):
+            hidden_states[position : position + len(first)] += first
+        self.pending_first.drop(len(hidden_states))
         return F.avg_pool2d(hidden_states.permute(0, 3, 1, 2), kernel_size=2).permute(0, 2, 3, 1)
 
 
