@@ -627,3 +627,13 @@ def test_sampler_from_pretrained_dinov2_weights(tiny_towers):
     assert (model.config.mode, model.config.dino_config.hidden_size) == ("reference", reference.config.hidden_size)
     out = model(packed([4], 3, 64, 64))
     assert out.auxiliary_features.values.shape[1:] == (8, 8, reference.config.hidden_size)
+
+
+def test_the_sva_in_frame_batches_equals_one_call():
+    sva = compressor()
+    siglip, dino = torch.randn(7, 6, 6, 12), torch.randn(7, 5, 5, 16)
+    with torch.no_grad():
+        whole = sva.aggregate(siglip, dino)
+        sva.config.sva_batch_size = 3  # 3 + 3 + 1 frames
+        batched = sva.aggregate(siglip, dino)
+    torch.testing.assert_close(batched, whole)

@@ -100,6 +100,9 @@ class LongVUCompressorConfig(PreTrainedConfig):
         `image_newline`); no newlines without it. Needs the composite's projector (`applies_projector`).
     layer_norm_eps (`float`, *optional*, defaults to 1e-5): epsilon of the SVA's layer norms.
     initializer_range (`float`, *optional*, defaults to 0.02): std of the linear layers' initial weights.
+    sva_batch_size (`int`, *optional*, defaults to 64):
+        Frames per SVA call, which bounds its working memory (both towers resized to `query_side * kv_window` grids)
+        on long videos.
     """
 
     model_type = "vidcomp_longvu_compressor"
@@ -121,11 +124,12 @@ class LongVUCompressorConfig(PreTrainedConfig):
     newline_size: int | None = None
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
+    sva_batch_size: int = 64
 
     def __post_init__(self, **kwargs):
         for name in (
             "vision_hidden_size", "dino_hidden_size", "sva_hidden_size", "num_attention_heads", "num_layers",
-            "query_side", "kv_window", "lowres_side", "stc_window",
+            "query_side", "kv_window", "lowres_side", "stc_window", "sva_batch_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -379,7 +383,15 @@ class LongVUCompressor(VidCompCompressor):
 
     def aggregate(self, siglip: torch.Tensor, dino: torch.Tensor) -> torch.Tensor:
         r"""
-        The SVA: fuses both towers into `query_side x query_side` tokens per frame.
+        The SVA: fuses both towers into `query_side x query_side` tokens per frame, `sva_batch_size` frames at a time.
+        Shapes as in `aggregate_frames`.
+        """
+        size = self.config.sva_batch_size
+        return torch.cat([self.aggregate_frames(s, d) for s, d in zip(siglip.split(size), dino.split(size))])
+
+    def aggregate_frames(self, siglip: torch.Tensor, dino: torch.Tensor) -> torch.Tensor:
+        r"""
+        The SVA on a batch of frames.
 
         Args:
             siglip (`torch.Tensor` of shape `(frames, h, w, vision_hidden_size)`)
