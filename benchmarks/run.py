@@ -34,6 +34,7 @@ The same command then runs the needle-retention evaluation (`transformers_vidcom
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -194,8 +195,6 @@ def measure(name: str, video: Path, longvu_context: int) -> dict:
 
 
 def _env_with_path(folder: str) -> dict:
-    import os
-
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [folder, env.get("PYTHONPATH")]))
     return env
@@ -334,8 +333,6 @@ def update_readme(markdown: str, readme: Path = README) -> None:
 
 
 def machine_description() -> str:
-    import os
-
     import torch
 
     return f"{os.cpu_count()} CPU cores, torch {torch.__version__.split('+')[0]} with {torch.get_num_threads()} threads"

@@ -218,11 +218,12 @@ def decode_video(
 ) -> tuple[np.ndarray, VideoMetadata]:
     r"""
     Streams a local video file once with PyAV and keeps only the frames `sample_indices_fn` picks, each converted to
-    RGB as it is decoded, and scaled to `size = (height, width)` (bicubic, FFmpeg's scaler; a `DecodeSize` with
-    `keep_aspect` fits the frame inside it instead) when given: memory holds
-    the chosen frames at the processor's size, never the whole video at its own resolution, so an hour-long video
-    decodes in the memory its result needs. A corrupt stretch is skipped with a warning (its frames are missing from
-    the result, the others keep their true times); a file that ends before the frames its header promises raises.
+    RGB as it is decoded, and scaled to `size = (height, width)` when given (FFmpeg's scaler; a `DecodeSize` carries
+    the processor's filter, and with `keep_aspect` fits the frame inside the size instead): memory holds the chosen
+    frames at the processor's size, never the whole video at its own resolution, so an hour-long video decodes in the
+    memory its result needs. Frames are numbered in decode order, as the sampler counts them. A corrupt stretch is
+    skipped with a warning (later frames then count from where decoding resumed, so their times are approximate); a
+    file that ends before the frame count its header states raises.
     Every way a file can fail to be a video raises a [`VideoDecodeError`] that names the file.
 
     Returns:
