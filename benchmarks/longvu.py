@@ -144,10 +144,9 @@ def loop_select_tokens(
 
 
 def ours_select_tokens(compressor, frames, high, low, instruction, budget):
-    """Our mixing and STC: the plan, then the high-resolution tokens of the chosen frames only, then assembly."""
+    """Our mixing and STC: the plan, then assembly from the same high- and low-resolution tokens as the loops."""
     is_high, overflow = compressor.plan_resolution(frames, low, instruction, budget)
-    chosen = high if bool(is_high.all()) else high.index_select(0, torch.nonzero(is_high).flatten())
-    return compressor.assemble(frames, chosen, low, is_high, overflow, budget)
+    return compressor.assemble(frames, high, low, is_high, overflow, budget)
 
 
 def timed(function, repeats: int):

@@ -325,6 +325,45 @@ def test_stc_budget_guarantee_drops_the_most_redundant_tokens_then_whole_windows
     assert torch.nonzero(keep.flatten()).flatten().tolist() == [0, 1, 2, 3]  # 2 anchors do not fit: one window's anchor
 
 
+def test_stc_similarities_in_chunks_equal_one_pass(monkeypatch):
+    import transformers_vidcomp.modeling.compressor_longvu as longvu
+
+    model = compressor(stc_window=3, stc_threshold=0.3)
+    generator = torch.Generator().manual_seed(1)
+    tokens = torch.randn(11, 5, 6, generator=generator).to(torch.bfloat16)
+    counts = [4, 7]
+    whole = model.spatial_token_compression(tokens, *stc_inputs(counts), 40)
+    # 2 frames per chunk: windows and videos straddle the chunks, and anchors lie in earlier chunks.
+    monkeypatch.setattr(longvu, "CHUNK_BYTES", 2 * 5 * 6 * 4)
+    assert longvu.frames_per_chunk(tokens) == 2
+    chunked = model.spatial_token_compression(tokens, *stc_inputs(counts), 40)
+    anchor = torch.tensor([0, 0, 0, 3, 4, 4, 4, 7, 7, 7, 10])
+    expected = F.cosine_similarity(tokens.float(), tokens.float()[anchor], dim=-1)
+    torch.testing.assert_close(longvu.cosine_to_anchor(tokens, anchor), expected, rtol=0, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
+
+
+@pytest.mark.parametrize("budget", [None, 100, 30])  # all high; mixed; video 0 mixed and video 1 overflowing at high
+def test_assemble_takes_the_high_tokens_of_the_chosen_frames_or_of_every_frame(monkeypatch, budget):
+    import transformers_vidcomp.modeling.compressor_longvu as longvu
+
+    model = compressor(overflow_resolution="high")
+    features = PackedFrames(torch.zeros(12, 1, 1, 1), torch.tensor([3, 9]), torch.arange(12).float())
+    generator = torch.Generator().manual_seed(2)
+    high = torch.randn(12, model.high_tokens, 8, generator=generator)
+    low = torch.randn(12, model.low_tokens, 8, generator=generator)
+    instruction = InstructionCondition(torch.randn(2, 3, 8, generator=generator), torch.ones(2, 3, dtype=torch.long))
+    is_high, overflow = model.plan_resolution(features, low, instruction, budget)
+    assert overflow.tolist() == [False, budget == 30]
+    monkeypatch.setattr(longvu, "CHUNK_BYTES", 4 * high[0].numel())  # rows are gathered one frame at a time
+    every = model.assemble(features, high, low, is_high, overflow, budget)
+    compact = model.assemble(features, high[is_high], low, is_high, overflow, budget)
+    assert torch.equal(every.tokens, compact.tokens) and torch.equal(every.token_counts, compact.token_counts)
+    frames = range(3) if bool(overflow.any()) else range(12)
+    expected = torch.cat([(high if is_high[f] else low)[f] for f in frames])
+    assert torch.equal(every.tokens[: expected.shape[0]], expected)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     counts=st.lists(st.integers(1, 30), min_size=1, max_size=3),

@@ -275,6 +275,40 @@ def resize_grid(grid: torch.Tensor, side: int, mode: str = "bilinear") -> torch.
     return rearrange(resized, "t d h w -> t h w d").to(grid.dtype)
 
 
+# Rows gathered from a grid per step: a few MB that stay in cache, where gathering an hour's rows at once would copy
+# the grid once more (160 MB for the low-resolution frames at width 256), and that copy costs more than the work.
+CHUNK_BYTES = 1 << 22
+
+
+def frames_per_chunk(grid: torch.Tensor) -> int:
+    r"""Frames of `grid` (shape `(frames, ...)`) per gathered chunk, counted in fp32."""
+    return max(1, CHUNK_BYTES // max(1, math.prod(grid.shape[1:]) * 4))
+
+
+def cosine_to_anchor(grid: torch.Tensor, anchor: torch.LongTensor) -> torch.Tensor:
+    r"""
+    Cosine similarity of every token to the token at the same position of its frame's anchor frame, in fp32, with
+    `F.cosine_similarity`'s formula `x . y / max(|x| |y|, 1e-8)` and each token's norm computed once.
+
+    The anchors' rows are gathered a chunk of frames at a time (`CHUNK_BYTES`).
+
+    Args:
+        grid (`torch.Tensor` of shape `(frames, tokens, dim)`)
+        anchor (`torch.LongTensor` of shape `(frames,)`): the row of each frame's anchor frame.
+    Returns:
+        `torch.Tensor` of shape `(frames, tokens)`.
+    """
+    step = frames_per_chunk(grid)
+    norm = grid.new_empty(grid.shape[:2], dtype=torch.float32)
+    dot = torch.empty_like(norm)
+    for start in range(0, grid.shape[0], step):
+        rows = slice(start, start + step)
+        chunk = grid[rows].float()
+        norm[rows] = torch.linalg.vector_norm(chunk, dim=-1)
+        dot[rows] = torch.linalg.vecdot(chunk, grid.index_select(0, anchor[rows]).float())
+    return dot / (norm * norm[anchor]).clamp(min=1e-8)
+
+
 def rank_within_groups(score: torch.Tensor, group: torch.LongTensor, descending: bool) -> torch.LongTensor:
     r"""
     Rank of each entry of `score` among the entries of its `group` (0 = best), earliest index first on ties.
@@ -496,11 +530,7 @@ class LongVUCompressor(VidCompCompressor):
         frame = torch.arange(num_frames, device=grid.device)
         anchor = frame - position % config.stc_window
         is_anchor = (anchor == frame)[:, None].expand(-1, tokens_per_frame)
-        # F.cosine_similarity's formula, x . y / max(|x| |y|, eps), with each token's norm computed once.
-        grid = grid.float()
-        norm = torch.linalg.vector_norm(grid, dim=-1)
-        dot = torch.linalg.vecdot(grid, grid.index_select(0, anchor))
-        similarity = dot / (norm * norm[anchor]).clamp(min=1e-8)
+        similarity = cosine_to_anchor(grid, anchor)
         pruned = ~is_anchor & (similarity > config.stc_threshold)
         keep = ~pruned
 
@@ -587,7 +617,8 @@ class LongVUCompressor(VidCompCompressor):
         Args:
             features (`PackedFrames`): the kept frames (their counts, positions and times are used).
             high (`torch.Tensor` of shape `(high_frames, high_tokens, dim)`): the high-resolution tokens of the
-                frames `is_high` selects, in order.
+                frames `is_high` selects, in order (what `forward` projects), or of every frame (`high_frames` =
+                `frames`; the two readings agree when every frame is high).
             low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): every frame's low-resolution tokens.
             is_high (`torch.BoolTensor` of shape `(frames,)`), overflow (`torch.BoolTensor` of shape `(num_videos,)`):
                 from [`~LongVUCompressor.plan_resolution`].
@@ -596,7 +627,9 @@ class LongVUCompressor(VidCompCompressor):
         position = features.position_in_video()
         overflow_frame = overflow[frame_video]
         tokens_per_frame = torch.where(is_high, self.high_tokens, self.low_tokens)
-        high_row = torch.cumsum(is_high, 0) - 1  # each high frame's row in `high`
+        # Each frame's row in `high`: `high` holds the frames `is_high` selects, or every frame.
+        every_frame = torch.arange(is_high.shape[0], device=is_high.device)
+        high_row = every_frame if high.shape[0] == is_high.shape[0] else torch.cumsum(is_high, 0) - 1
         pruned_tokens = cut_tokens = 0
         if bool(overflow_frame.any()):
             compressed = torch.nonzero(overflow_frame).flatten()
@@ -611,20 +644,18 @@ class LongVUCompressor(VidCompCompressor):
             cut_tokens = int((~keep).sum()) - pruned_tokens
             tokens_per_frame[compressed] = keep.sum(1)
         frame_offset = torch.cumsum(tokens_per_frame, 0) - tokens_per_frame
-        tokens = low.new_empty(int(tokens_per_frame.sum()), low.shape[-1])
         # Each frame's tokens come from one grid: whole frames first, then the kept tokens of compressed frames.
         # Without compressed frames every frame starts at a multiple of gcd(high, low) tokens, so whole blocks of
         # that many tokens are copied at once rather than token by token.
         block = 1 if bool(overflow_frame.any()) else math.gcd(self.high_tokens, self.low_tokens)
+        tokens = low.new_empty(int(tokens_per_frame.sum()), low.shape[-1])
         blocks = tokens.view(-1, block * tokens.shape[-1])
-        for source, chosen, rows in ((high, is_high, high_row), (low, ~is_high, None)):
-            frames = torch.nonzero(chosen & ~overflow_frame).flatten()
-            if frames.numel():
-                rows = frames if rows is None else rows[frames]
-                grid_rows = source if rows.shape[0] == source.shape[0] else source.index_select(0, rows)
-                slots = torch.arange(source.shape[1] // block, device=source.device)
+        for source, source_row, placed in ((high, high_row, is_high), (low, every_frame, ~is_high)):
+            slots = torch.arange(source.shape[1] // block, device=source.device)
+            for frames in torch.nonzero(placed & ~overflow_frame).flatten().split(frames_per_chunk(source)):
                 destination = (frame_offset[frames, None] // block + slots).flatten()
-                blocks.index_copy_(0, destination, grid_rows.reshape(-1, block * tokens.shape[-1]))
+                rows = source.index_select(0, source_row[frames])
+                blocks.index_copy_(0, destination, rows.view(-1, block * tokens.shape[-1]))
         if bool(overflow_frame.any()):
             destination = frame_offset[compressed, None] + torch.cumsum(keep, 1) - 1
             tokens.index_copy_(0, destination[keep], grid[keep])
