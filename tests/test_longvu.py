@@ -453,6 +453,10 @@ def test_bad_inputs_get_clear_errors():
         model(features, packed([3, 2], 8, 8, 16), instruction, token_budget=40)
     with pytest.raises(ValueError, match="lowres_side"):
         LongVUCompressorConfig(query_side=4, lowres_side=4)
+    with pytest.raises(InvalidVideoInputError, match=r"DINOv2 features as \(frames, height, width, 16\)"):
+        model(features, packed([3, 2], 8, 8, 24))  # a DINOv2 wider than the compressor was built for
+    with pytest.raises(InvalidVideoInputError, match=r"main tower's features as \(frames, height, width, 12\)"):
+        model(packed([3, 2], 8, 8, 10), packed([3, 2], 8, 8, 16))
 
 
 # ---------------------------------------------------------------- composite model, preset, demo

@@ -588,6 +588,16 @@ class LongVUCompressor(VidCompCompressor):
                 "sampler's auxiliary_features with the features of the frames it kept."
             )
         config = self.config
+        for name, values, expected in (
+            ("main tower's", features.values, config.vision_hidden_size),
+            ("DINOv2", auxiliary_features.values, config.dino_hidden_size),
+        ):
+            if values.ndim != 4 or values.shape[-1] != expected:
+                raise InvalidVideoInputError(
+                    f"LongVUCompressor expects the {name} features as (frames, height, width, {expected}), got "
+                    f"{tuple(values.shape)}. Set vision_hidden_size / dino_hidden_size in its config to the widths of "
+                    "the vision tower and of the sampler's DINOv2."
+                )
         project = projector if projector is not None else nn.Identity()
         fused = self.aggregate(features.values, auxiliary_features.values)
         low = self.grid_tokens(project(resize_grid(fused, config.lowres_side, config.lowres_mode)))
