@@ -149,8 +149,9 @@ def loop_select_tokens(
 
 def ours_select_tokens(compressor, frames, high, low, instruction, budget):
     """Our mixing and STC: the plan, then assembly from the same high- and low-resolution tokens as the loops."""
-    is_high, overflow = compressor.plan_resolution(frames, low, instruction, budget)
-    return compressor.assemble(frames, high, low, is_high, overflow, budget)
+    video_budget = compressor.video_budgets(frames.num_videos, instruction, budget)
+    is_high, overflow = compressor.plan_resolution(frames, low, instruction, video_budget)
+    return compressor.assemble(frames, high, low, is_high, overflow, video_budget)
 
 
 def timed(function, repeats: int):

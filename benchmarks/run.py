@@ -68,10 +68,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-# Tokens LongVU's released code keeps free for the answer when it sizes the video budget (`inference_max_length`).
-ANSWER_RESERVE = 16
-
-
 def prepare_inputs(name: str, video: str, longvu_context: int):
     r"""Builds the tiny model of `name` and its inputs for `video`; returns the model, processor, inputs and seconds
     by stage."""
@@ -99,8 +95,9 @@ def prepare_inputs(name: str, video: str, longvu_context: int):
         processor_kwargs=kwargs,
     )
     seconds["decode"] = seconds.get("decode", 0.0) + time.perf_counter() - clock
-    if preset == "longvu":  # the prompt's text (all but the one video placeholder) and the answer come first
-        model.config.video_token_budget = longvu_context - (inputs["input_ids"].shape[1] - 1) - ANSWER_RESERVE
+    if preset == "longvu":  # sized as released: what the prompt and 16 answer tokens leave of the context
+        model.config.video_token_budget = None
+        model.model.compressor.config.context_length = longvu_context
     return model, processor, inputs, seconds
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from transformers_vidcomp import InvalidVideoInputError, PackedFrames, TokenBudgetError
+from transformers_vidcomp import CompressorOutput, InvalidVideoInputError, PackedFrames, TokenBudgetError
 from transformers_vidcomp.conversion.longvu import released_compressor_key
 from transformers_vidcomp.modeling import (
     InstructionCondition,
@@ -47,6 +47,11 @@ def compressor(**kwargs) -> LongVUCompressor:
         query_side=4, kv_window=2, lowres_side=2,
     )
     return LongVUCompressor(LongVUCompressorConfig(**{**defaults, **kwargs})).eval()
+
+
+def per_video(budget: int | None, features: PackedFrames) -> torch.LongTensor | None:
+    """The same budget for every video, as `LongVUCompressor.video_budgets` gives it without a context_length."""
+    return None if budget is None else torch.full((features.num_videos,), budget)
 
 
 def packed(counts, *shape, seed=0):
@@ -235,7 +240,7 @@ def test_mixing_gives_high_resolution_to_the_frames_the_release_picks(reference,
     model = compressor(query_side=3, lowres_side=2)  # 9 and 4 tokens per frame, as in the fixture
     features = PackedFrames(torch.zeros(12, 1, 1, 1), torch.tensor([12]), torch.arange(12).float())
     instruction = InstructionCondition(text[None], torch.ones(1, text.shape[0], dtype=torch.long))
-    is_high, overflow = model.plan_resolution(features, low, instruction, budget)
+    is_high, overflow = model.plan_resolution(features, low, instruction, per_video(budget, features))
     assert not overflow.any()
     assert torch.nonzero(is_high).flatten().tolist() == meta["mix"]["high_frames_by_budget"][str(budget)]
 
@@ -253,20 +258,20 @@ def test_resolution_regimes_and_relevance_options():
     low[:, :, 0] = torch.tensor([0.1, 0.5, 0.1, 0.1] * 3)[:, None]
     instruction = InstructionCondition(text, torch.ones(3, 2, dtype=torch.long))
     # A budget of 26 per video: 4 low frames take 16, leaving room for 2 high ones (5 more tokens each).
-    is_high, overflow = model.plan_resolution(features, low, instruction, 26)
+    is_high, overflow = model.plan_resolution(features, low, instruction, per_video(26, features))
     assert is_high.view(3, 4).sum(1).tolist() == [2, 2, 2] and not overflow.any()
     # The raw dot product follows the large norms (scores 0.1, 0.6, 0.3, 0.4 in the first video).
     assert is_high.view(3, 4).tolist() == [[False, True, False, True]] * 3
     model.config.relevance = "cosine"
-    cosine_high, _ = model.plan_resolution(features, low, instruction, 26)
+    cosine_high, _ = model.plan_resolution(features, low, instruction, per_video(26, features))
     # Cosine follows the direction: frame 0 (all along the text) and frame 1 (the 0.5 frame) in the first video.
     assert cosine_high.view(3, 4)[0].tolist() == [True, True, False, False]
-    assert model.plan_resolution(features, low, instruction, 36)[0].all()  # all high: 4 x 9 <= 36
-    assert not model.plan_resolution(features, low, instruction, 16)[0].any()  # all low, fits exactly
-    _, overflow = model.plan_resolution(features, low, instruction, 15)
+    assert model.plan_resolution(features, low, instruction, per_video(36, features))[0].all()  # all high: 4 x 9 <= 36
+    assert not model.plan_resolution(features, low, instruction, per_video(16, features))[0].any()  # all low, fits exactly
+    _, overflow = model.plan_resolution(features, low, instruction, per_video(15, features))
     assert overflow.all()
     # Without an instruction the high-resolution frames are spread evenly.
-    spread, _ = model.plan_resolution(features, low, None, 26)
+    spread, _ = model.plan_resolution(features, low, None, per_video(26, features))
     assert spread.view(3, 4)[0].tolist() == [True, False, True, False]
 
 
@@ -289,9 +294,9 @@ def test_low_resolution_by_bilinear_interpolation_or_pooling():
 # ---------------------------------------------------------------- spatial token compression
 
 
-def stc_inputs(counts):
+def stc_inputs(counts, budget):
     features = PackedFrames(torch.zeros(sum(counts), 1, 1, 1), torch.tensor(counts), torch.arange(sum(counts)).float())
-    return features.video_index(), features.position_in_video(), features.frame_counts
+    return features.video_index(), features.position_in_video(), features.frame_counts, per_video(budget, features)
 
 
 @pytest.mark.parametrize("threshold", [0.7, 0.8])
@@ -300,7 +305,7 @@ def test_stc_prunes_the_tokens_the_release_prunes(reference, threshold):
     tokens = tensors["stc.tokens"]
     counts = meta["stc"]["frame_counts"]
     model = compressor(stc_threshold=threshold)
-    keep, pruned = model.spatial_token_compression(tokens, *stc_inputs(counts), 10**6)
+    keep, pruned = model.spatial_token_compression(tokens, *stc_inputs(counts, 10**6))
     release_keep = tensors[f"stc.keep_{threshold}"].bool()
     assert torch.equal(keep, release_keep) and torch.equal(pruned, ~release_keep)
     assert 0 < int(pruned.sum()) < pruned.numel()
@@ -312,7 +317,7 @@ def test_stc_budget_guarantee_drops_the_most_redundant_tokens_then_whole_windows
     tokens = torch.randn(8, 4, 6, generator=generator)
     tokens[1:4] = tokens[0] + 0.5 * torch.randn(3, 4, 6, generator=generator)  # window 0: similar to its anchor
     similarity = F.cosine_similarity(tokens, tokens[torch.arange(8) // 4 * 4], dim=-1).flatten()
-    keep, pruned = model.spatial_token_compression(tokens, *stc_inputs([8]), 13)
+    keep, pruned = model.spatial_token_compression(tokens, *stc_inputs([8], 13))
     assert int(keep.sum()) == 13 and not pruned.any()
     keep = keep.flatten()
     anchors = (torch.arange(8) % 4 == 0).repeat_interleave(4)
@@ -321,7 +326,7 @@ def test_stc_budget_guarantee_drops_the_most_redundant_tokens_then_whole_windows
     assert set(torch.nonzero(keep & ~anchors).flatten().tolist()) == set(
         torch.nonzero(~anchors).flatten()[similarity[~anchors].argsort()[:5]].tolist()
     )
-    keep, _ = model.spatial_token_compression(tokens, *stc_inputs([8]), 7)
+    keep, _ = model.spatial_token_compression(tokens, *stc_inputs([8], 7))
     assert torch.nonzero(keep.flatten()).flatten().tolist() == [0, 1, 2, 3]  # 2 anchors do not fit: one window's anchor
 
 
@@ -332,11 +337,11 @@ def test_stc_similarities_in_chunks_equal_one_pass(monkeypatch):
     generator = torch.Generator().manual_seed(1)
     tokens = torch.randn(11, 5, 6, generator=generator).to(torch.bfloat16)
     counts = [4, 7]
-    whole = model.spatial_token_compression(tokens, *stc_inputs(counts), 40)
+    whole = model.spatial_token_compression(tokens, *stc_inputs(counts, 40))
     # 2 frames per chunk: windows and videos straddle the chunks, and anchors lie in earlier chunks.
     monkeypatch.setattr(longvu, "CHUNK_BYTES", 2 * 5 * 6 * 4)
     assert longvu.frames_per_chunk(tokens) == 2
-    chunked = model.spatial_token_compression(tokens, *stc_inputs(counts), 40)
+    chunked = model.spatial_token_compression(tokens, *stc_inputs(counts, 40))
     anchor = torch.tensor([0, 0, 0, 3, 4, 4, 4, 7, 7, 7, 10])
     expected = F.cosine_similarity(tokens.float(), tokens.float()[anchor], dim=-1)
     torch.testing.assert_close(longvu.cosine_to_anchor(tokens, anchor), expected, rtol=0, atol=1e-6)
@@ -353,11 +358,11 @@ def test_assemble_takes_the_high_tokens_of_the_chosen_frames_or_of_every_frame(m
     high = torch.randn(12, model.high_tokens, 8, generator=generator)
     low = torch.randn(12, model.low_tokens, 8, generator=generator)
     instruction = InstructionCondition(torch.randn(2, 3, 8, generator=generator), torch.ones(2, 3, dtype=torch.long))
-    is_high, overflow = model.plan_resolution(features, low, instruction, budget)
+    is_high, overflow = model.plan_resolution(features, low, instruction, per_video(budget, features))
     assert overflow.tolist() == [False, budget == 30]
     monkeypatch.setattr(longvu, "CHUNK_BYTES", 4 * high[0].numel())  # rows are gathered one frame at a time
-    every = model.assemble(features, high, low, is_high, overflow, budget)
-    compact = model.assemble(features, high[is_high], low, is_high, overflow, budget)
+    every = model.assemble(features, high, low, is_high, overflow, per_video(budget, features))
+    compact = model.assemble(features, high[is_high], low, is_high, overflow, per_video(budget, features))
     assert torch.equal(every.tokens, compact.tokens) and torch.equal(every.token_counts, compact.token_counts)
     frames = range(3) if bool(overflow.any()) else range(12)
     expected = torch.cat([(high if is_high[f] else low)[f] for f in frames])
@@ -386,6 +391,52 @@ def test_no_video_ever_exceeds_the_budget(counts, budget, threshold, overflow_re
     for v in range(len(counts)):
         index = out.token_frame_index[video == v]
         assert (index[1:] >= index[:-1]).all()
+
+
+def prompts(lengths: list[int], width: int = 32, seed: int = 0) -> InstructionCondition:
+    """Right-padded instructions of the given lengths."""
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]).long()
+    return InstructionCondition(torch.randn(len(lengths), max(lengths), width, generator=generator), mask)
+
+
+def test_context_length_sizes_each_video_budget_by_its_own_prompt_as_released():
+    model = compressor(context_length=100, reserved_tokens=16)
+    instruction = prompts([10, 30])
+    # L = context - (prompt text + one video placeholder) - reserved answer tokens, per video.
+    assert model.video_budgets(2, instruction, None).tolist() == [100 - 11 - 16, 100 - 31 - 16]
+    assert model.video_budgets(2, instruction, 60).tolist() == [60, 53]
+    assert model.video_budgets(2, None, None).tolist() == [83, 83]
+    with torch.no_grad():
+        out = model(packed([6, 6], 8, 8, 12), packed([6, 6], 8, 8, 16), instruction)
+    # 6 frames of 16 high / 4 low tokens: k = (L - 24) // 12 high frames, so 4 (72 tokens) and 2 (48 tokens).
+    assert out.token_counts.tolist() == [4 * 16 + 2 * 4, 2 * 16 + 4 * 4]
+    with pytest.raises(TokenBudgetError, match="Shorten the prompt"):
+        compressor(context_length=40)(packed([2], 8, 8, 12), packed([2], 8, 8, 16), prompts([30]))
+
+
+def test_videos_overflowing_at_different_resolutions_compress_as_they_would_alone():
+    # Budgets 39 and 12: both videos overflow (10 frames x 4 low tokens); the first stays at 16 high tokens a frame,
+    # the second has no room for one high frame and goes low. No token is above the threshold of 1, so the budget
+    # guarantee trims both to exactly their budgets.
+    model = compressor(context_length=69, reserved_tokens=0, overflow_resolution="high", stc_threshold=1.0)
+    generator = torch.Generator().manual_seed(3)
+    high, low = torch.randn(20, 16, 8, generator=generator), torch.randn(20, 4, 8, generator=generator)
+    instruction = prompts([29, 56], width=8)
+
+    def compress(videos: list[int]) -> CompressorOutput:
+        rows = torch.cat([torch.arange(10 * video, 10 * video + 10) for video in videos])
+        features = PackedFrames(torch.zeros(len(rows), 1, 1, 1), torch.tensor([10] * len(videos)), rows.float())
+        prompt = InstructionCondition(instruction.embeds[videos], instruction.attention_mask[videos])
+        budget = model.video_budgets(len(videos), prompt, None)
+        is_high, overflow = model.plan_resolution(features, low[rows], prompt, budget)
+        return model.assemble(features, high[rows][is_high], low[rows], is_high, overflow, budget)
+
+    both, alone = compress([0, 1]), [compress([0]), compress([1])]
+    assert both.token_counts.tolist() == [39, 12]
+    assert both.statistics["frames at high resolution"] == 10 and both.statistics["tokens cut to meet the budget"] > 0
+    for field in ("tokens", "token_frame_index", "token_timestamps"):
+        assert torch.equal(getattr(both, field), torch.cat([getattr(out, field) for out in alone]))
 
 
 def test_identical_frames_shrink_to_the_anchors():

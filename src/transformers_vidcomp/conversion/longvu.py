@@ -22,9 +22,9 @@ time from `google/siglip-so400m-patch14-384` and `facebook/dinov2-giant`). The c
 
 The released config gives the method's settings: `dino_threshold` (0.83) for the sampler in `reference` mode,
 `drop_threshold` (0.7) for STC, `lowres_token` (8), `image_token_len` (144), `connector_depth` (3),
-`vision_hidden_size` (1024), `frame_pos`, and `tokenizer_model_max_length` for the context. The release's budget is
-the context less the prompt and 16 answer tokens; ours is fixed per video, the context less
-`PROMPT_ALLOWANCE` tokens for the prompt and the same 16.
+`vision_hidden_size` (1024), `frame_pos`, and `tokenizer_model_max_length` for the context. As in the release, each
+video's budget is what its prompt leaves of that context after `inference_max_length` (16) answer tokens: the
+sampler and the compressor both get `context_length` and `reserved_tokens`, and no fixed `video_token_budget` is set.
 """
 
 import json
@@ -65,8 +65,6 @@ TOWER_RENAMES: list[tuple[str, str]] = [
 SIGLIP_TOWER = "google/siglip-so400m-patch14-384"
 DINO_TOWER = "facebook/dinov2-giant"
 RELEASED_MODEL_TYPES = {"cambrian_qwen": "qwen2", "cambrian_llama": "llama"}
-# Tokens of a video's budget left for the prompt (the release subtracts each prompt's actual length).
-PROMPT_ALLOWANCE = 256
 RELEASED_DINO_PATCHES = 27
 VIDEO_TOKEN = "<video>"
 
@@ -194,12 +192,13 @@ class LongVUConverter(CheckpointConverter):
                     stc_threshold=original.get("drop_threshold", 0.7),
                     frame_position_encoding=bool(original.get("frame_pos", False)),
                     newline_size=original["hidden_size"],
+                    context_length=context,
+                    reserved_tokens=reserved,
                 ).to_dict(),
                 video_token_id=video_token_id,
                 projector_hidden_act="gelu",
                 vision_feature_layer=-1,
                 vision_feature_select_strategy="full",
-                video_token_budget=context - reserved - PROMPT_ALLOWANCE,
                 parts={"vision_tower": self.vision_tower_source, "sampler": self.dino_source},
                 tie_word_embeddings=original.get("tie_word_embeddings", False),
             )

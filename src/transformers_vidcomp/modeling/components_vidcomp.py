@@ -405,6 +405,21 @@ def attention_interface(config: PreTrainedConfig) -> Callable:
     return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
 
 
+def context_left_for_video(
+    instruction: InstructionCondition | None, num_videos: int, context_length: int, reserved_tokens: int
+) -> torch.LongTensor:
+    r"""
+    The tokens of an LLM context of `context_length` that each video's prompt leaves for the video's own tokens,
+    shape `(num_videos,)`: `context_length - text_length - reserved_tokens`, where `text_length` counts the prompt's
+    text tokens (the instruction's) and one video placeholder, and `reserved_tokens` are kept free for the answer.
+    This is LongVU's `max_visual_len`: the release counts every prompt token, its one `<image>` token included.
+    """
+    text_length = torch.ones(num_videos, dtype=torch.long)
+    if instruction is not None:
+        text_length = text_length.to(instruction.attention_mask.device) + instruction.attention_mask.sum(-1).long()
+    return context_length - text_length - reserved_tokens
+
+
 def check_token_budget(
     token_budget: int | None,
     tokens_per_unit: int | None = None,
@@ -440,6 +455,7 @@ __all__ = [
     "VidCompSampler",
     "attention_interface",
     "check_token_budget",
+    "context_left_for_video",
     "eager_attention_forward",
     "register_compressor",
     "register_sampler",

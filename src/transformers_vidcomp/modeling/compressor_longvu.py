@@ -16,7 +16,9 @@ LongVU's compressor (arXiv:2410.17434, §3.1-3.3 and Appendix B), in the order t
 3. **Frame position encoding** (Eq. 3, off by default): `PE(t, 2i) = sin(t / 10000^(2i/d))`,
    `PE(t, 2i+1) = cos(t / 10000^(2i/d))` added to every token of a frame, with t its timestamp in seconds (frame
    indices at the release's 1 fps). The release computes `cos(sin(x))` for odd channels; this is the formula.
-4. **Query-guided resolution mixing** (Eq. 1), per video of N frames and budget L (tokens per video):
+4. **Query-guided resolution mixing** (Eq. 1), per video of N frames and budget L (tokens per video: the
+   composite's `token_budget`, or with `context_length` what the video's prompt and `reserved_tokens` answer tokens
+   leave of the LLM context, as the release sizes it, when that is smaller):
    - all frames high (`query_side ** 2` tokens) when `N * high <= L`;
    - mixed when `N * low <= L < N * high`: the `k = floor((L - N * low) / (high - low))` frames most relevant to
      the instruction stay high and the rest go to `lowres_side ** 2` (64) tokens, by bilinear interpolation
@@ -70,7 +72,9 @@ from .components_vidcomp import (
     PackedFrames,
     VidCompCompressor,
     attention_interface,
+    TokenBudgetError,
     check_token_budget,
+    context_left_for_video,
     register_compressor,
     uniform_keep_mask,
 )
@@ -103,6 +107,13 @@ class LongVUCompressorConfig(PreTrainedConfig):
     sva_batch_size (`int`, *optional*, defaults to 64):
         Frames per SVA call, which bounds its working memory (both towers resized to `query_side * kv_window` grids)
         on long videos.
+    context_length (`int`, *optional*):
+        The LLM context each video must fit with its prompt. Each video's budget `L` is then what its prompt leaves,
+        `context_length - text_length - reserved_tokens` (the release's `max_visual_len`, with `text_length` the
+        prompt's tokens and one video placeholder), or `token_budget` when that is smaller. Without it, `L` is
+        `token_budget`. A prompt with several videos shares one context: give those a `token_budget`.
+    reserved_tokens (`int`, *optional*, defaults to 16):
+        With `context_length`: tokens kept free for the answer (the release's `inference_max_length`).
     """
 
     model_type = "vidcomp_longvu_compressor"
@@ -125,6 +136,8 @@ class LongVUCompressorConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     sva_batch_size: int = 64
+    context_length: int | None = None
+    reserved_tokens: int = 16
 
     def __post_init__(self, **kwargs):
         for name in (
@@ -143,6 +156,10 @@ class LongVUCompressorConfig(PreTrainedConfig):
                 f"lowres_side ({self.lowres_side}) must be smaller than query_side ({self.query_side}): the low "
                 "resolution has fewer tokens than the high one."
             )
+        if self.context_length is not None and self.context_length < 1:
+            raise ValueError(f"context_length must be at least 1 or None, got {self.context_length}.")
+        if self.reserved_tokens < 0:
+            raise ValueError(f"reserved_tokens must not be negative, got {self.reserved_tokens}.")
         if self.newline_size is not None and self.newline_size < 1:
             raise ValueError(f"newline_size must be at least 1 or None, got {self.newline_size}.")
         if not -1.0 <= self.stc_threshold <= 1.0:
@@ -408,12 +425,31 @@ class LongVUCompressor(VidCompCompressor):
             "Raise the budget or lower lowres_side.",
         )
 
-    def overflow_tokens_per_frame(self, token_budget: int) -> int:
-        r"""Tokens per frame of an overflowing video: `overflow_resolution`'s, or the low resolution's when one
-        high-resolution frame would not fit the budget."""
-        if self.config.overflow_resolution == "high" and token_budget >= self.high_tokens:
-            return self.high_tokens
-        return self.low_tokens
+    def overflows_at_high(self, video_budget: torch.LongTensor) -> torch.BoolTensor:
+        r"""Per video (shape `(num_videos,)`), whether its frames stay at the high resolution should it overflow:
+        `overflow_resolution="high"` and one high-resolution frame fits its budget."""
+        return (video_budget >= self.high_tokens) & (self.config.overflow_resolution == "high")
+
+    def video_budgets(
+        self, num_videos: int, instruction: InstructionCondition | None, token_budget: int | None
+    ) -> torch.LongTensor | None:
+        r"""
+        Each video's budget `L`, shape `(num_videos,)`: `token_budget`, or with `context_length` what the video's
+        prompt leaves of the context when that is smaller; None when there is neither.
+        """
+        self.check_budget(token_budget)
+        config = self.config
+        budget = None if token_budget is None else torch.full((num_videos,), token_budget, dtype=torch.long)
+        if config.context_length is None:
+            return budget
+        left = context_left_for_video(instruction, num_videos, config.context_length, config.reserved_tokens).cpu()
+        if int(left.min()) < self.low_tokens:
+            raise TokenBudgetError(
+                f"A prompt leaves {int(left.min())} tokens of the {config.context_length}-token context for its video "
+                f"({config.reserved_tokens} are kept for the answer), fewer than one frame at the low resolution "
+                f"({self.low_tokens}). Shorten the prompt, or raise context_length."
+            )
+        return left if budget is None else torch.minimum(budget, left)
 
     def aggregate(self, siglip: torch.Tensor, dino: torch.Tensor) -> torch.Tensor:
         r"""
@@ -472,7 +508,7 @@ class LongVUCompressor(VidCompCompressor):
         features: PackedFrames,
         low: torch.Tensor,
         instruction: InstructionCondition | None,
-        token_budget: int | None,
+        video_budget: torch.LongTensor | None,
     ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
         r"""
         Which frames keep the high resolution, and which videos overflow the budget even at low resolution.
@@ -480,20 +516,21 @@ class LongVUCompressor(VidCompCompressor):
         Args:
             features (`PackedFrames`): the kept frames (their counts and positions are used).
             low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): projected low-resolution tokens.
+            video_budget (`torch.LongTensor` of shape `(num_videos,)`, *optional*): each video's budget, from
+                [`~LongVUCompressor.video_budgets`]; None for no budget.
         Returns:
             `is_high` (shape `(frames,)`) and `overflow` (shape `(num_videos,)`).
         """
-        self.check_budget(token_budget)
         counts = features.frame_counts.to(low.device)
         video = features.video_index()
-        if token_budget is None:
+        if video_budget is None:
             return torch.ones_like(video, dtype=torch.bool), torch.zeros_like(counts, dtype=torch.bool)
-        all_high = counts * self.high_tokens <= token_budget
-        overflow = counts * self.low_tokens > token_budget
-        spare = (token_budget - counts * self.low_tokens) // (self.high_tokens - self.low_tokens)
+        budget = video_budget.to(counts)
+        all_high = counts * self.high_tokens <= budget
+        overflow = counts * self.low_tokens > budget
+        spare = (budget - counts * self.low_tokens) // (self.high_tokens - self.low_tokens)
         num_high = torch.where(all_high, counts, spare)
-        overflow_high = self.overflow_tokens_per_frame(token_budget) == self.high_tokens
-        num_high = torch.where(overflow, counts if overflow_high else 0, num_high)
+        num_high = torch.where(overflow, torch.where(self.overflows_at_high(budget), counts, 0), num_high)
         mixed = ~all_high & ~overflow & (num_high > 0)
         if not bool(mixed.any()):
             return num_high[video] > 0, overflow
@@ -510,7 +547,7 @@ class LongVUCompressor(VidCompCompressor):
         video: torch.LongTensor,
         position: torch.LongTensor,
         frame_counts: torch.LongTensor,
-        token_budget: int,
+        video_budget: torch.LongTensor,
     ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
         r"""
         STC with the budget guarantee, over the frames of all overflowing videos at once.
@@ -521,6 +558,7 @@ class LongVUCompressor(VidCompCompressor):
             video (`torch.LongTensor` of shape `(frames,)`): the video of each frame (an index into `frame_counts`).
             position (`torch.LongTensor` of shape `(frames,)`): each frame's index in its video.
             frame_counts (`torch.LongTensor` of shape `(num_videos,)`): frames per video.
+            video_budget (`torch.LongTensor` of shape `(num_videos,)`): tokens per video.
         Returns:
             The keep mask of the tokens and the mask of tokens STC's threshold pruned, both
             `(frames, tokens_per_frame)`.
@@ -535,11 +573,12 @@ class LongVUCompressor(VidCompCompressor):
         keep = ~pruned
 
         kept = torch.zeros_like(frame_counts).index_add_(0, video, keep.sum(1).to(frame_counts))
-        over = kept > token_budget
+        budget = video_budget.to(frame_counts)
+        over = kept > budget
         if not bool(over.any()):
             return keep, pruned
         windows = -(-frame_counts // config.stc_window)
-        anchors_fit = windows * tokens_per_frame <= token_budget
+        anchors_fit = windows * tokens_per_frame <= budget
         token_video = video[:, None].expand(-1, tokens_per_frame)
         # Anchors fit: drop the most redundant remaining tokens (highest similarity) until the budget is met.
         trim = (over & anchors_fit)[token_video] & keep & ~is_anchor
@@ -547,15 +586,13 @@ class LongVUCompressor(VidCompCompressor):
             candidate = torch.nonzero(trim.flatten()).flatten()
             candidate_video = token_video.flatten()[candidate]
             rank = rank_within_groups(similarity.flatten()[candidate], candidate_video, descending=False)
-            allowance = token_budget - windows * tokens_per_frame
+            allowance = budget - windows * tokens_per_frame
             keep.view(-1)[candidate] = rank < allowance[candidate_video]
         # Anchors alone overflow: keep only the anchors of evenly spread windows.
         sparse = over & ~anchors_fit
         if bool(sparse.any()):
             window = position // config.stc_window
-            chosen_window = uniform_keep_mask(
-                window, windows[video], torch.full_like(window, token_budget // tokens_per_frame)
-            )
+            chosen_window = uniform_keep_mask(window, windows[video], (budget // tokens_per_frame)[video])
             keep = torch.where(sparse[token_video], is_anchor & chosen_window[:, None], keep)
         return keep, pruned
 
@@ -573,7 +610,7 @@ class LongVUCompressor(VidCompCompressor):
             Maps `sva_hidden_size` tokens to the LLM's embeddings (the composite model's projector). Without it the
             tokens stay `sva_hidden_size` wide.
         """
-        self.check_budget(token_budget)
+        budget = self.video_budgets(features.num_videos, instruction, token_budget)
         if auxiliary_features is None:
             raise InvalidVideoInputError(
                 "LongVUCompressor fuses SigLIP and DINOv2 features: pass the DINOv2 features as auxiliary_features "
@@ -605,12 +642,12 @@ class LongVUCompressor(VidCompCompressor):
         if config.frame_position_encoding:
             encoding = frame_position_encoding(features.timestamps, low.shape[-1]).to(low.dtype)[:, None]
             low = low + encoding
-        is_high, overflow = self.plan_resolution(features, low, instruction, token_budget)
+        is_high, overflow = self.plan_resolution(features, low, instruction, budget)
         # Only the frames that keep the high resolution are projected at it: the projector is the costly part.
         high_frames = torch.nonzero(is_high).flatten()
         high = self.grid_tokens(project(fused.index_select(0, high_frames)))
         high = high if encoding is None else high + encoding.index_select(0, high_frames)
-        return self.assemble(features, high, low, is_high, overflow, token_budget)
+        return self.assemble(features, high, low, is_high, overflow, budget)
 
     def assemble(
         self,
@@ -619,7 +656,7 @@ class LongVUCompressor(VidCompCompressor):
         low: torch.Tensor,
         is_high: torch.BoolTensor,
         overflow: torch.BoolTensor,
-        token_budget: int | None,
+        video_budget: torch.LongTensor | None,
     ) -> CompressorOutput:
         r"""
         Each frame's tokens at its resolution, frame after frame, after STC for the overflowing videos.
@@ -632,6 +669,8 @@ class LongVUCompressor(VidCompCompressor):
             low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): every frame's low-resolution tokens.
             is_high (`torch.BoolTensor` of shape `(frames,)`), overflow (`torch.BoolTensor` of shape `(num_videos,)`):
                 from [`~LongVUCompressor.plan_resolution`].
+            video_budget (`torch.LongTensor` of shape `(num_videos,)`, *optional*): each video's budget, from
+                [`~LongVUCompressor.video_budgets`]; None for no budget.
         """
         frame_video = features.video_index()
         position = features.position_in_video()
@@ -641,18 +680,24 @@ class LongVUCompressor(VidCompCompressor):
         every_frame = torch.arange(is_high.shape[0], device=is_high.device)
         high_row = every_frame if high.shape[0] == is_high.shape[0] else torch.cumsum(is_high, 0) - 1
         pruned_tokens = cut_tokens = 0
+        compressed_grids = []  # (frames, their grid, the kept-token mask) per resolution of overflowing videos
         if bool(overflow_frame.any()):
-            compressed = torch.nonzero(overflow_frame).flatten()
-            # An overflowing video has all its frames at one resolution.
-            at_high = self.overflow_tokens_per_frame(token_budget) == self.high_tokens
-            source, rows = (high, high_row[compressed]) if at_high else (low, compressed)
-            grid = source if rows.shape[0] == source.shape[0] else source.index_select(0, rows)
-            keep, pruned = self.spatial_token_compression(
-                grid, frame_video[compressed], position[compressed], features.frame_counts.to(grid.device), token_budget
-            )
-            pruned_tokens = int(pruned.sum())
-            cut_tokens = int((~keep).sum()) - pruned_tokens
-            tokens_per_frame[compressed] = keep.sum(1)
+            # An overflowing video has all its frames at one resolution, which may differ between videos.
+            at_high = self.overflows_at_high(video_budget.to(frame_video))[frame_video]
+            for source, source_row, chosen in ((high, high_row, at_high), (low, every_frame, ~at_high)):
+                compressed = torch.nonzero(chosen & overflow_frame).flatten()
+                if not compressed.numel():
+                    continue
+                rows = source_row[compressed]
+                grid = source if rows.shape[0] == source.shape[0] else source.index_select(0, rows)
+                keep, pruned = self.spatial_token_compression(
+                    grid, frame_video[compressed], position[compressed], features.frame_counts.to(grid.device),
+                    video_budget,
+                )
+                pruned_tokens += int(pruned.sum())
+                cut_tokens += int((~keep).sum()) - int(pruned.sum())
+                tokens_per_frame[compressed] = keep.sum(1)
+                compressed_grids.append((compressed, grid, keep))
         frame_offset = torch.cumsum(tokens_per_frame, 0) - tokens_per_frame
         # Each frame's tokens come from one grid: whole frames first, then the kept tokens of compressed frames.
         # Without compressed frames every frame starts at a multiple of gcd(high, low) tokens, so whole blocks of
@@ -666,7 +711,7 @@ class LongVUCompressor(VidCompCompressor):
                 destination = (frame_offset[frames, None] // block + slots).flatten()
                 rows = source.index_select(0, source_row[frames])
                 blocks.index_copy_(0, destination, rows.view(-1, block * tokens.shape[-1]))
-        if bool(overflow_frame.any()):
+        for compressed, grid, keep in compressed_grids:
             destination = frame_offset[compressed, None] + torch.cumsum(keep, 1) - 1
             tokens.index_copy_(0, destination[keep], grid[keep])
         frame = torch.repeat_interleave(torch.arange(tokens_per_frame.shape[0], device=tokens.device), tokens_per_frame)

@@ -48,6 +48,7 @@ from .components_vidcomp import (
     SamplerOutput,
     VidCompSampler,
     batches_with_progress,
+    context_left_for_video,
     register_sampler,
 )
 
@@ -291,11 +292,8 @@ class LongVUSampler(VidCompSampler):
     def fits_context(self, frames: PackedFrames, instruction: InstructionCondition | None) -> torch.BoolTensor:
         r"""`reference` mode: which videos (shape `(num_videos,)`) are short enough to skip the reduction."""
         config = self.config
-        # The release counts every prompt token, its one video placeholder included; the instruction lacks it.
-        text_length = torch.ones_like(frames.frame_counts)
-        if instruction is not None:
-            text_length += instruction.attention_mask.sum(-1).to(frames.frame_counts)
-        max_num_frames = ((config.context_length - text_length - config.reserved_tokens) // config.tokens_per_frame)
+        left = context_left_for_video(instruction, frames.num_videos, config.context_length, config.reserved_tokens)
+        max_num_frames = left.to(frames.frame_counts) // config.tokens_per_frame
         return frames.frame_counts < max_num_frames.clamp(min=1)
 
     def window_layout(self, frames: PackedFrames) -> tuple[torch.LongTensor, torch.LongTensor]:
