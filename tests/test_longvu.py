@@ -709,6 +709,12 @@ def test_vidcomp_convert_longvu_writes_a_verified_checkpoint(tmp_path, tiny_towe
     assert "verified: reloaded with trust_remote_code" in capsys.readouterr().out
     card = (tmp_path / "out" / "README.md").read_text()
     assert str(tiny_towers[0]) in card and str(tiny_towers[1]) in card and "LongVU" in card
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    context = config["sampler_config"]["context_length"]
+    # Sized per prompt as released, so no fixed budget; the card's figure is what the shortest prompt leaves.
+    assert config["video_token_budget"] is None and config["compressor_config"]["context_length"] == context
+    assert f"what its prompt leaves of the\n{context}-token context" in card
+    assert f"at most {context - 1 - config['compressor_config']['reserved_tokens']}**" in card
 
 
 def test_sampler_from_pretrained_dinov2_weights(tiny_towers):

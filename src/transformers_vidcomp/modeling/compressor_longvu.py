@@ -413,8 +413,12 @@ class LongVUCompressor(VidCompCompressor):
         num_scenes: int | None = None,
     ) -> int:
         self.check_budget(token_budget)
-        everything = num_frames * self.high_tokens
-        return everything if token_budget is None else min(everything, token_budget)
+        limits = [num_frames * self.high_tokens]
+        if token_budget is not None:
+            limits.append(token_budget)
+        if self.config.context_length is not None:  # what the shortest prompt (its video placeholder alone) leaves
+            limits.append(self.config.context_length - 1 - self.config.reserved_tokens)
+        return min(limits)
 
     def check_budget(self, token_budget: int | None) -> None:
         side = self.config.lowres_side
