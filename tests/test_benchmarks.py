@@ -45,9 +45,9 @@ def test_longvu_is_sized_by_what_its_prompt_leaves_of_the_context(tmp_path):
     video = tmp_path / "clip.mp4"
     run.write_benchmark_video(video, seconds=40)
     result = run.measure("longvu", video, longvu_context=3000)
-    # The release's max_visual_len: context - (prompt text + one video placeholder) - 16 answer tokens; then Eq. 1's
-    # k = (L - N * 64) // (144 - 64) frames stay at 12x12 and the rest go to 8x8.
-    budget = 3000 - (result["text_tokens"] + 1) - 16
+    # The release's max_visual_len: context - prompt text - 16 answer tokens; then Eq. 1's k = (L - N * 64) // (144 - 64)
+    # frames stay at 12x12 and the rest go to 8x8.
+    budget = 3000 - result["text_tokens"] - 16
     frames = result["frames_kept"]
     high = (budget - frames * 64) // 80
     assert 0 < high < frames

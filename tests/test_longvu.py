@@ -403,10 +403,10 @@ def prompts(lengths: list[int], width: int = 32, seed: int = 0) -> InstructionCo
 def test_context_length_sizes_each_video_budget_by_its_own_prompt_as_released():
     model = compressor(context_length=100, reserved_tokens=16)
     instruction = prompts([10, 30])
-    # L = context - (prompt text + one video placeholder) - reserved answer tokens, per video.
-    assert model.video_budgets(2, instruction, None).tolist() == [100 - 11 - 16, 100 - 31 - 16]
-    assert model.video_budgets(2, instruction, 60).tolist() == [60, 53]
-    assert model.video_budgets(2, None, None).tolist() == [83, 83]
+    # L = context - prompt text - reserved answer tokens, per video (the release's max_visual_len).
+    assert model.video_budgets(2, instruction, None).tolist() == [100 - 10 - 16, 100 - 30 - 16]
+    assert model.video_budgets(2, instruction, 60).tolist() == [60, 54]
+    assert model.video_budgets(2, None, None).tolist() == [84, 84]
     with torch.no_grad():
         out = model(packed([6, 6], 8, 8, 12), packed([6, 6], 8, 8, 16), instruction)
     # 6 frames of 16 high / 4 low tokens: k = (L - 24) // 12 high frames, so 4 (72 tokens) and 2 (48 tokens).
@@ -419,7 +419,7 @@ def test_videos_overflowing_at_different_resolutions_compress_as_they_would_alon
     # Budgets 39 and 12: both videos overflow (10 frames x 4 low tokens); the first stays at 16 high tokens a frame,
     # the second has no room for one high frame and goes low. No token is above the threshold of 1, so the budget
     # guarantee trims both to exactly their budgets.
-    model = compressor(context_length=69, reserved_tokens=0, overflow_resolution="high", stc_threshold=1.0)
+    model = compressor(context_length=68, reserved_tokens=0, overflow_resolution="high", stc_threshold=1.0)
     generator = torch.Generator().manual_seed(3)
     high, low = torch.randn(20, 16, 8, generator=generator), torch.randn(20, 4, 8, generator=generator)
     instruction = prompts([29, 56], width=8)
@@ -714,7 +714,7 @@ def test_vidcomp_convert_longvu_writes_a_verified_checkpoint(tmp_path, tiny_towe
     # Sized per prompt as released, so no fixed budget; the card's figure is what the shortest prompt leaves.
     assert config["video_token_budget"] is None and config["compressor_config"]["context_length"] == context
     assert f"what its prompt leaves of the\n{context}-token context" in card
-    assert f"at most {context - 1 - config['compressor_config']['reserved_tokens']}**" in card
+    assert f"at most {context - config['compressor_config']['reserved_tokens']}**" in card
 
 
 def test_sampler_from_pretrained_dinov2_weights(tiny_towers):

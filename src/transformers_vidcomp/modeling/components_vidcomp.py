@@ -411,13 +411,12 @@ def context_left_for_video(
     r"""
     The tokens of an LLM context of `context_length` that each video's prompt leaves for the video's own tokens,
     shape `(num_videos,)`: `context_length - text_length - reserved_tokens`, where `text_length` counts the prompt's
-    text tokens (the instruction's) and one video placeholder, and `reserved_tokens` are kept free for the answer.
-    This is LongVU's `max_visual_len`: the release counts every prompt token, its one `<image>` token included.
+    text tokens (the instruction's, without video placeholders) and `reserved_tokens` are kept free for the answer.
+    This is LongVU's `max_visual_len` as its mixing and STC compute it.
     """
-    text_length = torch.ones(num_videos, dtype=torch.long)
-    if instruction is not None:
-        text_length = text_length.to(instruction.attention_mask.device) + instruction.attention_mask.sum(-1).long()
-    return context_length - text_length - reserved_tokens
+    if instruction is None:
+        return torch.full((num_videos,), context_length - reserved_tokens, dtype=torch.long)
+    return context_length - instruction.attention_mask.sum(-1).long() - reserved_tokens
 
 
 def check_token_budget(

@@ -110,7 +110,7 @@ class LongVUCompressorConfig(PreTrainedConfig):
     context_length (`int`, *optional*):
         The LLM context each video must fit with its prompt. Each video's budget `L` is then what its prompt leaves,
         `context_length - text_length - reserved_tokens` (the release's `max_visual_len`, with `text_length` the
-        prompt's tokens and one video placeholder), or `token_budget` when that is smaller. Without it, `L` is
+        prompt's tokens other than the video's), or `token_budget` when that is smaller. Without it, `L` is
         `token_budget`. A prompt with several videos shares one context: give those a `token_budget`.
     reserved_tokens (`int`, *optional*, defaults to 16):
         With `context_length`: tokens kept free for the answer (the release's `inference_max_length`).
@@ -416,8 +416,8 @@ class LongVUCompressor(VidCompCompressor):
         limits = [num_frames * self.high_tokens]
         if token_budget is not None:
             limits.append(token_budget)
-        if self.config.context_length is not None:  # what the shortest prompt (its video placeholder alone) leaves
-            limits.append(self.config.context_length - 1 - self.config.reserved_tokens)
+        if self.config.context_length is not None:  # what an empty prompt leaves
+            limits.append(self.config.context_length - self.config.reserved_tokens)
         return min(limits)
 
     def check_budget(self, token_budget: int | None) -> None:

@@ -293,7 +293,8 @@ class LongVUSampler(VidCompSampler):
         r"""`reference` mode: which videos (shape `(num_videos,)`) are short enough to skip the reduction."""
         config = self.config
         left = context_left_for_video(instruction, frames.num_videos, config.context_length, config.reserved_tokens)
-        max_num_frames = left.to(frames.frame_counts) // config.tokens_per_frame
+        # `select_frame` counts the prompt's one `<image>` token as text too.
+        max_num_frames = (left.to(frames.frame_counts) - 1) // config.tokens_per_frame
         return frames.frame_counts < max_num_frames.clamp(min=1)
 
     def window_layout(self, frames: PackedFrames) -> tuple[torch.LongTensor, torch.LongTensor]:
