@@ -74,6 +74,15 @@ def test_pad_to_square_letterboxes_with_the_mean_colour_like_expand2square(tiny,
     # The two differ by where the resampler puts the picture's edge (rows 10 to 53 against 10.7 to 53.3).
     difference = (boxed[:, :, 12:52] - full[:, :, 12:52]).abs().mean()
     assert difference < 0.1 and difference < (stretched[:, :, 12:52] - full[:, :, 12:52]).abs().mean() / 2
+    # Where the picture lies, for the model to mask and crop the padding: the stream's size for a file (decoded
+    # already scaled to 64x43), the frames' size for an array.
+    two_files = processor(text="<video> <video>", videos=[str(path), str(path)], num_frames=2, fps=None,
+                          pad_to_square=True)
+    assert two_files["video_sizes"].tolist() == [[64, 96], [64, 96]]
+    array = processor(text="<video>", videos=[np.zeros((2, 30, 20, 3), dtype=np.uint8)], pad_to_square=True,
+                      video_metadata=[VideoMetadata(total_num_frames=2, fps=1.0)], do_sample_frames=False)
+    assert array["video_sizes"].tolist() == [[30, 20]]
+    assert "video_sizes" not in processor(text="<video>", videos=[str(path)], num_frames=2, fps=None)
 
 
 def decode_frames(path, indices):

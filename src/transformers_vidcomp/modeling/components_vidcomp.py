@@ -46,11 +46,15 @@ class PackedFrames:
             How many consecutive rows of `values` belong to each video. Every video has at least one frame.
         timestamps (`torch.FloatTensor` of shape `(total_frames,)`):
             Time of each frame in seconds from the start of its video, increasing within a video.
+        video_sizes (`torch.LongTensor` of shape `(num_videos, 2)`, *optional*):
+            Height and width of each video's picture inside its frames, when the processor letterboxed them onto a
+            square canvas (`pad_to_square`); None when the picture fills the frames.
     """
 
     values: torch.Tensor
     frame_counts: torch.LongTensor
     timestamps: torch.FloatTensor
+    video_sizes: torch.LongTensor | None = None
 
     def __post_init__(self):
         if self.frame_counts.ndim != 1 or self.frame_counts.dtype not in (torch.int32, torch.int64):
@@ -77,6 +81,13 @@ class PackedFrames:
             )
         if not self.timestamps.is_floating_point():
             self.timestamps = self.timestamps.float()
+        if self.video_sizes is not None and (
+            self.video_sizes.shape != (self.num_videos, 2) or self.video_sizes.is_floating_point()
+        ):
+            raise InvalidVideoInputError(
+                f"video_sizes must be integers of shape ({self.num_videos}, 2), a (height, width) per video, got "
+                f"{tuple(self.video_sizes.shape)} {self.video_sizes.dtype}."
+            )
 
     @property
     def num_videos(self) -> int:
@@ -108,11 +119,11 @@ class PackedFrames:
 
     def select(self, keep: torch.BoolTensor) -> "PackedFrames":
         r"""The frames where `keep` (shape `(total_frames,)`) is true, still grouped by video."""
-        return PackedFrames(self.values[keep], self.count_per_video(keep), self.timestamps[keep])
+        return PackedFrames(self.values[keep], self.count_per_video(keep), self.timestamps[keep], self.video_sizes)
 
     def with_values(self, values: torch.Tensor) -> "PackedFrames":
         r"""The same frames and times carrying new per-frame values (for example, encoder features)."""
-        return PackedFrames(values, self.frame_counts, self.timestamps)
+        return PackedFrames(values, self.frame_counts, self.timestamps, self.video_sizes)
 
     def split(self) -> tuple[torch.Tensor, ...]:
         return torch.split(self.values, self.frame_counts.tolist())

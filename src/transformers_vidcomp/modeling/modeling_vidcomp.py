@@ -212,6 +212,7 @@ class VidCompModel(VidCompPreTrainedModel):
         video_timestamps: torch.FloatTensor | None = None,
         instruction: InstructionCondition | None = None,
         video_token_budget: int | None = None,
+        video_sizes: torch.LongTensor | None = None,
     ) -> VidCompVideoFeatures:
         r"""
         Samples, encodes and compresses a batch of videos into LLM-ready tokens.
@@ -225,6 +226,8 @@ class VidCompModel(VidCompPreTrainedModel):
                 Time of each frame in seconds. Without it, frames are taken to be one second apart.
             instruction (`InstructionCondition`, *optional*): the question asked of each video.
             video_token_budget (`int`, *optional*): overrides `config.video_token_budget`.
+            video_sizes (`torch.LongTensor` of shape `(num_videos, 2)`, *optional*):
+                The (height, width) of each video's frames before the processor letterboxed them (`pad_to_square`).
         """
         if pixel_values_videos.ndim != 4 or pixel_values_videos.shape[1] != 3:
             raise InvalidVideoInputError(
@@ -242,7 +245,9 @@ class VidCompModel(VidCompPreTrainedModel):
         known_times = video_timestamps is not None
         if not known_times:
             video_timestamps = torch.zeros(pixel_values_videos.shape[0], device=pixel_values_videos.device)
-        frames = PackedFrames(pixel_values_videos, video_num_frames, video_timestamps)
+        if video_sizes is not None:
+            video_sizes = torch.as_tensor(video_sizes, device=video_num_frames.device)
+        frames = PackedFrames(pixel_values_videos, video_num_frames, video_timestamps, video_sizes)
         if not known_times:
             frames.timestamps = frames.position_in_video().float()
         frame_features = None
@@ -439,6 +444,7 @@ class VidCompModel(VidCompPreTrainedModel):
         video_token_budget: int | None = None,
         guide_input_ids: torch.LongTensor | None = None,
         guide_attention_mask: torch.LongTensor | None = None,
+        video_sizes: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> VidCompModelOutputWithPast:
         r"""
@@ -446,6 +452,8 @@ class VidCompModel(VidCompPreTrainedModel):
             Frames per video in `pixel_values_videos`.
         video_timestamps (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
             Time of each frame in seconds.
+        video_sizes (`torch.LongTensor` of shape `(num_videos, 2)`, *optional*):
+            The (height, width) of each video's frames before letterboxing, from the processor (`pad_to_square`).
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Only expanded alongside the placeholders (video tokens get -100) and returned; the loss lives in the head.
         mm_encoder_outputs (`dict[str, VidCompVideoFeatures]`, *optional*):
@@ -471,6 +479,7 @@ class VidCompModel(VidCompPreTrainedModel):
                     input_ids, attention_mask, labels, guide_input_ids, guide_attention_mask
                 ),
                 video_token_budget=video_token_budget,
+                video_sizes=video_sizes,
             )
         if video_features is not None:
             input_ids, expanded_mask, labels = self.expand_video_placeholders(
@@ -640,6 +649,7 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         video_token_budget: int | None = None,
         guide_input_ids: torch.LongTensor | None = None,
         guide_attention_mask: torch.LongTensor | None = None,
+        video_sizes: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Unpack[TransformersKwargs],
     ) -> VidCompCausalLMOutputWithPast:
@@ -648,6 +658,8 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             Frames per video in `pixel_values_videos`.
         video_timestamps (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
             Time of each frame in seconds.
+        video_sizes (`torch.LongTensor` of shape `(num_videos, 2)`, *optional*):
+            The (height, width) of each video's frames before letterboxing, from the processor (`pad_to_square`).
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Token ids to predict, -100 where no loss is taken. Each video placeholder is expanded with -100, so the
             labels may be given for the unexpanded text the processor produced.
@@ -661,6 +673,7 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             pixel_values_videos=pixel_values_videos,
             video_num_frames=video_num_frames,
             video_timestamps=video_timestamps,
+            video_sizes=video_sizes,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
@@ -702,6 +715,7 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         video_token_budget: int | None = None,
         guide_input_ids: torch.LongTensor | None = None,
         guide_attention_mask: torch.LongTensor | None = None,
+        video_sizes: torch.LongTensor | None = None,
         **kwargs,
     ):
         r"""
@@ -717,6 +731,7 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
                     input_ids, attention_mask, guide_input_ids=guide_input_ids, guide_attention_mask=guide_attention_mask
                 ),
                 video_token_budget=video_token_budget,
+                video_sizes=video_sizes,
             )
             input_ids, attention_mask, _ = self.model.expand_video_placeholders(
                 input_ids, attention_mask, None, video_features.token_counts

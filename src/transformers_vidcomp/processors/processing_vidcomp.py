@@ -118,7 +118,8 @@ class VidCompProcessor(ProcessorMixin):
         r"""
         Returns `input_ids`, `attention_mask`, and with videos `pixel_values_videos`
         `(total_frames, 3, height, width)`, `video_num_frames` `(num_videos,)` and `video_timestamps`
-        `(total_frames,)` in seconds.
+        `(total_frames,)` in seconds; with `pad_to_square`, also `video_sizes` `(num_videos, 2)`, each video's
+        (height, width) before letterboxing.
 
         `frame_selector` is a sampler that chooses frames while decoding (`selects_frames_at_decode`, such as the
         adaptive video sampler): each video is then decoded as thumbnails, the sampler's `plan` picks frames, and only
@@ -155,6 +156,13 @@ class VidCompProcessor(ProcessorMixin):
             metadata = video_inputs.pop("video_metadata")
             timestamps = [frame_timestamps(m, n) for m, n in zip(metadata, video_inputs["video_num_frames"].tolist())]
             video_inputs["video_timestamps"] = torch.from_numpy(np.concatenate(timestamps)).float()
+            if "video_sizes" in video_inputs:
+                # Letterboxing is undone from the stream's own frame size, as the release reads it; frames scaled
+                # while decoding keep its aspect only to the pixel.
+                video_inputs["video_sizes"] = torch.tensor([
+                    [m.height, m.width] if m is not None and m.height and m.width else size
+                    for m, size in zip(metadata, video_inputs["video_sizes"].tolist())
+                ])
             if self.timestamps_in_prompt:
                 texts = self.add_timestamp_sentences(texts, metadata, timestamps)
             data.update(video_inputs)

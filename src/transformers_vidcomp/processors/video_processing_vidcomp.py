@@ -112,7 +112,9 @@ class VidCompVideoProcessor(BaseVideoProcessor):
     normalises them for a SigLIP vision tower (stretched to `size`, or letterboxed with `pad_to_square`).
 
     Returns `pixel_values_videos` of shape `(total_frames, 3, height, width)` and `video_num_frames` of shape
-    `(num_videos,)`, plus each video's `VideoMetadata` (whose `timestamps` give the time of every frame).
+    `(num_videos,)`, plus each video's `VideoMetadata` (whose `timestamps` give the time of every frame). With
+    `pad_to_square` it also returns `video_sizes` of shape `(num_videos, 2)`: the (height, width) of each video's
+    frames before letterboxing, which fixes where the picture lies on the canvas.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -129,7 +131,7 @@ class VidCompVideoProcessor(BaseVideoProcessor):
     return_metadata = True
     pad_to_square = False
     valid_kwargs = VidCompVideosKwargs
-    model_input_names = ["pixel_values_videos", "video_num_frames"]
+    model_input_names = ["pixel_values_videos", "video_num_frames", "video_sizes"]
 
     def sample_frames(
         self,
@@ -200,13 +202,14 @@ class VidCompVideoProcessor(BaseVideoProcessor):
         return super()._decode_and_sample_videos(videos, video_metadata, do_sample_frames, sample_indices_fn)
 
     def _preprocess(self, videos: list[torch.Tensor], return_tensors=None, pad_to_square: bool = False, **kwargs):
+        packed = {}
         if pad_to_square:
+            # Where the picture lies on the canvas, for methods that mask or crop the padding (LongVU).
+            packed["video_sizes"] = torch.tensor([list(video.shape[-2:]) for video in videos], dtype=torch.long)
             videos = [expand_to_square(video, kwargs["image_mean"]) for video in videos]
         processed = super()._preprocess(videos, return_tensors=None, **kwargs)["pixel_values_videos"]
-        packed = {
-            "pixel_values_videos": torch.cat(list(processed)),
-            "video_num_frames": torch.tensor([len(video) for video in processed], dtype=torch.long),
-        }
+        packed["pixel_values_videos"] = torch.cat(list(processed))
+        packed["video_num_frames"] = torch.tensor([len(video) for video in processed], dtype=torch.long)
         return BatchFeature(data=packed, tensor_type=return_tensors)
 
 
