@@ -208,6 +208,79 @@ def test_sva_reproduces_the_released_connector_under_its_weights(reference):
     torch.testing.assert_close(fused.flatten(1, 2), tensors["sva.output"], atol=1e-5, rtol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def letterbox_reference():
+    folder = Path(__file__).parent / "fixtures" / "longvu"
+    return load_file(folder / "longvu_letterbox.safetensors"), json.loads((folder / "longvu_letterbox.json").read_text())
+
+
+def test_letterbox_bands_are_the_cells_the_release_masks_and_crops(letterbox_reference):
+    from transformers_vidcomp.modeling.compressor_longvu import band_mask, letterbox_band
+
+    tensors, meta = letterbox_reference
+    # The release's callers pass (height, width), which it reads as (width, height): swapped sizes reproduce it.
+    read = torch.tensor(meta["band_sizes"]).flip(-1)
+    low_read = (torch.tensor(meta["band_sizes"]).double() / 1.5).floor().long().flip(-1)
+    for key, sizes, side in (("mask_24", read, 24), ("crop_12", read, 12), ("crop_8", low_read, 8)):
+        release = tensors[f"band.{key}"]
+        # A band with nothing in it leaves the frame whole (the release falls back to the uncropped frame, and resets
+        # fully masked windows to attend everything).
+        expected = torch.where(release.flatten(1).any(1)[:, None, None], release, torch.ones_like(release))
+        assert torch.equal(band_mask(letterbox_band(sizes, side), side), expected), key
+    assert not tensors["band.crop_12"][6].any()  # (2, 1000): the release's crop is empty, so it keeps the frame
+
+
+@pytest.mark.parametrize("swap,key", [(True, "as_called"), (False, "width_height")])
+def test_sva_masks_letterbox_padding_as_the_release(reference, letterbox_reference, swap, key):
+    tensors, meta = reference
+    letterbox, letterbox_meta = letterbox_reference
+    info = meta["sva"]
+    model = compressor(
+        vision_hidden_size=info["siglip_dim"], dino_hidden_size=info["dino_dim"], sva_hidden_size=info["sva_hidden_size"],
+        num_attention_heads=info["num_attention_heads"], num_layers=info["num_layers"], query_side=info["query_side"],
+        kv_window=info["kv_window"], swap_video_sizes=swap,
+    )
+    released = {k.removeprefix("sva.weights."): v for k, v in tensors.items() if k.startswith("sva.weights.")}
+    model.load_state_dict({released_compressor_key(k): v for k, v in released.items()}, strict=True)
+    picture, _ = model.picture_tokens(torch.tensor(letterbox_meta["sva_frame_sizes"]))  # one frame per video
+    with torch.no_grad():
+        fused = model.aggregate(tensors["sva.siglip"], tensors["sva.dino"], picture)
+    torch.testing.assert_close(fused.flatten(1, 2), letterbox[f"sva_masked.{key}"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fused.flatten(1, 2)[:3], tensors["sva.output"][:3], atol=1e-3)  # the masks matter
+
+
+def test_letterboxed_frames_are_cropped_to_their_picture_rows_in_every_regime():
+    # (90, 160) on a 4x4 grid: the picture spans int(90 * 4 / 160) = 2 rows, so rows 1-2 of 4 stay (8 tokens of 16).
+    model = compressor()
+    features, aux = packed([4, 4], 8, 8, 12), packed([4, 4], 8, 8, 16)
+    features.video_sizes = torch.tensor([[90, 160], [100, 100]])
+    picture_grid, picture = model.picture_tokens(features.video_sizes)
+    assert picture.high.view(2, 4, 4).any(2).tolist() == [[False, True, True, False], [True] * 4]
+    with torch.no_grad():
+        out = model(features, aux)
+        fused = model.aggregate(features.values, aux.values, picture_grid[features.video_index()])
+    assert out.token_counts.tolist() == [4 * 8, 4 * 16]
+    assert out.statistics["tokens cropped as letterbox padding"] == 4 * 8
+    expected = torch.cat([fused[:4, 1:3].flatten(0, 2), fused[4:].flatten(0, 2)])
+    assert torch.equal(out.tokens, expected)
+    frames = torch.cat([torch.arange(4).repeat_interleave(8), torch.arange(4).repeat_interleave(16)])
+    assert torch.equal(out.token_frame_index, frames)
+    # Eq. 1 counts the cropped frames' tokens: 4 frames of 8 high / 4 low tokens fit 2 high frames in 24, where
+    # uncropped frames (16 / 4) would all be low.
+    instruction = InstructionCondition(torch.randn(2, 3, 32), torch.ones(2, 3, dtype=torch.long))
+    with torch.no_grad():
+        mixed = model(features, aux, instruction, token_budget=24)
+    assert mixed.token_counts.tolist() == [2 * 8 + 2 * 4, 16]
+    # Overflowing at the high resolution, STC never keeps a padding token and the budget holds.
+    stc = compressor(overflow_resolution="high", stc_threshold=1.0)
+    with torch.no_grad():
+        pruned = stc(features, aux, instruction, token_budget=9)
+        grid = stc.aggregate(features.values, aux.values, picture_grid[features.video_index()])[:4, 1:3]
+    assert pruned.token_counts.tolist() == [9, 9]
+    shown = grid.flatten(0, 2)
+    assert all(bool((shown == token).all(-1).any()) for token in pruned.tokens[:9])
+
+
 def test_each_sva_query_attends_only_its_own_window_in_both_attention_implementations():
     model = compressor(num_layers=2)
     generator = torch.Generator().manual_seed(0)
@@ -713,6 +786,7 @@ def test_vidcomp_convert_longvu_writes_a_verified_checkpoint(tmp_path, tiny_towe
     context = config["sampler_config"]["context_length"]
     # Sized per prompt as released, so no fixed budget; the card's figure is what the shortest prompt leaves.
     assert config["video_token_budget"] is None and config["compressor_config"]["context_length"] == context
+    assert config["compressor_config"]["swap_video_sizes"] and "as (width, height) as the release" in card
     assert f"what its prompt leaves of the\n{context}-token context" in card
     assert f"at most {context - config['compressor_config']['reserved_tokens']}**" in card
 

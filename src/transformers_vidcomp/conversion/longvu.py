@@ -194,6 +194,8 @@ class LongVUConverter(CheckpointConverter):
                     newline_size=original["hidden_size"],
                     context_length=context,
                     reserved_tokens=reserved,
+                    # The released weights were trained reading each frame's (height, width) as (width, height).
+                    swap_video_sizes=True,
                 ).to_dict(),
                 video_token_id=video_token_id,
                 projector_hidden_act="gelu",

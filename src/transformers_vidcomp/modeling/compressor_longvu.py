@@ -50,13 +50,20 @@ LongVU's compressor (arXiv:2410.17434, §3.1-3.3 and Appendix B), in the order t
 so a frame takes 12 x 13 = 156 or 8 x 9 = 72 tokens, and Eq. 1's k uses those counts. `newline_size` (the LLM's
 width) turns this on, as converted checkpoints need; the newline is appended after projection, before the frame
 encoding, the relevance score and STC, as in the release (identical in every frame, it is always pruned from a
-window's later frames). The release also crops rows of padded (letterboxed) frames; frames here are resized without
-padding, so there is nothing to crop.
+window's later frames).
+
+**Letterboxed frames.** With the processor's `pad_to_square` (the release's `expand2square`), each video's picture
+size (`PackedFrames.video_sizes`) says where the padding lies, and the release's rule (`letterbox_band`, its
+`unmask_attention_mask` and `unpad_image`) decides which cells are picture: SVA queries do not attend padding keys (a
+query whose window is all padding attends all of it), and the padded rows (or columns) of the 12 x 12 and 8 x 8 token
+grids are cropped before the newlines, so a landscape frame takes fewer tokens; Eq. 1's k, the relevance mean, STC and
+the budget count the cropped frames. `swap_video_sizes` reproduces the release's reading of (height, width) as
+(width, height), which the released weights were trained with.
 """
 
 import math
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +114,11 @@ class LongVUCompressorConfig(PreTrainedConfig):
     sva_batch_size (`int`, *optional*, defaults to 64):
         Frames per SVA call, which bounds its working memory (both towers resized to `query_side * kv_window` grids)
         on long videos.
+    swap_video_sizes (`bool`, *optional*, defaults to `False`):
+        Read each letterboxed video's (height, width) as (width, height) when masking and cropping its padding, as the
+        release does: its README, app, evaluations and video training pass `frame.shape[:2]` where `unpad_image` and
+        `unmask_attention_mask` expect (width, height), so a landscape video loses columns instead of its padded rows.
+        `vidcomp convert longvu` sets it, since the released weights were trained that way.
     context_length (`int`, *optional*):
         The LLM context each video must fit with its prompt. Each video's budget `L` is then what its prompt leaves,
         `context_length - text_length - reserved_tokens` (the release's `max_visual_len`, with `text_length` the
@@ -136,6 +148,7 @@ class LongVUCompressorConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     sva_batch_size: int = 64
+    swap_video_sizes: bool = False
     context_length: int | None = None
     reserved_tokens: int = 16
 
@@ -202,11 +215,15 @@ class LongVUMultiKVCrossAttention(nn.Module):
                 self.add_module(f"{kind}_proj_{tower}", nn.Sequential(norm, nn.Linear(dim, dim, bias=False)))
         self.o_proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, queries: torch.Tensor, towers: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, queries: torch.Tensor, towers: list[torch.Tensor], key_mask: torch.BoolTensor | None = None
+    ) -> torch.Tensor:
         r"""
         Args:
             queries (`torch.Tensor` of shape `(positions, 1, dim)`)
             towers (list of `torch.Tensor` of shape `(positions, window_tokens, dim)`), one per tower.
+            key_mask (`torch.BoolTensor` of shape `(positions, num_towers * window_tokens)`, *optional*):
+                False for the keys a query may not attend (letterbox padding).
         Returns:
             `torch.Tensor` of shape `(positions, 1, dim)`.
         """
@@ -215,8 +232,12 @@ class LongVUMultiKVCrossAttention(nn.Module):
         key = torch.cat([getattr(self, f"k_proj_{i}")(t) for i, t in enumerate(towers)], dim=1)
         value = torch.cat([getattr(self, f"v_proj_{i}")(t) for i, t in enumerate(towers)], dim=1)
         key, value = rearrange(key, split, h=self.num_heads), rearrange(value, split, h=self.num_heads)
+        mask = None
+        if key_mask is not None:
+            mask = torch.zeros(key_mask.shape, dtype=query.dtype, device=query.device)
+            mask = mask.masked_fill(~key_mask, torch.finfo(query.dtype).min)[:, None, None, :]
         attention = attention_interface(self.config)
-        output, _ = attention(self, query, key, value, None, scaling=self.head_dim**-0.5, dropout=0.0)
+        output, _ = attention(self, query, key, value, mask, scaling=self.head_dim**-0.5, dropout=0.0)
         return self.o_proj(rearrange(output, "n l h d -> n l (h d)"))
 
 
@@ -237,17 +258,24 @@ class LongVUAggregatorLayer(nn.Module):
         for tower in range(num_towers):
             self.register_parameter(f"pos_embed_{tower}", nn.Parameter(torch.empty(config.kv_window**2, dim)))
 
-    def forward(self, queries: torch.Tensor, context: torch.Tensor, towers: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        queries: torch.Tensor,
+        context: torch.Tensor,
+        towers: list[torch.Tensor],
+        key_mask: torch.BoolTensor | None = None,
+    ) -> torch.Tensor:
         r"""
         Args:
             queries (`torch.Tensor` of shape `(positions, 1, dim)`)
             context (`torch.Tensor` of shape `(positions, 1, dim)`): the frame's mean projected SigLIP feature.
             towers (list of `torch.Tensor` of shape `(positions, window_tokens, dim)`)
+            key_mask (`torch.BoolTensor` of shape `(positions, num_towers * window_tokens)`, *optional*)
         """
         residual = queries
         queries = self.proj_in(torch.cat([queries, self.proj_context(context)], dim=-1))
         towers = [t + getattr(self, f"pos_embed_{i}").to(t.dtype) for i, t in enumerate(towers)]
-        queries = self.norm(queries + self.cross_attn(queries, towers))
+        queries = self.norm(queries + self.cross_attn(queries, towers, key_mask))
         return self.proj_out(queries) + residual
 
 
@@ -258,9 +286,15 @@ class LongVUSpatialAggregator(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([LongVUAggregatorLayer(config, num_towers) for _ in range(config.num_layers)])
 
-    def forward(self, queries: torch.Tensor, context: torch.Tensor, towers: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        queries: torch.Tensor,
+        context: torch.Tensor,
+        towers: list[torch.Tensor],
+        key_mask: torch.BoolTensor | None = None,
+    ) -> torch.Tensor:
         for layer in self.layers:
-            queries = layer(queries, context, towers)
+            queries = layer(queries, context, towers, key_mask)
         return queries
 
 
@@ -277,6 +311,49 @@ def frame_position_encoding(timestamps: torch.Tensor, dim: int) -> torch.Tensor:
     inverse_frequency = 10000.0 ** (-(2 * (channel // 2)).double() / dim)
     angle = timestamps.double()[:, None] * inverse_frequency
     return torch.where(channel % 2 == 0, torch.sin(angle), torch.cos(angle)).float()
+
+
+def letterbox_band(picture_sizes: torch.LongTensor, side: int) -> torch.LongTensor:
+    r"""
+    The rows and columns of a `side x side` grid over a letterboxed frame that show the picture, by the release's rule
+    (`unpad_image`, `unmask_attention_mask`): the picture's shorter side spans `int(short * side / long)` cells, and
+    `(side - span) // 2` cells of padding go at each end. A band with nothing left in it is the whole grid, as the
+    release then keeps the frame uncropped (and its masked queries attend everything).
+
+    Args:
+        picture_sizes (`torch.LongTensor` of shape `(num_videos, 2)`): the picture's (height, width).
+    Returns:
+        `torch.LongTensor` of shape `(num_videos, 4)`: first row, end row, first column, end column.
+    """
+    height, width = picture_sizes.double().unbind(-1)
+    landscape = width / height > 1.0
+    span = torch.where(landscape, (height * (side / width)).floor(), (width * (side / height)).floor())
+    padding = torch.div(side - span, 2, rounding_mode="floor").long()
+    padding = torch.where(side - 2 * padding > 0, padding, 0)
+    rows = torch.where(landscape, padding, 0)
+    columns = torch.where(landscape, 0, padding)
+    return torch.stack([rows, side - rows, columns, side - columns], dim=-1)
+
+
+def band_mask(band: torch.LongTensor, side: int, newline: bool = False) -> torch.BoolTensor:
+    r"""
+    `(num_videos, side, side + newline)`: True inside each video's band (from `letterbox_band`), and on the newline
+    column of the band's rows, as the release appends a newline to each row it keeps.
+    """
+    index = torch.arange(side + int(newline), device=band.device)
+    rows = (index[:side] >= band[:, 0:1]) & (index[:side] < band[:, 1:2])
+    columns = (index >= band[:, 2:3]) & (index < band[:, 3:4]) | (index == side)
+    return rows[:, :, None] & columns[:, None, :]
+
+
+class PictureTokens(NamedTuple):
+    r"""
+    Per video, which of a frame's tokens show the picture rather than letterbox padding: `high` of shape
+    `(num_videos, high_tokens)` and `low` of shape `(num_videos, low_tokens)`, in `grid_tokens` order.
+    """
+
+    high: torch.BoolTensor
+    low: torch.BoolTensor
 
 
 def resize_grid(grid: torch.Tensor, side: int, mode: str = "bilinear") -> torch.Tensor:
@@ -429,10 +506,39 @@ class LongVUCompressor(VidCompCompressor):
             "Raise the budget or lower lowres_side.",
         )
 
-    def overflows_at_high(self, video_budget: torch.LongTensor) -> torch.BoolTensor:
+    def overflows_at_high(
+        self, video_budget: torch.LongTensor, picture: PictureTokens | None = None
+    ) -> torch.BoolTensor:
         r"""Per video (shape `(num_videos,)`), whether its frames stay at the high resolution should it overflow:
         `overflow_resolution="high"` and one high-resolution frame fits its budget."""
-        return (video_budget >= self.high_tokens) & (self.config.overflow_resolution == "high")
+        high_tokens = self.high_tokens if picture is None else picture.high.sum(-1).to(video_budget)
+        return (video_budget >= high_tokens) & (self.config.overflow_resolution == "high")
+
+    def picture_tokens(self, video_sizes: torch.LongTensor | None) -> tuple[torch.BoolTensor | None, PictureTokens | None]:
+        r"""
+        For letterboxed videos, where their pictures lie, by the release's rule (`letterbox_band`): on the towers'
+        `query_side * kv_window` grid (shape `(num_videos, grid, grid)`, for the SVA's key masks) and among a frame's
+        tokens at each resolution (`PictureTokens`, for cropping). None for either when it masks nothing.
+
+        Args:
+            video_sizes (`torch.LongTensor` of shape `(num_videos, 2)`, *optional*): the pictures' (height, width).
+        """
+        if video_sizes is None:
+            return None, None
+        config = self.config
+        # The release sizes the low-resolution crop from the frame size over query_side / lowres_side, truncated.
+        low_sizes = (video_sizes.double() / (config.query_side / config.lowres_side)).floor().long().clamp(min=1)
+        if config.swap_video_sizes:
+            video_sizes, low_sizes = video_sizes.flip(-1), low_sizes.flip(-1)
+        grid = config.query_side * config.kv_window
+        newline = self.image_newline is not None
+        picture = band_mask(letterbox_band(video_sizes, grid), grid)
+        tokens = PictureTokens(
+            high=band_mask(letterbox_band(video_sizes, config.query_side), config.query_side, newline).flatten(1),
+            low=band_mask(letterbox_band(low_sizes, config.lowres_side), config.lowres_side, newline).flatten(1),
+        )
+        whole = bool(tokens.high.all()) and bool(tokens.low.all())
+        return (None if bool(picture.all()) else picture), (None if whole else tokens)
 
     def video_budgets(
         self, num_videos: int, instruction: InstructionCondition | None, token_budget: int | None
@@ -455,21 +561,31 @@ class LongVUCompressor(VidCompCompressor):
             )
         return left if budget is None else torch.minimum(budget, left)
 
-    def aggregate(self, siglip: torch.Tensor, dino: torch.Tensor) -> torch.Tensor:
+    def aggregate(
+        self, siglip: torch.Tensor, dino: torch.Tensor, picture: torch.BoolTensor | None = None
+    ) -> torch.Tensor:
         r"""
         The SVA: fuses both towers into `query_side x query_side` tokens per frame, `sva_batch_size` frames at a time.
         Shapes as in `aggregate_frames`.
         """
         size = self.config.sva_batch_size
-        return torch.cat([self.aggregate_frames(s, d) for s, d in zip(siglip.split(size), dino.split(size))])
+        pictures = [None] * len(siglip.split(size)) if picture is None else picture.split(size)
+        return torch.cat(
+            [self.aggregate_frames(s, d, p) for s, d, p in zip(siglip.split(size), dino.split(size), pictures)]
+        )
 
-    def aggregate_frames(self, siglip: torch.Tensor, dino: torch.Tensor) -> torch.Tensor:
+    def aggregate_frames(
+        self, siglip: torch.Tensor, dino: torch.Tensor, picture: torch.BoolTensor | None = None
+    ) -> torch.Tensor:
         r"""
         The SVA on a batch of frames.
 
         Args:
             siglip (`torch.Tensor` of shape `(frames, h, w, vision_hidden_size)`)
             dino (`torch.Tensor` of shape `(frames, h', w', dino_hidden_size)`)
+            picture (`torch.BoolTensor` of shape `(frames, grid, grid)`, *optional*):
+                On the towers' `query_side * kv_window` grid, False over letterbox padding, which no query attends
+                (the release's `unmask_attention_mask`); a query whose whole window is padding attends all of it.
         Returns:
             `torch.Tensor` of shape `(frames, query_side, query_side, sva_hidden_size)`.
         """
@@ -482,10 +598,22 @@ class LongVUCompressor(VidCompCompressor):
         windows = "t (qh r1) (qw r2) d -> (t qh qw) (r1 r2) d"
         towers = [rearrange(t, windows, r1=config.kv_window, r2=config.kv_window) for t in (siglip, dino)]
         queries = self.vision_query[None].expand(towers[0].shape[0], 1, -1)
-        fused = self.aggregator(queries, context, towers)
+        key_mask = None
+        if picture is not None:
+            key_mask = rearrange(
+                picture, "t (qh r1) (qw r2) -> (t qh qw) (r1 r2)", r1=config.kv_window, r2=config.kv_window
+            )
+            key_mask = (key_mask | ~key_mask.any(-1, keepdim=True)).repeat(1, len(towers))
+        fused = self.aggregator(queries, context, towers, key_mask)
         return rearrange(fused, "(t qh qw) 1 d -> t qh qw d", qh=config.query_side, qw=config.query_side)
 
-    def relevance(self, low: torch.Tensor, video: torch.LongTensor, instruction: InstructionCondition) -> torch.Tensor:
+    def relevance(
+        self,
+        low: torch.Tensor,
+        video: torch.LongTensor,
+        instruction: InstructionCondition,
+        picture: PictureTokens | None = None,
+    ) -> torch.Tensor:
         r"""
         Eq. 1's score of each frame against its video's instruction, shape `(frames,)`.
 
@@ -493,6 +621,7 @@ class LongVUCompressor(VidCompCompressor):
             low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): projected low-resolution tokens.
             video (`torch.LongTensor` of shape `(frames,)`): the video of each frame.
             instruction (`InstructionCondition`): embeddings of shape `(num_videos, text_length, dim)`.
+            picture (`PictureTokens`, *optional*): the tokens to average over (the picture's, not the padding's).
         """
         text = instruction.embeds.float()
         if text.shape[-1] != low.shape[-1]:
@@ -505,7 +634,12 @@ class LongVUCompressor(VidCompCompressor):
             text, visual = F.normalize(text, dim=-1), F.normalize(visual, dim=-1)
         mask = instruction.attention_mask.to(text)[..., None]
         text_mean = (text * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return (visual.mean(1) * text_mean.to(visual.device)[video]).sum(-1)
+        if picture is None:
+            visual_mean = visual.mean(1)
+        else:
+            shown = picture.low[video].to(visual)[..., None]
+            visual_mean = (visual * shown).sum(1) / shown.sum(1)
+        return (visual_mean * text_mean.to(visual.device)[video]).sum(-1)
 
     def plan_resolution(
         self,
@@ -513,6 +647,7 @@ class LongVUCompressor(VidCompCompressor):
         low: torch.Tensor,
         instruction: InstructionCondition | None,
         video_budget: torch.LongTensor | None,
+        picture: PictureTokens | None = None,
     ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
         r"""
         Which frames keep the high resolution, and which videos overflow the budget even at low resolution.
@@ -522,6 +657,8 @@ class LongVUCompressor(VidCompCompressor):
             low (`torch.Tensor` of shape `(frames, low_tokens, dim)`): projected low-resolution tokens.
             video_budget (`torch.LongTensor` of shape `(num_videos,)`, *optional*): each video's budget, from
                 [`~LongVUCompressor.video_budgets`]; None for no budget.
+            picture (`PictureTokens`, *optional*): for letterboxed videos, the tokens that show the picture (the
+                others are cropped); from [`~LongVUCompressor.picture_tokens`].
         Returns:
             `is_high` (shape `(frames,)`) and `overflow` (shape `(num_videos,)`).
         """
@@ -530,11 +667,14 @@ class LongVUCompressor(VidCompCompressor):
         if video_budget is None:
             return torch.ones_like(video, dtype=torch.bool), torch.zeros_like(counts, dtype=torch.bool)
         budget = video_budget.to(counts)
-        all_high = counts * self.high_tokens <= budget
-        overflow = counts * self.low_tokens > budget
-        spare = (budget - counts * self.low_tokens) // (self.high_tokens - self.low_tokens)
+        high_tokens, low_tokens = self.high_tokens, self.low_tokens
+        if picture is not None:  # a letterboxed video's frames keep only their picture's tokens
+            high_tokens, low_tokens = picture.high.sum(-1).to(counts), picture.low.sum(-1).to(counts)
+        all_high = counts * high_tokens <= budget
+        overflow = counts * low_tokens > budget
+        spare = (budget - counts * low_tokens) // torch.as_tensor(high_tokens - low_tokens).clamp(min=1)
         num_high = torch.where(all_high, counts, spare)
-        num_high = torch.where(overflow, torch.where(self.overflows_at_high(budget), counts, 0), num_high)
+        num_high = torch.where(overflow, torch.where(self.overflows_at_high(budget, picture), counts, 0), num_high)
         mixed = ~all_high & ~overflow & (num_high > 0)
         if not bool(mixed.any()):
             return num_high[video] > 0, overflow
@@ -542,7 +682,7 @@ class LongVUCompressor(VidCompCompressor):
             position = features.position_in_video()
             chosen = uniform_keep_mask(position, counts[video], num_high[video].clamp(min=1)) & (num_high[video] > 0)
             return torch.where(mixed[video], chosen, num_high[video] > 0), overflow
-        rank = rank_within_groups(self.relevance(low, video, instruction), video, descending=True)
+        rank = rank_within_groups(self.relevance(low, video, instruction, picture), video, descending=True)
         return rank < num_high[video], overflow
 
     def spatial_token_compression(
@@ -552,6 +692,7 @@ class LongVUCompressor(VidCompCompressor):
         position: torch.LongTensor,
         frame_counts: torch.LongTensor,
         video_budget: torch.LongTensor,
+        shown: torch.BoolTensor | None = None,
     ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
         r"""
         STC with the budget guarantee, over the frames of all overflowing videos at once.
@@ -563,18 +704,20 @@ class LongVUCompressor(VidCompCompressor):
             position (`torch.LongTensor` of shape `(frames,)`): each frame's index in its video.
             frame_counts (`torch.LongTensor` of shape `(num_videos,)`): frames per video.
             video_budget (`torch.LongTensor` of shape `(num_videos,)`): tokens per video.
+            shown (`torch.BoolTensor` of shape `(frames, tokens_per_frame)`, *optional*): the tokens that show the
+                picture of a letterboxed frame; the others are never kept nor counted.
         Returns:
             The keep mask of the tokens and the mask of tokens STC's threshold pruned, both
             `(frames, tokens_per_frame)`.
         """
         config = self.config
-        num_frames, tokens_per_frame = grid.shape[:2]
-        frame = torch.arange(num_frames, device=grid.device)
+        frame = torch.arange(grid.shape[0], device=grid.device)
         anchor = frame - position % config.stc_window
-        is_anchor = (anchor == frame)[:, None].expand(-1, tokens_per_frame)
+        is_anchor = (anchor == frame)[:, None].expand(-1, grid.shape[1])
         similarity = cosine_to_anchor(grid, anchor)
-        pruned = ~is_anchor & (similarity > config.stc_threshold)
-        keep = ~pruned
+        shown = torch.ones_like(similarity, dtype=torch.bool) if shown is None else shown
+        pruned = ~is_anchor & (similarity > config.stc_threshold) & shown
+        keep = ~pruned & shown
 
         kept = torch.zeros_like(frame_counts).index_add_(0, video, keep.sum(1).to(frame_counts))
         budget = video_budget.to(frame_counts)
@@ -582,8 +725,10 @@ class LongVUCompressor(VidCompCompressor):
         if not bool(over.any()):
             return keep, pruned
         windows = -(-frame_counts // config.stc_window)
+        # Every frame of a video shows the same number of tokens.
+        tokens_per_frame = torch.zeros_like(frame_counts).scatter_(0, video, shown.sum(1).to(frame_counts))
         anchors_fit = windows * tokens_per_frame <= budget
-        token_video = video[:, None].expand(-1, tokens_per_frame)
+        token_video = video[:, None].expand(-1, grid.shape[1])
         # Anchors fit: drop the most redundant remaining tokens (highest similarity) until the budget is met.
         trim = (over & anchors_fit)[token_video] & keep & ~is_anchor
         if bool(trim.any()):
@@ -596,8 +741,8 @@ class LongVUCompressor(VidCompCompressor):
         sparse = over & ~anchors_fit
         if bool(sparse.any()):
             window = position // config.stc_window
-            chosen_window = uniform_keep_mask(window, windows[video], (budget // tokens_per_frame)[video])
-            keep = torch.where(sparse[token_video], is_anchor & chosen_window[:, None], keep)
+            chosen_window = uniform_keep_mask(window, windows[video], (budget // tokens_per_frame.clamp(min=1))[video])
+            keep = torch.where(sparse[token_video], is_anchor & chosen_window[:, None] & shown, keep)
         return keep, pruned
 
     def forward(
@@ -640,18 +785,21 @@ class LongVUCompressor(VidCompCompressor):
                     "the vision tower and of the sampler's DINOv2."
                 )
         project = projector if projector is not None else nn.Identity()
-        fused = self.aggregate(features.values, auxiliary_features.values)
+        picture_grid, picture = self.picture_tokens(features.video_sizes)
+        if picture_grid is not None:
+            picture_grid = picture_grid[features.video_index().to(picture_grid.device)]
+        fused = self.aggregate(features.values, auxiliary_features.values, picture_grid)
         low = self.grid_tokens(project(resize_grid(fused, config.lowres_side, config.lowres_mode)))
         encoding = None
         if config.frame_position_encoding:
             encoding = frame_position_encoding(features.timestamps, low.shape[-1]).to(low.dtype)[:, None]
             low = low + encoding
-        is_high, overflow = self.plan_resolution(features, low, instruction, budget)
+        is_high, overflow = self.plan_resolution(features, low, instruction, budget, picture)
         # Only the frames that keep the high resolution are projected at it: the projector is the costly part.
         high_frames = torch.nonzero(is_high).flatten()
         high = self.grid_tokens(project(fused.index_select(0, high_frames)))
         high = high if encoding is None else high + encoding.index_select(0, high_frames)
-        return self.assemble(features, high, low, is_high, overflow, budget)
+        return self.assemble(features, high, low, is_high, overflow, budget, picture)
 
     def assemble(
         self,
@@ -661,6 +809,7 @@ class LongVUCompressor(VidCompCompressor):
         is_high: torch.BoolTensor,
         overflow: torch.BoolTensor,
         video_budget: torch.LongTensor | None,
+        picture: PictureTokens | None = None,
     ) -> CompressorOutput:
         r"""
         Each frame's tokens at its resolution, frame after frame, after STC for the overflowing videos.
@@ -675,11 +824,18 @@ class LongVUCompressor(VidCompCompressor):
                 from [`~LongVUCompressor.plan_resolution`].
             video_budget (`torch.LongTensor` of shape `(num_videos,)`, *optional*): each video's budget, from
                 [`~LongVUCompressor.video_budgets`]; None for no budget.
+            picture (`PictureTokens`, *optional*): for letterboxed videos, the tokens that show the picture (the
+                others are cropped); from [`~LongVUCompressor.picture_tokens`].
         """
         frame_video = features.video_index()
         position = features.position_in_video()
         overflow_frame = overflow[frame_video]
+        # Which tokens of each frame's grid it shows, at each resolution: all of them unless letterboxed.
+        shown = (None, None) if picture is None else (picture.high[frame_video], picture.low[frame_video])
         tokens_per_frame = torch.where(is_high, self.high_tokens, self.low_tokens)
+        if picture is not None:
+            tokens_per_frame = torch.where(is_high, shown[0].sum(1), shown[1].sum(1))
+        cropped_tokens = int((torch.where(is_high, self.high_tokens, self.low_tokens) - tokens_per_frame).sum())
         # Each frame's row in `high`: `high` holds the frames `is_high` selects, or every frame.
         every_frame = torch.arange(is_high.shape[0], device=is_high.device)
         high_row = every_frame if high.shape[0] == is_high.shape[0] else torch.cumsum(is_high, 0) - 1
@@ -687,34 +843,45 @@ class LongVUCompressor(VidCompCompressor):
         compressed_grids = []  # (frames, their grid, the kept-token mask) per resolution of overflowing videos
         if bool(overflow_frame.any()):
             # An overflowing video has all its frames at one resolution, which may differ between videos.
-            at_high = self.overflows_at_high(video_budget.to(frame_video))[frame_video]
-            for source, source_row, chosen in ((high, high_row, at_high), (low, every_frame, ~at_high)):
+            at_high = self.overflows_at_high(video_budget.to(frame_video), picture)[frame_video]
+            for source, source_row, chosen, source_shown in (
+                (high, high_row, at_high, shown[0]), (low, every_frame, ~at_high, shown[1])
+            ):
                 compressed = torch.nonzero(chosen & overflow_frame).flatten()
                 if not compressed.numel():
                     continue
                 rows = source_row[compressed]
                 grid = source if rows.shape[0] == source.shape[0] else source.index_select(0, rows)
+                frame_shown = None if source_shown is None else source_shown[compressed]
                 keep, pruned = self.spatial_token_compression(
                     grid, frame_video[compressed], position[compressed], features.frame_counts.to(grid.device),
-                    video_budget,
+                    video_budget, frame_shown,
                 )
                 pruned_tokens += int(pruned.sum())
-                cut_tokens += int((~keep).sum()) - int(pruned.sum())
+                cut_tokens += int(tokens_per_frame[compressed].sum()) - int(keep.sum()) - int(pruned.sum())
                 tokens_per_frame[compressed] = keep.sum(1)
                 compressed_grids.append((compressed, grid, keep))
         frame_offset = torch.cumsum(tokens_per_frame, 0) - tokens_per_frame
         # Each frame's tokens come from one grid: whole frames first, then the kept tokens of compressed frames.
-        # Without compressed frames every frame starts at a multiple of gcd(high, low) tokens, so whole blocks of
-        # that many tokens are copied at once rather than token by token.
-        block = 1 if bool(overflow_frame.any()) else math.gcd(self.high_tokens, self.low_tokens)
+        # Without compressed or cropped frames every frame starts at a multiple of gcd(high, low) tokens, so whole
+        # blocks of that many tokens are copied at once rather than token by token.
+        whole_frames = picture is None and not bool(overflow_frame.any())
+        block = math.gcd(self.high_tokens, self.low_tokens) if whole_frames else 1
         tokens = low.new_empty(int(tokens_per_frame.sum()), low.shape[-1])
         blocks = tokens.view(-1, block * tokens.shape[-1])
-        for source, source_row, placed in ((high, high_row, is_high), (low, every_frame, ~is_high)):
+        for source, source_row, placed, source_shown in (
+            (high, high_row, is_high, shown[0]), (low, every_frame, ~is_high, shown[1])
+        ):
             slots = torch.arange(source.shape[1] // block, device=source.device)
             for frames in torch.nonzero(placed & ~overflow_frame).flatten().split(frames_per_chunk(source)):
-                destination = (frame_offset[frames, None] // block + slots).flatten()
                 rows = source.index_select(0, source_row[frames])
-                blocks.index_copy_(0, destination, rows.view(-1, block * tokens.shape[-1]))
+                if source_shown is None:
+                    destination = (frame_offset[frames, None] // block + slots).flatten()
+                    blocks.index_copy_(0, destination, rows.view(-1, block * tokens.shape[-1]))
+                else:
+                    keep = source_shown[frames]
+                    destination = frame_offset[frames, None] + torch.cumsum(keep, 1) - 1
+                    tokens.index_copy_(0, destination[keep], rows[keep])
         for compressed, grid, keep in compressed_grids:
             destination = frame_offset[compressed, None] + torch.cumsum(keep, 1) - 1
             tokens.index_copy_(0, destination[keep], grid[keep])
@@ -732,6 +899,7 @@ class LongVUCompressor(VidCompCompressor):
                 "frames at low resolution": int((~is_high).sum()),
                 "tokens pruned by STC": pruned_tokens,
                 "tokens cut to meet the budget": cut_tokens,
+                "tokens cropped as letterbox padding": cropped_tokens,
             },
         )
 
