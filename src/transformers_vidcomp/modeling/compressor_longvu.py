@@ -27,6 +27,12 @@ LongVU's compressor (arXiv:2410.17434, §3.1-3.3 and Appendix B), in the order t
      `"high"` reproduces the release, whose 8 x 8 branch for this case never runs, unless one high-resolution frame
      exceeds the budget), then STC.
 
+   The regimes are chosen by these token counts. The release chooses them first by frame counts that ignore the
+   newlines and the crop (all high below `(L - 1) // 144` frames, all high again above `(L - 1) // 64`), then
+   trims with STC: for N between `L / 156` and `(L - 1) // 144` it keeps every frame high and prunes, where this
+   mixes; for N between `L / 72` and `(L - 1) // 64` it prunes low-resolution frames, where this prunes
+   high-resolution ones. Outside those bands the choices agree.
+
    The relevance of a frame is the paper's `1/(HW Lq) sum_{h,w,l} F(V) Q^T` on its projected low-resolution
    tokens, which equals the dot product of the frame's mean token with the mean instruction embedding
    (`relevance="dot"`, the release's raw dot product). Token norms (up to ~300 for visual tokens against ~1 for text
