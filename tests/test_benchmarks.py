@@ -44,12 +44,14 @@ def test_one_preset_end_to_end_in_its_own_process(tmp_path):
 def test_longvu_is_sized_by_what_its_prompt_leaves_of_the_context(tmp_path):
     video = tmp_path / "clip.mp4"
     run.write_benchmark_video(video, seconds=40)
-    result = run.measure("longvu", video, longvu_context=3000)
-    # The release's max_visual_len: context - prompt text - 16 answer tokens; then Eq. 1's k = (L - N * 64) // (144 - 64)
+    result = run.measure("longvu", video, longvu_context=2000)
+    # The 320x180 frames are letterboxed: the 12x12 grid keeps its 6 picture rows (72 tokens), the 8x8 grid 4 (32).
+    # The release's max_visual_len: context - prompt text - 16 answer tokens; then Eq. 1's k = (L - N * 32) // (72 - 32)
     # frames stay at 12x12 and the rest go to 8x8.
-    budget = 3000 - result["text_tokens"] - 16
+    budget = 2000 - result["text_tokens"] - 16
     frames = result["frames_kept"]
-    high = (budget - frames * 64) // 80
+    high = (budget - frames * 32) // 40
     assert 0 < high < frames
     assert result["statistics"]["frames at high resolution"] == high
-    assert result["tokens"] == high * 144 + (frames - high) * 64 <= budget
+    assert result["statistics"]["tokens cropped as letterbox padding"] == high * 72 + (frames - high) * 32
+    assert result["tokens"] == high * 72 + (frames - high) * 32 <= budget
