@@ -15,9 +15,10 @@ Baselines:
 
 Neither baseline sleeps or recomputes anything a plain loop would not.
 
-The `floor` column is what no implementation can beat: one read of the step's inputs (`sum`), plus, for the output,
-one fresh allocation filled with its bytes from a copy prepared beforehand (`cat`). `(a)/floor` is therefore the
-largest speed-up over (a) that any implementation of the step could show on this machine.
+The `floor` column is what no implementation can beat: one read of the step's inputs (`sum`), plus one write of its
+output into memory the process already holds (`copy_`). `(a)/floor` is therefore more than any implementation could
+gain over (a) on this machine. A real output is a fresh tensor, whose first touch costs more: the script measures that
+too (best of 3 x repeats; on this VM it varies between about 0.04 and 0.3 s for 225 MB) and gives the bound with it.
 
 For an hour of video at 1 fps (3,600 frames) it times `LongVUSampler.select` (both modes), then
 `LongVUCompressor.plan_resolution` + `assemble` on the kept frames' projected tokens at two budgets: one where the
@@ -195,6 +196,7 @@ def main() -> None:
         f"{'(a)/floor':>8}  identical"
     )
     totals = [0.0, 0.0, 0.0, 0.0]
+    first_touch = 0.0  # what writing the outputs into fresh tensors costs on top of the floor
 
     dino = shot_features(args.frames, (side, side, args.dino_dim), generator)
     frames = PackedFrames(torch.zeros(args.frames, 1, 1, 1), torch.tensor([args.frames]), torch.arange(args.frames).float())
@@ -253,11 +255,13 @@ def main() -> None:
             out, our_seconds = timed(
                 lambda: ours_select_tokens(compressor, kept_frames, high, low, instruction, budget), args.repeats
             )
-            parts = out.tokens.clone().chunk(2)  # the output's bytes, to be written once into a fresh tensor
+            source, held = out.tokens.clone(), torch.empty_like(out.tokens).zero_()
             _, read = timed(lambda: low.sum(), args.repeats)
-            _, write = timed(lambda: torch.cat(parts), args.repeats)
+            _, write = timed(lambda: held.copy_(source), args.repeats)
+            _, fresh = timed(lambda: torch.empty_like(source).copy_(source), 3 * args.repeats)
             floor = read + write
-            del parts
+            first_touch += fresh - write
+            del source, held
         same = all(
             torch.equal(out.tokens, tokens) and out.token_frame_index.tolist() == frame_index
             for tokens, frame_index in results
@@ -268,7 +272,9 @@ def main() -> None:
         assert same, f"{label}: the tokens differ"
     report("all four steps", *totals, True)
     print("Target (issue): (a)/ours >= 10 over all four steps, outputs identical.")
-    print(f"No implementation can exceed (a)/floor = {totals[0] / totals[3]:.1f} over all four steps on this machine.")
+    print(f"No implementation can exceed (a)/floor = {totals[0] / totals[3]:.1f} over all four steps on this machine, "
+          f"nor {totals[0] / (totals[3] + first_touch):.1f} with its outputs in fresh tensors "
+          f"(+{first_touch:.3f} s at their fastest here).")
 
 
 if __name__ == "__main__":
