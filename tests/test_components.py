@@ -42,6 +42,13 @@ def test_packed_frames_rejects_bad_shapes():
         PackedFrames(torch.zeros(3, 2), torch.tensor([3]), torch.zeros(2))
     with pytest.raises(InvalidVideoInputError, match="integer"):
         PackedFrames(torch.zeros(3, 2), torch.tensor([3.0]), torch.zeros(3))
+    for sizes in ([[90, 160]], [[90, 0]], [[90.0, 160.0], [1.0, 1.0]]):
+        with pytest.raises(InvalidVideoInputError, match=r"video_sizes must be positive integers of shape \(2, 2\)"):
+            PackedFrames(torch.zeros(3, 2), torch.tensor([2, 1]), torch.zeros(3), torch.tensor(sizes))
+    # Frame selection and new values keep each video's picture size.
+    frames = PackedFrames(torch.zeros(3, 2), torch.tensor([2, 1]), torch.zeros(3), torch.tensor([[90, 160], [4, 4]]))
+    kept = frames.select(torch.tensor([False, True, True])).with_values(torch.ones(2, 5))
+    assert kept.video_sizes.tolist() == [[90, 160], [4, 4]] and kept.frame_counts.tolist() == [1, 1]
 
 
 def test_packed_frames_positions_and_selection():

@@ -82,11 +82,13 @@ class PackedFrames:
         if not self.timestamps.is_floating_point():
             self.timestamps = self.timestamps.float()
         if self.video_sizes is not None and (
-            self.video_sizes.shape != (self.num_videos, 2) or self.video_sizes.is_floating_point()
+            self.video_sizes.shape != (self.num_videos, 2)
+            or self.video_sizes.is_floating_point()
+            or bool((self.video_sizes < 1).any())
         ):
             raise InvalidVideoInputError(
-                f"video_sizes must be integers of shape ({self.num_videos}, 2), a (height, width) per video, got "
-                f"{tuple(self.video_sizes.shape)} {self.video_sizes.dtype}."
+                f"video_sizes must be positive integers of shape ({self.num_videos}, 2), a (height, width) per video, "
+                f"got {self.video_sizes.tolist()} ({self.video_sizes.dtype})."
             )
 
     @property
