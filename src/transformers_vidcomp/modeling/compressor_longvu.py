@@ -520,7 +520,9 @@ class LongVUCompressor(VidCompCompressor):
         high_tokens = self.high_tokens if picture is None else picture.high.sum(-1).to(video_budget)
         return (video_budget >= high_tokens) & (self.config.overflow_resolution == "high")
 
-    def picture_tokens(self, video_sizes: torch.LongTensor | None) -> tuple[torch.BoolTensor | None, PictureTokens | None]:
+    def picture_tokens(
+        self, video_sizes: torch.LongTensor | None
+    ) -> tuple[torch.BoolTensor | None, PictureTokens | None]:
         r"""
         For letterboxed videos, where their pictures lie, by the release's rule (`letterbox_band`): on the towers'
         `query_side * kv_window` grid (shape `(num_videos, grid, grid)`, for the SVA's key masks) and among a frame's
