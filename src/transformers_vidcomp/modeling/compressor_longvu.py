@@ -840,10 +840,9 @@ class LongVUCompressor(VidCompCompressor):
         overflow_frame = overflow[frame_video]
         # Which tokens of each frame's grid it shows, at each resolution: all of them unless letterboxed.
         shown = (None, None) if picture is None else (picture.high[frame_video], picture.low[frame_video])
-        tokens_per_frame = torch.where(is_high, self.high_tokens, self.low_tokens)
-        if picture is not None:
-            tokens_per_frame = torch.where(is_high, shown[0].sum(1), shown[1].sum(1))
-        cropped_tokens = int((torch.where(is_high, self.high_tokens, self.low_tokens) - tokens_per_frame).sum())
+        uncropped = torch.where(is_high, self.high_tokens, self.low_tokens)
+        tokens_per_frame = uncropped if picture is None else torch.where(is_high, shown[0].sum(1), shown[1].sum(1))
+        cropped_tokens = int((uncropped - tokens_per_frame).sum())
         # Each frame's row in `high`: `high` holds the frames `is_high` selects, or every frame.
         every_frame = torch.arange(is_high.shape[0], device=is_high.device)
         high_row = every_frame if high.shape[0] == is_high.shape[0] else torch.cumsum(is_high, 0) - 1
