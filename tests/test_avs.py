@@ -175,6 +175,45 @@ def test_the_model_thins_unselected_frames_uniformly():
     assert keep[:10].sum() == 4 and keep[10:].all()
 
 
+def write_variable_rate_video(path, times: list[float], width: int = 64, height: int = 48) -> None:
+    """An H.264 file whose frame k is a flat grey of level 20 * k, shown at `times` (seconds, millisecond pts)."""
+    import fractions
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for k, seconds in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 20 * k, dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(seconds * 1000), fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_the_second_pass_decodes_exactly_the_chosen_frames_of_a_variable_rate_file(tmp_path):
+    # Pairs 30 ms apart across 100 ms boundaries, half a second apart: at the stream's average rate (about 4 fps)
+    # both frames of a pair have the same frame number, yet they fall in different 10 fps thumbnail intervals.
+    path = tmp_path / "variable.mp4"
+    write_variable_rate_video(path, [0.0] + [t + d for t in (0.5, 1.0, 1.5, 2.0, 2.5) for d in (0.08, 0.11)])
+    thumbnails = decode_thumbnails(path, fps=10, progress=False)
+    assert len(thumbnails.frames) == 11 and len(np.unique(thumbnails.frame_indices)) < 11
+    assert thumbnails.frame_ordinals.tolist() == list(range(11))
+    sampler = AdaptiveVideoSampler(AdaptiveVideoSamplerConfig(max_frames=11, shot_detector_config={"filters": 2}))
+    selection = select_frames(path, sampler.eval())
+    keep = selection.plan.keep.numpy()
+    assert keep.all()  # 11 frames of a budget of 11, five pairs sharing frame numbers
+    assert len(selection.frames) == 11 == len(selection.metadata.frames_indices)
+    # Each full-resolution frame is the chosen one (its grey level), and the thumbnails keep their true times.
+    levels = selection.frames.reshape(11, -1).mean(1)
+    np.testing.assert_allclose(levels, 20 * np.arange(11), atol=3)
+    np.testing.assert_allclose(selection.thumbnail_times, [0.0, 0.58, 0.61, 1.08, 1.11, 1.58, 1.61, 2.08, 2.11, 2.58,
+                                                           2.61], atol=1e-6)
+
+
 def test_a_corrupt_stretch_is_skipped_and_reported(tmp_path, caplog):
     from transformers_vidcomp.demo_video import load_photos, render_scene
 

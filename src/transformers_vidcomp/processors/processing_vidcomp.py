@@ -241,14 +241,16 @@ def select_frames(video, frame_selector, metadata: VideoMetadata | dict | None =
         clock = time.perf_counter()
         plan = frame_selector.plan(torch.from_numpy(thumbnails.frames), torch.from_numpy(thumbnails.timestamps))
         seconds["plan"] = time.perf_counter() - clock
-        chosen = thumbnails.frame_indices[plan.keep.numpy()]
+        keep = plan.keep.numpy()
+        chosen = thumbnails.frame_indices[keep]
         found = thumbnails.metadata
         selected = VideoMetadata(
             total_num_frames=found.total_num_frames, fps=found.fps, duration=found.duration, width=found.width,
             height=found.height, video_backend="pyav", frames_indices=chosen,
         )
         clock = time.perf_counter()
-        frames = decode_frames_at(video, chosen)
+        # By ordinal: on a variable-rate file two chosen frames can share a frame number (a time in frames).
+        frames = decode_frames_at(video, thumbnails.frame_ordinals[keep])
         seconds["chosen frames"] = time.perf_counter() - clock
         return FrameSelection(frames, selected, plan, thumbnails.timestamps, seconds)
 

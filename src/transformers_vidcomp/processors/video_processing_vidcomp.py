@@ -283,7 +283,10 @@ class Thumbnails:
     Args:
         frames (`np.ndarray` of shape `(num_frames, height, width, 3)`, uint8): RGB thumbnails.
         frame_indices (`np.ndarray` of shape `(num_frames,)`): each thumbnail's frame number, its presentation time in
-            frames of the stream's average rate (see `readable_frames`), which `decode_frames_at` takes.
+            frames of the stream's average rate (see `readable_frames`): true times, even after a corrupt stretch.
+        frame_ordinals (`np.ndarray` of shape `(num_frames,)`): each thumbnail's place among the frames the decoder
+            read, which `decode_frames_at` takes: two frames of a variable-rate file can share a frame number, never
+            an ordinal.
         timestamps (`np.ndarray` of shape `(num_frames,)`): seconds from the first readable frame.
         metadata (`VideoMetadata`): the stream's frame rate, size, duration and decoded frame count.
         unreadable_packets (`int`): packets the decoder rejected; their frames are missing.
@@ -291,6 +294,7 @@ class Thumbnails:
 
     frames: np.ndarray
     frame_indices: np.ndarray
+    frame_ordinals: np.ndarray
     timestamps: np.ndarray
     metadata: VideoMetadata
     unreadable_packets: int = 0
@@ -365,7 +369,7 @@ def decode_thumbnails(
     if fps is not None and fps <= 0:
         raise ValueError(f"fps must be positive (or None for every frame), got {fps}.")
     path = os.fspath(path)
-    frames, indices, times, unreadable = [], [], [], []
+    frames, indices, ordinals, times, unreadable = [], [], [], [], []
     with open_video_stream(path) as container:
         stream = container.streams.video[0]
         rate = float(stream.average_rate) if stream.average_rate else None
@@ -385,6 +389,7 @@ def decode_thumbnails(
                 thumbnail = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC")
                 frames.append(thumbnail.to_ndarray())
                 indices.append(index)
+                ordinals.append(decoded - 1)
                 times.append(seconds)
         if not frames:
             raise EmptyVideoError(f"{path!r} has no decodable video frame.")
@@ -400,6 +405,7 @@ def decode_thumbnails(
     return Thumbnails(
         frames=np.stack(frames),
         frame_indices=np.asarray(indices, dtype=np.int64),
+        frame_ordinals=np.asarray(ordinals, dtype=np.int64),
         timestamps=np.asarray(times, dtype=np.float64),
         metadata=metadata,
         unreadable_packets=len(unreadable),
@@ -454,18 +460,20 @@ def decode_chosen_frames(
     return frames[: len(decoded)], np.asarray(decoded, dtype=np.int64), unreadable, seen
 
 
-def decode_frames_at(path: str | os.PathLike, indices: np.ndarray) -> np.ndarray:
+def decode_frames_at(path: str | os.PathLike, ordinals: np.ndarray) -> np.ndarray:
     r"""
-    Decodes the video again and converts to full-resolution RGB only the frames at `indices` (numbered as
-    `readable_frames` numbers them, like `decode_thumbnails`), so memory holds just the chosen frames.
+    Decodes the video again and converts to full-resolution RGB only the frames at `ordinals` (their places among the
+    frames the decoder reads, `Thumbnails.frame_ordinals`), so memory holds just the chosen frames.
 
     Returns:
-        `np.ndarray` of shape `(len(unique indices), height, width, 3)`, uint8, in time order.
+        `np.ndarray` of shape `(len(unique ordinals), height, width, 3)`, uint8, in decode order.
     """
     path = os.fspath(path)
-    wanted = np.unique(np.asarray(indices, dtype=np.int64))
+    wanted = np.unique(np.asarray(ordinals, dtype=np.int64))
     with open_video_stream(path) as container:
-        frames, decoded, _, _ = decode_chosen_frames(container, wanted, None, False, "decoding chosen frames")
+        frames, decoded, _, _ = decode_chosen_frames(
+            container, wanted, None, False, "decoding chosen frames", in_decode_order=True
+        )
     if not np.array_equal(decoded, wanted):
         raise VideoDecodeError(
             f"{path!r} yielded {len(decoded)} of the {len(wanted)} chosen frames on the second decode; the file changed "
