@@ -325,9 +325,10 @@ def open_video_stream(path: str | os.PathLike):
 def readable_frames(container, unreadable: list[float]) -> Iterator[tuple[int, float, "av.VideoFrame"]]:
     r"""
     Every frame of the first video stream that can be decoded, in order, as `(index, seconds, frame)`: `seconds` from
-    the first readable frame (its presentation time), `index` that time in frames of the stream's average rate. Both
-    passes over a file number frames this way, so a frame keeps its index and its true time even after a stretch the
-    decoder rejected: such packets are skipped and their times appended to `unreadable`.
+    the first readable frame (its presentation time), `index` that time in frames of the stream's average rate, so a
+    frame keeps its true time even after a stretch the decoder rejected: such packets are skipped and their times
+    appended to `unreadable`. (On a variable-rate file two frames can share an index; a second pass over the file
+    finds frames by their place in decode order instead.)
     """
     import av
 
