@@ -1,18 +1,20 @@
 # Everything the project needs is installed by these targets into .venv; nothing is assumed on the machine.
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 # torch 2.14.1 + torchvision 0.29.1: PyPI's torchvision does not import beside the CPU-only torch 2.13.0 wheel,
 # and Transformers' video processors need torchvision.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test
+.PHONY: setup demo test constraints
 
-$(STAMP): pyproject.toml
+# constraints.txt holds the versions the suite last passed with, so a new upstream release cannot change a green
+# build; pyproject.toml keeps the ranges users may install.
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet $(TORCH)
-	$(PYTHON) -m pip install --quiet -e ".[dev,demo,avs,bench]"
+	$(PYTHON) -m pip install --quiet -c constraints.txt $(TORCH)
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[dev,demo,avs,bench]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -23,3 +25,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
+
+# After the suite passes on newer releases (pip install -U ... in .venv), record them.
+constraints:
+	{ echo "# Versions the test suite last passed with; refresh with 'make constraints'."; \
+	  $(PYTHON) -m pip freeze --exclude-editable; } > constraints.txt

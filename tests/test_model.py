@@ -118,6 +118,40 @@ def test_generate_batch_of_two_videos_matches_single_generation(tiny):
         assert batched[row, -6:].tolist() == single[0, -6:].tolist()
 
 
+def test_generate_feeds_one_token_per_step_through_the_cache_and_matches_uncached_generation(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([6], seed=2)
+    text = prompt_ids(processor, ["What is shown?"], "left")
+    video = dict(pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
+    step_lengths = []
+    hook = model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: step_lengths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True
+    )
+    try:
+        cached = model.generate(**text, **video, max_new_tokens=5, do_sample=False, min_new_tokens=5)
+    finally:
+        hook.remove()
+    uncached = model.generate(**text, **video, max_new_tokens=5, do_sample=False, min_new_tokens=5, use_cache=False)
+    # Prefill takes the prompt with the video's tokens; every later step only the newest token, read from `cache`.
+    assert step_lengths[0] == cached.shape[1] - 5 and step_lengths[1:] == [1] * 4
+    assert cached.tolist() == uncached.tolist()
+
+
+def test_the_model_refuses_a_transformers_older_than_the_cache_rename():
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib.metadata as metadata\n"
+        "real = metadata.version\n"
+        "metadata.version = lambda name: '5.23.0' if name == 'transformers' else real(name)\n"
+        "import transformers_vidcomp\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "transformers>=5.24 is required" in result.stderr and "pip install -U transformers" in result.stderr
+
+
 def test_generate_first_token_is_the_forward_argmax(tiny):
     model, processor = tiny
     pixels, counts, times = random_videos([7])

@@ -18,6 +18,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils.versions import require_version
 
 from .components_vidcomp import (
     InstructionCondition,
@@ -38,6 +39,14 @@ from .parts_vidcomp import (
     part_module_names,
     part_name,
     video_token_id_for,
+)
+
+
+# Transformers 5.24 renamed the key-value cache from `past_key_values` to `cache`, in forward arguments and outputs, and
+# its `generate` feeds back only an output named `cache`. Checkpoints load this file as remote code, so it says so itself.
+require_version(
+    "transformers>=5.24",
+    "This model names its key-value cache `cache`, as Transformers does from 5.24. Run `pip install -U transformers`.",
 )
 
 
@@ -96,7 +105,7 @@ class VidCompCausalLMOutputWithPast(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor] | None = None
     attentions: tuple[torch.FloatTensor] | None = None
     labels: torch.LongTensor | None = None
@@ -123,7 +132,6 @@ class VidCompPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -436,7 +444,7 @@ class VidCompModel(VidCompPreTrainedModel):
         video_timestamps: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -500,14 +508,14 @@ class VidCompModel(VidCompPreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
         )
         return VidCompModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             attention_mask=attention_mask,
@@ -641,7 +649,7 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         video_timestamps: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -676,7 +684,7 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             video_sizes=video_sizes,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,
@@ -697,7 +705,7 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         return VidCompCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             labels=outputs.labels,
