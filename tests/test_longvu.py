@@ -488,6 +488,18 @@ def test_context_length_sizes_each_video_budget_by_its_own_prompt_as_released():
         compressor(context_length=40)(packed([2], 8, 8, 12), packed([2], 8, 8, 16), prompts([30]))
 
 
+def test_videos_of_one_prompt_split_what_it_leaves_of_the_context():
+    model = compressor(context_length=100, reserved_tokens=16)
+    instruction = prompts([10, 10, 10, 30])
+    instruction.videos_in_prompt = torch.tensor([3, 3, 3, 1])  # three videos in the first prompt, one in the second
+    assert model.video_budgets(4, instruction, None).tolist() == [(100 - 10 - 16) // 3] * 3 + [100 - 30 - 16]
+    crowded = prompts([10] * 4)
+    crowded.videos_in_prompt = torch.tensor([4, 4, 4, 4])  # 100 - 10 - 16 = 74 tokens: 18 each
+    assert model.video_budgets(4, crowded, None).tolist() == [18] * 4
+    with pytest.raises(TokenBudgetError, match="leaves 3 tokens .* for each of its 4 videos"):  # 14 // 4, below 4 low tokens
+        compressor(context_length=40, reserved_tokens=16).video_budgets(4, crowded, None)
+
+
 def test_videos_overflowing_at_different_resolutions_compress_as_they_would_alone():
     # Budgets 39 and 12: both videos overflow (10 frames x 4 low tokens); the first stays at 16 high tokens a frame,
     # the second has no room for one high frame and goes low. No token is above the threshold of 1, so the budget
@@ -610,6 +622,24 @@ def test_longvu_preset_runs_end_to_end_within_its_budget(demo_video):
     card = render_model_card(model, processor, CardInfo(source="test", trained=False), repo_id="me/longvu")
     assert "LongVU" in card.text and "arXiv:2410.17434" in card.text
     assert token_figures(model, processor).tokens_per_video == 1024
+
+
+def test_two_videos_in_one_prompt_fit_the_context_together(demo_video):
+    from transformers_vidcomp.tiny import build_tiny
+
+    model, processor = build_tiny("longvu")
+    compressor_config = model.model.compressor.config
+    compressor_config.context_length, compressor_config.reserved_tokens = 600, 16
+    video = {"type": "video", "path": str(demo_video[0])}
+    messages = [{"role": "user", "content": [video, video, {"type": "text", "text": "Which differs?"}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    with torch.no_grad():
+        out = model(**inputs)
+    text_tokens = int(inputs["attention_mask"].sum()) - 2  # the two placeholders are not text
+    assert out.video_token_counts.shape == (2,)
+    assert int(out.video_token_counts.sum()) <= 600 - text_tokens - 16
+    assert out.video_token_counts[0] == out.video_token_counts[1]  # the same video gets the same half
 
 
 def test_longvu_projector_is_applied_once_inside_the_compressor():

@@ -146,12 +146,15 @@ class InstructionCondition:
             methods that encode the instruction themselves (HICom); written by a processor with a guide tokenizer.
         guide_attention_mask (`torch.LongTensor` of shape `(num_videos, guide_length)`, *optional*):
             1 for real guide tokens, 0 for padding; all zeros for a video whose guide text is empty.
+        videos_in_prompt (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
+            How many videos share each video's prompt; None means one each. Videos of one prompt share its context.
     """
 
     embeds: torch.FloatTensor
     attention_mask: torch.LongTensor
     guide_input_ids: torch.LongTensor | None = None
     guide_attention_mask: torch.LongTensor | None = None
+    videos_in_prompt: torch.LongTensor | None = None
 
 
 @dataclass
@@ -425,11 +428,15 @@ def context_left_for_video(
     The tokens of an LLM context of `context_length` that each video's prompt leaves for the video's own tokens,
     shape `(num_videos,)`: `context_length - text_length - reserved_tokens`, where `text_length` counts the prompt's
     text tokens (the instruction's, without video placeholders) and `reserved_tokens` are kept free for the answer.
-    This is LongVU's `max_visual_len` as its mixing and STC compute it.
+    This is LongVU's `max_visual_len` as its mixing and STC compute it. The release takes one video per prompt; the
+    videos of a prompt with several split what it leaves evenly (rounded down), so together they still fit.
     """
     if instruction is None:
         return torch.full((num_videos,), context_length - reserved_tokens, dtype=torch.long)
-    return context_length - instruction.attention_mask.sum(-1).long() - reserved_tokens
+    left = context_length - instruction.attention_mask.sum(-1).long() - reserved_tokens
+    if instruction.videos_in_prompt is None:
+        return left
+    return torch.div(left, instruction.videos_in_prompt.to(left.device), rounding_mode="floor")
 
 
 def check_token_budget(

@@ -562,10 +562,13 @@ class LongVUCompressor(VidCompCompressor):
             return budget
         left = context_left_for_video(instruction, num_videos, config.context_length, config.reserved_tokens).cpu()
         if int(left.min()) < self.low_tokens:
+            video = int(left.argmin())
+            sharing = None if instruction is None else instruction.videos_in_prompt
+            videos = "its video" if sharing is None or sharing[video] == 1 else f"each of its {int(sharing[video])} videos"
             raise TokenBudgetError(
-                f"A prompt leaves {int(left.min())} tokens of the {config.context_length}-token context for its video "
+                f"A prompt leaves {int(left[video])} tokens of the {config.context_length}-token context for {videos} "
                 f"({config.reserved_tokens} are kept for the answer), fewer than one frame at the low resolution "
-                f"({self.low_tokens}). Shorten the prompt, or raise context_length."
+                f"({self.low_tokens}). Shorten the prompt, ask about fewer videos at once, or raise context_length."
             )
         return left if budget is None else torch.minimum(budget, left)
 

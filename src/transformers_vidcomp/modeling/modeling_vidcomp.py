@@ -376,6 +376,7 @@ class VidCompModel(VidCompPreTrainedModel):
             attention_mask=text_mask[video_row].long(),
             guide_input_ids=guide_input_ids,
             guide_attention_mask=guide_attention_mask,
+            videos_in_prompt=is_video.sum(-1)[video_row],
         )
 
     def expand_video_placeholders(
