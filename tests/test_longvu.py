@@ -603,7 +603,7 @@ def test_longvu_preset_runs_end_to_end_within_its_budget(demo_video):
     from transformers_vidcomp.tiny import build_tiny
 
     model, processor = build_tiny("longvu")
-    assert model.model.compressor.applies_projector
+    assert model.model.compressor.projection == "inside"
     messages = [{"role": "user", "content": [{"type": "video", "path": str(demo_video[0])},
                                              {"type": "text", "text": "What happens?"}]}]
     inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,

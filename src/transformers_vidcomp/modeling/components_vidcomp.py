@@ -12,7 +12,7 @@ config alone and never asks which method it holds.
 
 from dataclasses import dataclass
 from collections.abc import Callable, Iterator
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import os
 
@@ -337,15 +337,17 @@ class VidCompCompressor(VidCompComponent):
     A compressor turns the features of the kept frames into the tokens the LLM reads. The number of tokens may
     depend on the data and may differ between videos, but never exceeds `token_budget` when one is given.
 
-    A compressor that decides on projected tokens (LongVU ranks frames against the LLM-embedded instruction) sets
-    `applies_projector = True`: the composite model then passes its projector as `projector=` to `forward`, which
-    returns tokens already at the LLM's width, and does not project them again.
+    `projection` says where the tokens reach the LLM's width:
+
+    - `"after"`: the composite model's projector runs on the compressor's tokens.
+    - `"inside"`: the compressor decides on projected tokens (LongVU ranks frames against the LLM-embedded
+      instruction), so the composite passes its projector as `projector=` to `forward`, which returns LLM-width
+      tokens.
+    - `"own"`: the compressor ends in readouts of its own to the LLM width (HICom), and the composite has no
+      projector.
     """
 
-    applies_projector: ClassVar[bool] = False
-    # True for compressors that project their tokens to the LLM width themselves (HICom's two readouts); the
-    # composite model then adds no projector after them.
-    projects_to_text: ClassVar[bool] = False
+    projection: ClassVar[Literal["after", "inside", "own"]] = "after"
 
     def output_dim(self, input_dim: int) -> int:
         """Width of the tokens this compressor returns for features of width `input_dim`."""

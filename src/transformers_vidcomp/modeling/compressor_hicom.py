@@ -841,7 +841,7 @@ class HIComCompressor(VidCompCompressor):
     """
 
     config: HIComCompressorConfig
-    projects_to_text = True
+    projection = "own"
     _supports_flash_attn = False  # the global branch needs an additive bias
     _supports_flex_attn = False
 

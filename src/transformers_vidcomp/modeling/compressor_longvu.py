@@ -10,7 +10,7 @@ LongVU's compressor (arXiv:2410.17434, §3.1-3.3 and Appendix B), in the order t
    released state dict, so converted weights load as they are.
 2. **Projection** to the LLM width by the composite model's projector (the release's `mm_projector`). The relevance
    score and STC are defined on projected tokens, so the composite hands its projector to this compressor
-   (`applies_projector`) instead of projecting afterwards. Every frame is projected at the low resolution (the
+   (`projection = "inside"`) instead of projecting afterwards. Every frame is projected at the low resolution (the
    relevance needs it), but only the frames that keep the high resolution are projected at it; the release projects
    both resolutions of every frame.
 3. **Frame position encoding** (Eq. 3, off by default): `PE(t, 2i) = sin(t / 10000^(2i/d))`,
@@ -69,7 +69,7 @@ the budget count the cropped frames. `swap_video_sizes` reproduces the release's
 
 import math
 from collections.abc import Callable
-from typing import ClassVar, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +114,7 @@ class LongVUCompressorConfig(PreTrainedConfig):
     frame_position_encoding (`bool`, *optional*, defaults to `False`): add Eq. 3's sinusoidal frame encoding.
     newline_size (`int`, *optional*):
         The LLM's width, to append a learned newline token after every row of every frame (the release's
-        `image_newline`); no newlines without it. Needs the composite's projector (`applies_projector`).
+        `image_newline`); no newlines without it. Needs the composite's projector (`projection = "inside"`).
     layer_norm_eps (`float`, *optional*, defaults to 1e-5): epsilon of the SVA's layer norms.
     initializer_range (`float`, *optional*, defaults to 0.02): std of the linear layers' initial weights.
     sva_batch_size (`int`, *optional*, defaults to 64):
@@ -435,7 +435,7 @@ class LongVUCompressor(VidCompCompressor):
     """
 
     config: LongVUCompressorConfig
-    applies_projector: ClassVar[bool] = True
+    projection = "inside"
 
     def __init__(self, config: LongVUCompressorConfig):
         super().__init__(config)

@@ -153,7 +153,7 @@ class VidCompModel(VidCompPreTrainedModel):
         self.compressor = build_compressor(config.compressor_config)
         feature_dim = config.vision_config.hidden_size * len(config.vision_feature_layers)
         text_dim = config.text_config.hidden_size
-        if config.project_before_compression and (self.compressor.applies_projector or self.compressor.projects_to_text):
+        if config.project_before_compression and self.compressor.projection != "after":
             raise ValueError(
                 f"{type(self.compressor).__name__} projects its own tokens after compressing them; "
                 "set project_before_compression=False."
@@ -165,7 +165,7 @@ class VidCompModel(VidCompPreTrainedModel):
                     f"project_before_compression needs a compressor that keeps the LLM width ({text_dim}); "
                     f"{type(self.compressor).__name__} returns {self.compressor.output_dim(text_dim)}."
                 )
-        elif self.compressor.projects_to_text:
+        elif self.compressor.projection == "own":
             if self.compressor.output_dim(feature_dim) != text_dim:
                 raise ValueError(
                     f"{type(self.compressor).__name__} projects its tokens to width "
@@ -278,7 +278,7 @@ class VidCompModel(VidCompPreTrainedModel):
             instruction=instruction,
             token_budget=self.compressor_token_budget(budget),
             scene_ids=sampled.scene_ids[keep] if sampled.scene_ids is not None else None,
-            **({"projector": self.multi_modal_projector} if self.compressor.applies_projector else {}),
+            **({"projector": self.multi_modal_projector} if self.compressor.projection == "inside" else {}),
         )
         # The compressor indexes frames among the kept ones; report them among the frames the caller gave.
         kept_frame_position = frames.position_in_video()[keep]
@@ -288,7 +288,7 @@ class VidCompModel(VidCompPreTrainedModel):
         )
         token_frame_index = kept_frame_position[kept_first[token_video] + compressed.token_frame_index]
         projected = compressed.tokens
-        if not self.config.project_before_compression and not self.compressor.applies_projector:
+        if not self.config.project_before_compression and self.compressor.projection == "after":
             projected = self.multi_modal_projector(compressed.tokens)
         token_counts, token_timestamps = compressed.token_counts, compressed.token_timestamps
         if self.video_newline is not None:
