@@ -525,7 +525,7 @@ def test_composite_model_conditions_on_the_guide_and_generates(tiny_hicom):
                 ),
             ).pooler_output)
         # 8 frames of an 8x8 grid: 2 temporal groups of 3x3 local tokens, then 32 global ones.
-        assert out.video_token_counts.tolist() == [2 * 9 + 32]
+        assert out.video_outputs.token_counts.tolist() == [2 * 9 + 32]
     assert isinstance(model.model.multi_modal_projector, torch.nn.Identity)
     assert not torch.allclose(features[0], features[1])
     generated = model.generate(**inputs, max_new_tokens=2)

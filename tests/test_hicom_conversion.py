@@ -137,7 +137,7 @@ def test_released_layout_converts_to_the_same_weights(tmp_path):
     assert processor.guide_texts([prompt]) == ["What is it?"]
     with torch.no_grad():
         result = model(**inputs)
-    assert result.video_token_counts.tolist() == [4 + 32]
+    assert result.video_outputs.token_counts.tolist() == [4 + 32]
 
 
 def test_convert_cli_writes_a_verified_folder(tmp_path, capsys):

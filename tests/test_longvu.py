@@ -637,9 +637,9 @@ def test_two_videos_in_one_prompt_fit_the_context_together(demo_video):
     with torch.no_grad():
         out = model(**inputs)
     text_tokens = int(inputs["attention_mask"].sum()) - 2  # the two placeholders are not text
-    assert out.video_token_counts.shape == (2,)
-    assert int(out.video_token_counts.sum()) <= 600 - text_tokens - 16
-    assert out.video_token_counts[0] == out.video_token_counts[1]  # the same video gets the same half
+    assert out.video_outputs.token_counts.shape == (2,)
+    assert int(out.video_outputs.token_counts.sum()) <= 600 - text_tokens - 16
+    assert out.video_outputs.token_counts[0] == out.video_outputs.token_counts[1]  # the same video gets the same half
 
 
 def test_longvu_projector_is_applied_once_inside_the_compressor():

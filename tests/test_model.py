@@ -16,7 +16,7 @@ def test_forward_on_videos_of_different_lengths(tiny):
     text = prompt_ids(processor, ["What is shown?", "Describe the scene, please."], "right")
     out = model(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
     # 16 frames kept of 20, all 5 of 5; 8x8 patches pooled to 4x4 = 16 tokens per frame
-    assert out.video_token_counts.tolist() == [16 * 16, 5 * 16]
+    assert out.video_outputs.token_counts.tolist() == [16 * 16, 5 * 16]
     longest = int(text["attention_mask"].sum(1).max()) - 1 + 256
     assert out.logits.shape[:2] == (2, longest)
 
@@ -96,7 +96,7 @@ def test_budget_bounds_the_tokens_per_video(tiny):
     text = prompt_ids(processor, ["a", "b"], "right")
     out = model(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times,
                 video_token_budget=100)
-    assert out.video_token_counts.tolist() == [96, 80]
+    assert out.video_outputs.token_counts.tolist() == [96, 80]
 
 
 def test_generate_batch_of_two_videos_matches_single_generation(tiny):
@@ -135,6 +135,18 @@ def test_generate_feeds_one_token_per_step_through_the_cache_and_matches_uncache
     # Prefill takes the prompt with the video's tokens; every later step only the newest token, read from `cache`.
     assert step_lengths[0] == cached.shape[1] - 5 and step_lengths[1:] == [1] * 4
     assert cached.tolist() == uncached.tolist()
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])  # the name before Transformers 5.24 still works
+def test_a_step_on_the_cache_of_a_prefix_equals_the_full_forward(tiny, name):
+    model, _ = tiny
+    ids = torch.randint(5, 100, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[:, -1]
+        prefix = model(input_ids=ids[:, :7], use_cache=True)
+        step = model(input_ids=ids[:, 7:], position_ids=torch.tensor([[7]]), use_cache=True, **{name: prefix.cache})
+    torch.testing.assert_close(step.logits[:, -1], full, atol=1e-5, rtol=1e-4)
+    assert step.cache.get_seq_length() == 8
 
 
 def test_the_model_refuses_a_transformers_older_than_the_cache_rename():

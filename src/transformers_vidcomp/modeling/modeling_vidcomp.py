@@ -15,9 +15,14 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MultimodalBaseModelOutputWithPast,
+    MultimodalCausalLMOutputWithPast,
+)
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.versions import require_version
 
 from .components_vidcomp import (
@@ -76,40 +81,32 @@ class VidCompVideoFeatures(BaseModelOutputWithPooling):
 
 
 @dataclass
-class VidCompModelOutputWithPast(BaseModelOutputWithPast):
+class VidCompModelOutputWithPast(MultimodalBaseModelOutputWithPast):
     r"""
+    video_outputs (`VidCompVideoFeatures`, *optional*):
+        The videos' tokens (`pooler_output`), how many each became (`token_counts`) and where they came from.
     attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
         The attention mask after each video placeholder was expanded to the video's tokens.
     labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
         The labels after expansion; every video token is -100.
-    video_token_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
-        How many tokens each video became.
     """
 
     attention_mask: torch.LongTensor | None = None
     labels: torch.LongTensor | None = None
-    video_token_counts: torch.LongTensor | None = None
 
 
 @dataclass
-class VidCompCausalLMOutputWithPast(ModelOutput):
+class VidCompCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     r"""
-    loss (`torch.FloatTensor` of shape `(1,)`, *optional*): causal language-modelling loss over the labels.
     logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
         Scores over the expanded sequence, in which each video occupies its own token count.
+    video_outputs (`VidCompVideoFeatures`, *optional*):
+        The videos' tokens (`pooler_output`), how many each became (`token_counts`) and where they came from.
     labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
         The labels aligned with `logits`.
-    video_token_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
-        How many tokens each video became.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    cache: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor] | None = None
-    attentions: tuple[torch.FloatTensor] | None = None
     labels: torch.LongTensor | None = None
-    video_token_counts: torch.LongTensor | None = None
 
 
 class VidCompMultiModalProjector(nn.Module):
@@ -437,6 +434,7 @@ class VidCompModel(VidCompPreTrainedModel):
         return new_input_ids, new_attention_mask, new_labels
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -520,8 +518,8 @@ class VidCompModel(VidCompPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             attention_mask=attention_mask,
+            video_outputs=video_features,
             labels=labels,
-            video_token_counts=video_features.token_counts if video_features is not None else None,
         )
 
 
@@ -642,6 +640,7 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         return model.eval()
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -709,8 +708,8 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            video_outputs=outputs.video_outputs,
             labels=outputs.labels,
-            video_token_counts=outputs.video_token_counts,
         )
 
     @torch.no_grad()
