@@ -70,3 +70,19 @@ def test_stages_freeze_the_right_parts(tiny, stage, trained, frozen):
 def test_unknown_stage(tiny):
     with pytest.raises(UnknownStageError, match="projector"):
         apply_training_stage(tiny[0], "everything")
+
+
+def test_trainer_evaluates_and_predicts_on_batches_of_different_lengths(tiny, demo_video, tmp_path):
+    model, processor = tiny
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[], use_cpu=True,
+                             remove_unused_columns=False, disable_tqdm=True)
+    dataset = [example(demo_video[0]), example(demo_video[0], "A cat.")] * 2 + [
+        example(demo_video[0], "A rocket on a pad, a cat on a mat and a cup of coffee on a table.")
+    ]
+    trainer = Trainer(model=model, args=args, eval_dataset=dataset,
+                      data_collator=VidCompDataCollator(processor, {"num_frames": 4}))
+    assert torch.isfinite(torch.tensor(trainer.evaluate()["eval_loss"]))
+    logits, labels = trainer.predict(dataset).predictions  # the expanded labels, aligned with the logits
+    # Three batches, each padded to its longest example; every video's 4 frames become 64 tokens.
+    assert logits.shape[:2] == labels.shape and logits.shape[0] == len(dataset)
+    assert ((labels == -100).sum(1) >= 64).all()

@@ -60,6 +60,8 @@ class VidCompConfig(PreTrainedConfig):
 
     model_type = "vidcomp"
     attribute_map = {"video_token_index": "video_token_id"}
+    # Trainer gathers predictions along their first dimension as the batch; the videos' tokens are not batch-major.
+    keys_to_ignore_at_inference = ["cache", "video_outputs"]
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(
             config_class=AutoConfig, model_type="siglip_vision_model", init_kwargs={"vision_use_head": False}
