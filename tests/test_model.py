@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -144,9 +146,16 @@ def test_a_step_on_the_cache_of_a_prefix_equals_the_full_forward(tiny, name):
     with torch.no_grad():
         full = model(input_ids=ids).logits[:, -1]
         prefix = model(input_ids=ids[:, :7], use_cache=True)
-        step = model(input_ids=ids[:, 7:], position_ids=torch.tensor([[7]]), use_cache=True, **{name: prefix.cache})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step = model(input_ids=ids[:, 7:], position_ids=torch.tensor([[7]]), use_cache=True, **{name: prefix.cache})
     torch.testing.assert_close(step.logits[:, -1], full, atol=1e-5, rtol=1e-4)
     assert step.cache.get_seq_length() == 8
+    renamed = [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+    if name == "cache":
+        assert not renamed
+    else:  # the warning names our model, not the LLM inside it
+        assert any("VidCompForConditionalGeneration.forward" in message for message in renamed), renamed
 
 
 def test_the_model_refuses_a_transformers_older_than_the_cache_rename():
