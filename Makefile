@@ -3,17 +3,13 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-# torch 2.14.1 + torchvision 0.29.1: PyPI's torchvision does not import beside the CPU-only torch 2.13.0 wheel,
-# and Transformers' video processors need torchvision.
-TORCH := torch==2.14.1 torchvision==0.29.1
-
 .PHONY: setup demo test constraints
 
-# constraints.txt holds the versions the suite last passed with, so a new upstream release cannot change a green
-# build; pyproject.toml keeps the ranges users may install.
+# constraints.txt holds the versions the suite last passed with, so that a new upstream release cannot change a green
+# build; pyproject.toml keeps the ranges users may install. It pins torch 2.14.1 + torchvision 0.29.1: PyPI's
+# torchvision does not import beside the CPU-only torch 2.13.0 wheel, and Transformers' video processors need it.
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -c constraints.txt $(TORCH)
 	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[dev,demo,avs,bench]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
@@ -26,7 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
 
-# After the suite passes on newer releases (pip install -U ... in .venv), record them.
-constraints:
+# After the suite passes on newer releases (pip install -U ... in .venv), record them. The file is replaced only when
+# the freeze succeeds.
+constraints: $(STAMP)
 	{ echo "# Versions the test suite last passed with; refresh with 'make constraints'."; \
-	  $(PYTHON) -m pip freeze --exclude-editable; } > constraints.txt
+	  $(PYTHON) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt

@@ -169,3 +169,10 @@ def test_max_kept_frames_and_max_tokens_are_the_exact_worst_case(counts, num_fra
     out = compressor(features, token_budget=budget)
     expected = [compressor.max_tokens(int(n), *grid, token_budget=budget) for n in features.frame_counts]
     assert out.token_counts.tolist() == expected
+
+
+def test_a_compressor_with_an_unknown_projection_is_refused_when_defined():
+    from transformers_vidcomp.modeling.components_vidcomp import VidCompCompressor
+
+    with pytest.raises(TypeError, match="'after', 'inside' or 'own', not 'before'"):
+        type("BeforeCompressor", (VidCompCompressor,), {"projection": "before"})

@@ -642,6 +642,37 @@ def test_two_videos_in_one_prompt_fit_the_context_together(demo_video):
     assert out.video_outputs.token_counts[0] == out.video_outputs.token_counts[1]  # the same video gets the same half
 
 
+def test_a_later_turn_on_the_expanded_prompt_keeps_the_budget_of_one_video():
+    from conftest import random_videos
+    from transformers_vidcomp.tiny import build_tiny
+
+    model, processor = build_tiny("longvu")
+    compressor_config = model.model.compressor.config
+    compressor_config.context_length, compressor_config.reserved_tokens = 600, 16
+    tokenizer, video_token = processor.tokenizer, model.config.video_token_id
+    pixels, counts, times = random_videos([8], seed=1)
+    video = dict(pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
+    prompt = tokenizer(["<|im_start|>user\n<video>What happens?<|im_end|>\n<|im_start|>assistant\n"],
+                       return_tensors="pt")
+    with torch.no_grad():
+        first = model.generate(**prompt, **video, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        follow_up = tokenizer(["<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n"],
+                              return_tensors="pt").input_ids
+        expanded = torch.cat([first, follow_up], 1)  # the first turn's video tokens, one placeholder each
+        instruction = model.model.instruction_condition(expanded, num_videos=1)
+        assert instruction.embeds.shape[0] == 1 and instruction.videos_in_prompt.tolist() == [1]
+        second = model.generate(input_ids=expanded, attention_mask=torch.ones_like(expanded), **video,
+                                max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert int((second == video_token).sum()) == int((first == video_token).sum())
+    # Two expanded videos with no text between them cannot be told apart.
+    run = torch.full((1, 5), video_token)
+    with pytest.raises(InvalidVideoInputError, match="1 runs of video tokens for 2 videos"):
+        model.model.instruction_condition(torch.cat([run, run], 1), num_videos=2)
+    # Unexpanded placeholders may sit side by side: each is one video.
+    adjacent = model.model.instruction_condition(torch.tensor([[7, video_token, video_token, 8]]), num_videos=2)
+    assert adjacent.videos_in_prompt.tolist() == [2, 2]
+
+
 def test_longvu_projector_is_applied_once_inside_the_compressor():
     from transformers_vidcomp.tiny import build_tiny
 

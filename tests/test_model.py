@@ -170,7 +170,7 @@ def test_the_model_refuses_a_transformers_older_than_the_cache_rename():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode != 0
-    assert "transformers>=5.24 is required" in result.stderr and "pip install -U transformers" in result.stderr
+    assert "transformers>=5.24.0.dev0 is required" in result.stderr and "pip install -U transformers" in result.stderr
 
 
 def test_generate_first_token_is_the_forward_argmax(tiny):

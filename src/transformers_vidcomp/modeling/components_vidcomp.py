@@ -349,6 +349,11 @@ class VidCompCompressor(VidCompComponent):
 
     projection: ClassVar[Literal["after", "inside", "own"]] = "after"
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.projection not in ("after", "inside", "own"):
+            raise TypeError(f"{cls.__name__}.projection must be 'after', 'inside' or 'own', not {cls.projection!r}.")
+
     def output_dim(self, input_dim: int) -> int:
         """Width of the tokens this compressor returns for features of width `input_dim`."""
         return input_dim

@@ -128,8 +128,8 @@ class LongVUCompressorConfig(PreTrainedConfig):
     context_length (`int`, *optional*):
         The LLM context each video must fit with its prompt. Each video's budget `L` is then what its prompt leaves,
         `context_length - text_length - reserved_tokens` (the release's `max_visual_len`, with `text_length` the
-        prompt's tokens other than the video's), or `token_budget` when that is smaller. Without it, `L` is
-        `token_budget`. A prompt with several videos shares one context: give those a `token_budget`.
+        prompt's tokens other than the video's), divided evenly among the prompt's videos when it has several, or
+        `token_budget` when that is smaller. Without it, `L` is `token_budget`.
     reserved_tokens (`int`, *optional*, defaults to 16):
         With `context_length`: tokens kept free for the answer (the release's `inference_max_length`).
     """
@@ -552,8 +552,9 @@ class LongVUCompressor(VidCompCompressor):
         self, num_videos: int, instruction: InstructionCondition | None, token_budget: int | None
     ) -> torch.LongTensor | None:
         r"""
-        Each video's budget `L`, shape `(num_videos,)`: `token_budget`, or with `context_length` what the video's
-        prompt leaves of the context when that is smaller; None when there is neither.
+        Each video's budget `L`, shape `(num_videos,)`: `token_budget`, or with `context_length` the video's share of
+        what its prompt leaves of the context ([`context_left_for_video`]) when that is smaller; None when there is
+        neither.
         """
         self.check_budget(token_budget)
         config = self.config

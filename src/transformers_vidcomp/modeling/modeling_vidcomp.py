@@ -50,9 +50,14 @@ from .parts_vidcomp import (
 # Transformers 5.24 renamed the key-value cache from `past_key_values` to `cache`, in forward arguments and outputs, and
 # its `generate` feeds back only an output named `cache`. Checkpoints load this file as remote code, so it says so itself.
 require_version(
-    "transformers>=5.24",
+    "transformers>=5.24.0.dev0",
     "This model names its key-value cache `cache`, as Transformers does from 5.24. Run `pip install -U transformers`.",
 )
+
+
+def num_videos_of(video_num_frames: torch.LongTensor | None) -> int | None:
+    """How many videos `video_num_frames` describes; None when it is missing, which `get_video_features` refuses."""
+    return None if video_num_frames is None else len(video_num_frames)
 
 
 @dataclass
@@ -353,12 +358,16 @@ class VidCompModel(VidCompPreTrainedModel):
         labels: torch.LongTensor | None = None,
         guide_input_ids: torch.LongTensor | None = None,
         guide_attention_mask: torch.LongTensor | None = None,
+        num_videos: int | None = None,
     ) -> InstructionCondition:
         r"""
         The prompt text of the sample each video sits in, as LLM token embeddings of shape
         `(num_videos, sequence_length, text_hidden_size)`. Supervised answer tokens (labels other than -100) are
         masked out, so a compressor never sees the answer it is trained to produce. The processor's guide text
         (`guide_input_ids`, one row per video) is passed along for compressors with their own text encoder.
+
+        Each video is one placeholder, or, in a prompt already expanded (a later turn built on what `generate`
+        returned), one run of placeholders; `num_videos` tells the two apart, and None means one placeholder each.
         """
         is_video = input_ids == self.config.video_token_id
         text_mask = ~is_video
@@ -366,14 +375,23 @@ class VidCompModel(VidCompPreTrainedModel):
             text_mask &= attention_mask.bool()
         if labels is not None:
             text_mask &= labels == -100
-        video_row = torch.nonzero(is_video)[:, 0]
+        video_start = is_video
+        if num_videos is not None and int(is_video.sum()) != num_videos:
+            video_start = is_video.clone()
+            video_start[:, 1:] &= ~is_video[:, :-1]
+            if int(video_start.sum()) != num_videos:
+                raise InvalidVideoInputError(
+                    f"The text holds {int(video_start.sum())} runs of video tokens for {num_videos} videos. Put one "
+                    "placeholder per video, or, in an expanded prompt, text between the videos' tokens."
+                )
+        video_row = torch.nonzero(video_start)[:, 0]
         embeds = self.get_input_embeddings()(input_ids)
         return InstructionCondition(
             embeds=embeds[video_row],
             attention_mask=text_mask[video_row].long(),
             guide_input_ids=guide_input_ids,
             guide_attention_mask=guide_attention_mask,
-            videos_in_prompt=is_video.sum(-1)[video_row],
+            videos_in_prompt=video_start.sum(-1)[video_row],
         )
 
     def expand_video_placeholders(
@@ -483,7 +501,12 @@ class VidCompModel(VidCompPreTrainedModel):
                 video_num_frames,
                 video_timestamps,
                 instruction=self.instruction_condition(
-                    input_ids, attention_mask, labels, guide_input_ids, guide_attention_mask
+                    input_ids,
+                    attention_mask,
+                    labels,
+                    guide_input_ids,
+                    guide_attention_mask,
+                    num_videos=num_videos_of(video_num_frames),
                 ),
                 video_token_budget=video_token_budget,
                 video_sizes=video_sizes,
@@ -736,7 +759,11 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
                 video_num_frames,
                 video_timestamps,
                 instruction=self.model.instruction_condition(
-                    input_ids, attention_mask, guide_input_ids=guide_input_ids, guide_attention_mask=guide_attention_mask
+                    input_ids,
+                    attention_mask,
+                    guide_input_ids=guide_input_ids,
+                    guide_attention_mask=guide_attention_mask,
+                    num_videos=num_videos_of(video_num_frames),
                 ),
                 video_token_budget=video_token_budget,
                 video_sizes=video_sizes,

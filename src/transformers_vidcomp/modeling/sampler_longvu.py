@@ -15,8 +15,9 @@ Two settings:
 - `mode="reference"`: the released `select_frame` (Vision-CAIR/LongVU, `cambrian_arch.py`): window 16,
   threshold 0.83, the mean *including* the self-similarity of 1, the window's middle frame (`len // 2`) always kept,
   frames kept where the score is strictly below the threshold; the step only runs for videos of at least
-  `max(1, (context_length - text_length - reserved_tokens) // tokens_per_frame)` frames (shorter ones cannot
-  overflow the context); then at most `max_frames` (400) frames are kept, at indices `int(kept / 400 * i)`.
+  `max(1, (left - 1) // tokens_per_frame)` frames, where `left` is the video's share of what its prompt leaves,
+  `context_length - text_length - reserved_tokens` (`context_left_for_video`), and the 1 is the prompt's `<image>`
+  token, which the release counts as text (shorter videos cannot overflow the context); then at most `max_frames` (400) frames are kept, at indices `int(kept / 400 * i)`.
 
 All windows of all videos are scored at once: one batched matmul gives every window's Gram matrix.
 
@@ -78,7 +79,7 @@ class LongVUSamplerConfig(PreTrainedConfig):
         reduction (they fit the context) are not capped either, as in the release.
     context_length (`int`, *optional*, defaults to 8192):
         `reference` mode only: the LLM context the video must fit; the reduction is skipped for videos of fewer than
-        `(context_length - text_length - reserved_tokens) // tokens_per_frame` frames.
+        `(left - 1) // tokens_per_frame` frames, `left` as in the module docstring.
     reserved_tokens (`int`, *optional*, defaults to 16):
         `reference` mode only: tokens kept free for the answer (the release's `inference_max_length`).
     tokens_per_frame (`int`, *optional*, defaults to 64):
