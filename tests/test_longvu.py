@@ -666,7 +666,7 @@ def test_a_later_turn_on_the_expanded_prompt_keeps_the_budget_of_one_video():
     assert int((second == video_token).sum()) == int((first == video_token).sum())
     # Two expanded videos with no text between them cannot be told apart.
     run = torch.full((1, 5), video_token)
-    with pytest.raises(InvalidVideoInputError, match="1 runs of video tokens for 2 videos"):
+    with pytest.raises(InvalidVideoInputError, match="10 video placeholder tokens in 1 runs for 2 videos"):
         model.model.instruction_condition(torch.cat([run, run], 1), num_videos=2)
     # Unexpanded placeholders may sit side by side: each is one video.
     adjacent = model.model.instruction_condition(torch.tensor([[7, video_token, video_token, 8]]), num_videos=2)

@@ -66,7 +66,7 @@ def test_placeholder_count_mismatch_is_a_clear_error(tiny):
     model, processor = tiny
     pixels, counts, times = random_videos([4, 4])
     text = prompt_ids(processor, ["one video only"], "right")
-    with pytest.raises(InvalidVideoInputError, match="1 video placeholder tokens for 2 videos"):
+    with pytest.raises(InvalidVideoInputError, match="1 video placeholder tokens in 1 runs for 2 videos"):
         model(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
 
 

@@ -381,8 +381,9 @@ class VidCompModel(VidCompPreTrainedModel):
             video_start[:, 1:] &= ~is_video[:, :-1]
             if int(video_start.sum()) != num_videos:
                 raise InvalidVideoInputError(
-                    f"The text holds {int(video_start.sum())} runs of video tokens for {num_videos} videos. Put one "
-                    "placeholder per video, or, in an expanded prompt, text between the videos' tokens."
+                    f"The text holds {int(is_video.sum())} video placeholder tokens in {int(video_start.sum())} runs "
+                    f"for {num_videos} videos. Put one placeholder per video (the processor's chat template does), or "
+                    "every token of every video, with text between the videos."
                 )
         video_row = torch.nonzero(video_start)[:, 0]
         embeds = self.get_input_embeddings()(input_ids)
