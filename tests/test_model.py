@@ -173,6 +173,25 @@ def test_the_model_refuses_a_transformers_older_than_the_cache_rename():
     assert "transformers>=5.24.0.dev0 is required" in result.stderr and "pip install -U transformers" in result.stderr
 
 
+def test_beam_search_and_several_sequences_give_each_copy_its_own_videos(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([6, 3, 9], seed=4)
+    texts = [
+        "<|im_start|>user\n<video><video>Which differs?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\n<video>What happens in this one?<|im_end|>\n<|im_start|>assistant\n",
+    ]
+    text = processor.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
+    video = dict(pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
+    beams = model.generate(**text, **video, num_beams=2, num_return_sequences=2, max_new_tokens=4, do_sample=False)
+    placeholders = (beams == model.config.video_token_id).sum(1)
+    assert placeholders.tolist() == [16 * (6 + 3)] * 2 + [16 * 9] * 2  # 16 tokens a frame, each kept
+    for row, (frames, videos) in enumerate([(slice(0, 9), [0, 1]), (slice(9, 18), [2])]):
+        alone = processor.tokenizer(texts[row : row + 1], return_tensors="pt")
+        video = dict(pixel_values_videos=pixels[frames], video_num_frames=counts[videos], video_timestamps=times[frames])
+        single = model.generate(**alone, **video, num_beams=2, num_return_sequences=2, max_new_tokens=4, do_sample=False)
+        assert beams[2 * row : 2 * row + 2, -4:].tolist() == single[:, -4:].tolist()
+
+
 def test_generate_first_token_is_the_forward_argmax(tiny):
     model, processor = tiny
     pixels, counts, times = random_videos([7])

@@ -775,5 +775,47 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             kwargs["mm_encoder_outputs"] = {**(kwargs.get("mm_encoder_outputs") or {}), "video": video_features}
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
+    def _expand_multimodal_outputs(
+        self,
+        input_ids: torch.LongTensor,
+        mm_encoder_output: dict[str, VidCompVideoFeatures],
+        expand_size: int = 1,
+        inputs_embeds: torch.FloatTensor | None = None,
+    ) -> dict[str, VidCompVideoFeatures]:
+        r"""
+        Gives each of the `expand_size` copies of a prompt (beam search, several returned sequences) its own copy of
+        the prompt's videos, in the order `generate` repeats the rows: row 0 `expand_size` times, then row 1.
+        Transformers' version expects one tensor per video; ours are concatenated, video after video. The copies
+        carry what the LLM reads (tokens, their counts, frames and times); the per-frame sampler fields stay with
+        the features `generate` encoded.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                The prompts, each video already expanded to its tokens.
+        """
+        features = mm_encoder_output.get("video")
+        if features is None or expand_size == 1:
+            return mm_encoder_output
+        counts = features.token_counts
+        row_ends = torch.cumsum((input_ids == self.config.video_token_id).sum(-1), 0).to(counts.device)
+        video_row = torch.searchsorted(row_ends, torch.cumsum(counts, 0))
+        num_videos = counts.shape[0]
+        video = torch.arange(num_videos, device=counts.device).repeat(expand_size)
+        copy = torch.arange(expand_size, device=counts.device).repeat_interleave(num_videos)
+        video = video[torch.argsort((video_row[video] * expand_size + copy) * num_videos + video)]
+        new_counts = counts[video]
+        first_token = (torch.cumsum(counts, 0) - counts)[video]
+        offset = torch.arange(int(new_counts.sum()), device=counts.device) - torch.repeat_interleave(
+            torch.cumsum(new_counts, 0) - new_counts, new_counts
+        )
+        token = torch.repeat_interleave(first_token, new_counts) + offset
+        expanded = VidCompVideoFeatures(
+            pooler_output=features.pooler_output[token.to(features.pooler_output.device)],
+            token_counts=new_counts,
+            token_frame_index=features.token_frame_index[token.to(features.token_frame_index.device)],
+            token_timestamps=features.token_timestamps[token.to(features.token_timestamps.device)],
+        )
+        return {**mm_encoder_output, "video": expanded}
+
 
 __all__ = ["VidCompForConditionalGeneration", "VidCompModel", "VidCompPreTrainedModel", "VidCompVideoFeatures"]
