@@ -70,6 +70,16 @@ def test_placeholder_count_mismatch_is_a_clear_error(tiny):
         model(**text, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
 
 
+def test_videos_without_input_ids_are_a_clear_error(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([4])
+    embeds = model.get_input_embeddings()(prompt_ids(processor, ["What is shown?"], "left")["input_ids"])
+    video = dict(pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
+    for call in (model.forward, model.generate):
+        with pytest.raises(ValueError, match="Videos need input_ids"):
+            call(inputs_embeds=embeds, **video)
+
+
 @pytest.mark.parametrize(
     "pixels, match",
     [

@@ -353,7 +353,7 @@ class VidCompModel(VidCompPreTrainedModel):
 
     def instruction_condition(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None,
         attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         guide_input_ids: torch.LongTensor | None = None,
@@ -369,6 +369,8 @@ class VidCompModel(VidCompPreTrainedModel):
         Each video is one placeholder, or, in a prompt already expanded (a later turn built on what `generate`
         returned), one run of placeholders; `num_videos` tells the two apart, and None means one placeholder each.
         """
+        if input_ids is None:
+            raise ValueError("Videos need input_ids, whose placeholder tokens mark where each video goes.")
         is_video = input_ids == self.config.video_token_id
         text_mask = ~is_video
         if attention_mask is not None:
@@ -495,8 +497,6 @@ class VidCompModel(VidCompPreTrainedModel):
         if pixel_values_videos is not None:
             if video_features is not None:
                 raise ValueError("Pass either pixel_values_videos or mm_encoder_outputs['video'], not both.")
-            if input_ids is None:
-                raise ValueError("Videos need input_ids, whose placeholder tokens mark where each video goes.")
             video_features = self.get_video_features(
                 pixel_values_videos,
                 video_num_frames,
