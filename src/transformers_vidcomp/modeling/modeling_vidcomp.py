@@ -802,18 +802,17 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         num_videos = counts.shape[0]
         video = torch.arange(num_videos, device=counts.device).repeat(expand_size)
         copy = torch.arange(expand_size, device=counts.device).repeat_interleave(num_videos)
-        video = video[torch.argsort((video_row[video] * expand_size + copy) * num_videos + video)]
-        new_counts = counts[video]
-        first_token = (torch.cumsum(counts, 0) - counts)[video]
-        offset = torch.arange(int(new_counts.sum()), device=counts.device) - torch.repeat_interleave(
-            torch.cumsum(new_counts, 0) - new_counts, new_counts
-        )
-        token = torch.repeat_interleave(first_token, new_counts) + offset
+        order = video[torch.argsort((video_row[video] * expand_size + copy) * num_videos + video)].tolist()
+
+        def in_order(per_token: torch.Tensor) -> torch.Tensor:
+            per_video = per_token.split(counts.tolist())
+            return torch.cat([per_video[v] for v in order])
+
         expanded = VidCompVideoFeatures(
-            pooler_output=features.pooler_output[token.to(features.pooler_output.device)],
-            token_counts=new_counts,
-            token_frame_index=features.token_frame_index[token.to(features.token_frame_index.device)],
-            token_timestamps=features.token_timestamps[token.to(features.token_timestamps.device)],
+            pooler_output=in_order(features.pooler_output),
+            token_counts=counts[order],
+            token_frame_index=in_order(features.token_frame_index),
+            token_timestamps=in_order(features.token_timestamps),
         )
         return {**mm_encoder_output, "video": expanded}
 
