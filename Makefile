@@ -1,7 +1,9 @@
 # Everything the project needs is installed by these targets into .venv; nothing is assumed on the machine.
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+# The stamp is named by what was installed from, so a change to either file sets up .venv again.
+CHECKSUM := cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1
+STAMP := $(VENV)/.installed-$(shell $(CHECKSUM))
 
 .PHONY: setup demo test constraints
 
@@ -22,9 +24,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
 
-# After the suite passes on newer releases (pip install -U ... in .venv), record them. The file is replaced only when
-# the freeze succeeds.
-constraints: $(STAMP)
+# After the suite passes on newer releases (pip install -U ... in .venv), record them. It reads .venv as it is: set it
+# up first would reinstall the old pins. The file is replaced only when the freeze succeeds, and .venv, which it now
+# describes, counts as set up.
+constraints:
+	@test -x $(PYTHON) || { echo "No $(VENV) to record: run 'make setup' first."; exit 1; }
 	{ echo "# Versions the test suite last passed with; refresh with 'make constraints'."; \
 	  $(PYTHON) -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+	rm -f $(VENV)/.installed-*
+	touch $(VENV)/.installed-$$($(CHECKSUM))
