@@ -192,14 +192,16 @@ def test_beam_search_and_several_sequences_give_each_copy_its_own_videos(tiny):
     ]
     text = processor.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
     video = dict(pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
-    beams = model.generate(**text, **video, num_beams=2, num_return_sequences=2, max_new_tokens=4, do_sample=False)
-    placeholders = (beams == model.config.video_token_id).sum(1)
+    first_step = dict(max_new_tokens=1, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    beams = model.generate(**text, **video, num_beams=2, num_return_sequences=2, **first_step)
+    placeholders = (beams.sequences == model.config.video_token_id).sum(1)
     assert placeholders.tolist() == [16 * (6 + 3)] * 2 + [16 * 9] * 2  # 16 tokens a frame, each kept
     for row, (frames, videos) in enumerate([(slice(0, 9), [0, 1]), (slice(9, 18), [2])]):
         alone = processor.tokenizer(texts[row : row + 1], return_tensors="pt")
         video = dict(pixel_values_videos=pixels[frames], video_num_frames=counts[videos], video_timestamps=times[frames])
-        single = model.generate(**alone, **video, num_beams=2, num_return_sequences=2, max_new_tokens=4, do_sample=False)
-        assert beams[2 * row : 2 * row + 2, -4:].tolist() == single[:, -4:].tolist()
+        single = model.generate(**alone, **video, **first_step)  # no copies, so no expansion
+        for copy in (2 * row, 2 * row + 1):  # every copy read exactly its own prompt's videos
+            torch.testing.assert_close(beams.logits[0][copy], single.logits[0][0], atol=1e-4, rtol=1e-4)
 
 
 def test_generate_first_token_is_the_forward_argmax(tiny):
