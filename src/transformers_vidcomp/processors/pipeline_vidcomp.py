@@ -1,5 +1,6 @@
 r"""The `video-text-to-text` pipeline, which Transformers 5.x does not ship."""
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,13 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
     or a list of strings). `text` may instead be one chat, or a list of chats, with `{"type": "video"}` blocks. By
     default only the newly generated text is returned.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Batched prompts are padded by the tokenizer's side; a decoder generates after the prompt, so pad on the
+        # left, as Transformers' text-generation pipeline does.
+        if self.tokenizer is not None and self.tokenizer.padding_side == "right":
+            self.tokenizer.padding_side = "left"
 
     def __call__(self, videos=None, text=None, **kwargs) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         kwargs.setdefault("return_full_text", False)
@@ -50,6 +58,29 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
             processor_kwargs.setdefault("frame_selector", sampler)
             processing_kwargs["processor_kwargs"] = processor_kwargs
         return super().preprocess(inputs, timeout=timeout, continue_final_message=continue_final_message, **processing_kwargs)
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        iterator = super().get_iterator(
+            inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params
+        )
+        if batch_size is not None and batch_size > 1:
+            # Transformers pads each input along its second axis as if the first were the batch. A video's frames are
+            # its first axis, and the model takes the frames of all videos one after another: concatenate them.
+            loader = iterator.loader.loader
+            loader.collate_fn = concatenating_frames(loader.collate_fn)
+        return iterator
+
+
+def concatenating_frames(collate: Callable[[list[dict]], dict]) -> Callable[[list[dict]], dict]:
+    r"""Wraps a pipeline's collate function so that `pixel_values_videos` are concatenated, not padded."""
+
+    def collate_videos(items: list[dict]) -> dict:
+        batch = collate([{k: v for k, v in item.items() if k != "pixel_values_videos"} for item in items])
+        if "pixel_values_videos" in items[0]:
+            batch["pixel_values_videos"] = torch.cat([item["pixel_values_videos"] for item in items])
+        return batch
+
+    return collate_videos
 
 
 __all__ = ["VideoTextToTextPipeline"]
