@@ -204,6 +204,31 @@ def test_beam_search_and_several_sequences_give_each_copy_its_own_videos(tiny):
             torch.testing.assert_close(beams.logits[0][copy], single.logits[0][0], atol=1e-4, rtol=1e-4)
 
 
+def test_chunked_prefill_and_pre_encoded_videos_give_the_same_first_step(tiny):
+    from transformers_vidcomp.modeling.modeling_vidcomp import VidCompVideoFeatures
+
+    model, processor = tiny
+    pixels, counts, times = random_videos([5, 9], seed=1)
+    text = prompt_ids(processor, ["What is this?", "Describe it, please."], "left")
+    video = dict(pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
+    first_step = dict(max_new_tokens=1, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    reference = model.generate(**text, **video, **first_step).logits[0]
+    # The prompt is longer than a chunk (16 tokens), so the videos' rows are split between chunks.
+    for options in ({"prefill_chunk_size": 16}, {"prefill_chunk_size": 16, "num_beams": 2}):
+        chunked = model.generate(**text, **video, **first_step, **options).logits[0]
+        copies = options.get("num_beams", 1)
+        torch.testing.assert_close(chunked, reference.repeat_interleave(copies, 0), atol=1e-4, rtol=1e-4)
+    instruction = model.model.instruction_condition(text["input_ids"], text["attention_mask"], num_videos=2)
+    encoded = model.model.get_video_features(pixels, counts, times, instruction=instruction)
+    pre_encoded = model.generate(**text, mm_encoder_outputs={"video": encoded}, **first_step).logits[0]
+    torch.testing.assert_close(pre_encoded, reference, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="not both"):
+        model.generate(**text, **video, mm_encoder_outputs={"video": encoded}, max_new_tokens=1)
+    rows = VidCompVideoFeatures(pooler_output=encoded.pooler_output[:3])  # a chunk's rows, for a prompt of more tokens
+    with pytest.raises(InvalidVideoInputError, match="for 3 rows of video features"):
+        model(input_ids=torch.full((1, 4), model.config.video_token_id), mm_encoder_outputs={"video": rows})
+
+
 def test_generate_first_token_is_the_forward_argmax(tiny):
     model, processor = tiny
     pixels, counts, times = random_videos([7])

@@ -512,7 +512,9 @@ class VidCompModel(VidCompPreTrainedModel):
                 video_token_budget=video_token_budget,
                 video_sizes=video_sizes,
             )
-        if video_features is not None:
+        # Features without counts are a slice of the rows, for the prompt's chunk in `generate`'s chunked prefill: that
+        # chunk is expanded already.
+        if video_features is not None and video_features.token_counts is not None:
             input_ids, expanded_mask, labels = self.expand_video_placeholders(
                 input_ids, attention_mask, labels, video_features.token_counts
             )
@@ -523,9 +525,14 @@ class VidCompModel(VidCompPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         if video_features is not None:
-            video_mask = (input_ids == self.config.video_token_id).unsqueeze(-1).expand_as(inputs_embeds)
+            video_mask = input_ids == self.config.video_token_id
+            tokens = video_features.pooler_output.reshape(-1, inputs_embeds.shape[-1])
+            if int(video_mask.sum()) != tokens.shape[0]:
+                raise InvalidVideoInputError(
+                    f"The text holds {int(video_mask.sum())} video tokens for {tokens.shape[0]} rows of video features."
+                )
             inputs_embeds = inputs_embeds.masked_scatter(
-                video_mask, video_features.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
+                video_mask.unsqueeze(-1).expand_as(inputs_embeds), tokens.to(inputs_embeds.device, inputs_embeds.dtype)
             )
 
         outputs = self.language_model(
@@ -751,10 +758,14 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         **kwargs,
     ):
         r"""
-        [`GenerationMixin.generate`], with each video encoded once before prefill. The prompt's placeholders are
-        expanded to the videos' token counts, so the returned sequences contain one placeholder per video token.
+        [`GenerationMixin.generate`], with each video encoded once before prefill, or given encoded in
+        `mm_encoder_outputs["video"]`. The prompt's placeholders are expanded to the videos' token counts, so the
+        returned sequences contain one placeholder per video token.
         """
+        video_features = (kwargs.get("mm_encoder_outputs") or {}).get("video")
         if pixel_values_videos is not None:
+            if video_features is not None:
+                raise ValueError("Pass either pixel_values_videos or mm_encoder_outputs['video'], not both.")
             video_features = self.model.get_video_features(
                 pixel_values_videos,
                 video_num_frames,
@@ -769,10 +780,11 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
                 video_token_budget=video_token_budget,
                 video_sizes=video_sizes,
             )
+            kwargs["mm_encoder_outputs"] = {**(kwargs.get("mm_encoder_outputs") or {}), "video": video_features}
+        if video_features is not None:
             input_ids, attention_mask, _ = self.model.expand_video_placeholders(
                 input_ids, attention_mask, None, video_features.token_counts
             )
-            kwargs["mm_encoder_outputs"] = {**(kwargs.get("mm_encoder_outputs") or {}), "video": video_features}
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     def _expand_multimodal_outputs(
