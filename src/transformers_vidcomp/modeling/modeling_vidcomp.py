@@ -85,6 +85,16 @@ class VidCompVideoFeatures(BaseModelOutputWithPooling):
     scene_ids: torch.LongTensor | None = None
 
 
+def encoded_videos(
+    pixel_values_videos: torch.FloatTensor | None, mm_encoder_outputs: dict[str, VidCompVideoFeatures] | None
+) -> VidCompVideoFeatures | None:
+    """The videos given already encoded, if any; refused next to pixels, which would be encoded again."""
+    features = (mm_encoder_outputs or {}).get("video")
+    if pixel_values_videos is not None and features is not None:
+        raise ValueError("Pass either pixel_values_videos or mm_encoder_outputs['video'], not both.")
+    return features
+
+
 @dataclass
 class VidCompModelOutputWithPast(MultimodalBaseModelOutputWithPast):
     r"""
@@ -493,10 +503,8 @@ class VidCompModel(VidCompPreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        video_features = (mm_encoder_outputs or {}).get("video")
+        video_features = encoded_videos(pixel_values_videos, mm_encoder_outputs)
         if pixel_values_videos is not None:
-            if video_features is not None:
-                raise ValueError("Pass either pixel_values_videos or mm_encoder_outputs['video'], not both.")
             video_features = self.get_video_features(
                 pixel_values_videos,
                 video_num_frames,
@@ -762,10 +770,8 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         `mm_encoder_outputs["video"]`. The prompt's placeholders are expanded to the videos' token counts, so the
         returned sequences contain one placeholder per video token.
         """
-        video_features = (kwargs.get("mm_encoder_outputs") or {}).get("video")
+        video_features = encoded_videos(pixel_values_videos, kwargs.get("mm_encoder_outputs"))
         if pixel_values_videos is not None:
-            if video_features is not None:
-                raise ValueError("Pass either pixel_values_videos or mm_encoder_outputs['video'], not both.")
             video_features = self.model.get_video_features(
                 pixel_values_videos,
                 video_num_frames,
