@@ -1,4 +1,4 @@
-r"""The `vidcomp` command: `methods`, `create-tiny`, `demo`, `convert`, `export`, `swap` and `finetune`."""
+r"""The `vidcomp` command: `methods`, `create-tiny`, `demo`, `convert`, `export`, `swap`, `finetune` and `eval`."""
 
 import argparse
 import os
@@ -22,6 +22,7 @@ from .conversion import (
 )
 from .conversion.transnetv2 import TransNetV2Converter
 from .conversion.writer import DEFAULT_MAX_SHARD_SIZE
+from .evaluation.video_qa_eval import SCORERS, ManifestError, ResultsFolderError
 from .modeling import (
     COMPRESSOR_REGISTRY,
     SAMPLER_REGISTRY,
@@ -46,10 +47,12 @@ USER_ERRORS = (
     InvalidThumbnailsError,
     InvalidVideoInputError,
     LayoutError,
+    ManifestError,
     PartError,
     ModelCardError,
     OutputExistsError,
     PublishError,
+    ResultsFolderError,
     SourceCheckpointError,
     TokenBudgetError,
     TrainingDataError,
@@ -200,6 +203,21 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         print(f"wrote {written}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    """`vidcomp eval MODEL MANIFEST --out DIR`: multiple-choice video QA, resumable, sharded under accelerate launch."""
+    from .evaluation.video_qa_eval import evaluate_manifest, format_summary
+
+    processor_kwargs = {key: value for key, value in (("num_frames", args.num_frames), ("fps", args.fps))
+                        if value is not None}
+    summary = evaluate_manifest(
+        args.model, args.manifest, args.out, scorer=args.scorer, max_new_tokens=args.max_new_tokens,
+        processor_kwargs=processor_kwargs, progress=not args.quiet,
+    )
+    if summary is not None:
+        print("\n".join(format_summary(summary)))
+        print(f"wrote {Path(args.out) / 'results.jsonl'}, summary.json and accuracy.png")
+
+
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="the Hub-ready folder to write (atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
@@ -275,6 +293,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_finetune_arguments(tune)
     tune.set_defaults(run=cmd_finetune)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="multiple-choice video QA accuracy of a checkpoint on a JSONL manifest; run it under accelerate launch "
+        "for several processes",
+        description="MANIFEST holds one JSON object per line: video, question, options (letter order), answer "
+        "(the letter), type, depth (0-1 or null), optional id. An interrupted run resumes in the same --out.",
+    )
+    evaluate.add_argument("model", help="a checkpoint folder of ours (or a Hub id)")
+    evaluate.add_argument("manifest", help="the JSONL file of questions; relative video paths are read from its folder")
+    evaluate.add_argument("--out", required=True, help="folder for results.jsonl, summary.json and accuracy.png")
+    evaluate.add_argument(
+        "--scorer", choices=SCORERS, default="letter",
+        help="letter: the generated option letter, else the letters' likelihood; likelihood: always the likelihood",
+    )
+    evaluate.add_argument("--max-new-tokens", type=int, default=16, help="the longest answer generated")
+    evaluate.add_argument("--num-frames", type=int, help="decode at most this many frames per video")
+    evaluate.add_argument("--fps", type=float, help="decode at this many frames per second")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=cmd_eval)
     return parser
 
 
