@@ -1,9 +1,7 @@
 r"""Multiple-choice video questions: the one prompt format that training and evaluation share."""
 
+import string
 from collections.abc import Sequence
-from string import ascii_uppercase
-
-OPTION_LETTERS = ascii_uppercase
 
 
 def format_multiple_choice(question: str, options: Sequence[str]) -> str:
@@ -18,7 +16,7 @@ def format_multiple_choice(question: str, options: Sequence[str]) -> str:
     B. a rocket
     Answer with the option's letter.
     """
-    if not 2 <= len(options) <= len(OPTION_LETTERS):
-        raise ValueError(f"A multiple-choice question needs 2 to {len(OPTION_LETTERS)} options, got {len(options)}.")
-    lines = [question, *(f"{letter}. {option}" for letter, option in zip(OPTION_LETTERS, options))]
+    if not 2 <= len(options) <= 26:
+        raise ValueError(f"A multiple-choice question needs 2 to 26 options, got {len(options)}.")
+    lines = [question, *(f"{letter}. {option}" for letter, option in zip(string.ascii_uppercase, options))]
     return "\n".join([*lines, "Answer with the option's letter."])

@@ -33,12 +33,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from string import ascii_uppercase as OPTION_LETTERS
 
 import torch
 from tqdm.auto import tqdm
 
 from ..processors import VideoDecodeError
-from .video_qa import OPTION_LETTERS, format_multiple_choice
+from .video_qa import format_multiple_choice
 
 SCORERS = ("letter", "likelihood")
 # What a file that is not a readable video raises while the processor decodes it.
