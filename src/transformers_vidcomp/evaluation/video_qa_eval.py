@@ -259,10 +259,9 @@ class VideoQAEvaluator:
             generated = self.model.generate(
                 input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                 mm_encoder_outputs={"video": video}, max_new_tokens=self.max_new_tokens, do_sample=False,
-                return_dict_in_generate=True, output_scores=True, **self.generation_kwargs,
+                **self.generation_kwargs,
             )
-            # The last len(scores) tokens are the new ones, whatever form the returned prompt takes.
-            new_tokens = generated.sequences[0, generated.sequences.shape[1] - len(generated.scores):]
+            new_tokens = generated[0, inputs["input_ids"].shape[1]:]
             row["generated"] = self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
             letter = parse_letter(row["generated"], item.letters)
             if letter is not None:
