@@ -28,7 +28,12 @@ from pathlib import Path
 
 import torch
 
-from transformers_vidcomp.evaluation.video_qa_eval import VideoQAEvaluator, evaluate_items, read_manifest
+from transformers_vidcomp.evaluation.video_qa_eval import (
+    VideoQAEvaluator,
+    evaluate_items,
+    file_sha256,
+    read_manifest,
+)
 from transformers_vidcomp.modeling import SAMPLER_REGISTRY, TransNetV2Model
 from transformers_vidcomp.presets import PRESETS
 
@@ -158,7 +163,8 @@ def run_cells(model, processor, manifests: dict[float, Path], samplers, budgets,
             for minutes, manifest in manifests.items():
                 started = time.perf_counter()
                 out = work / "runs" / f"{minutes:g}min-{method}-{budget}"
-                run = {"model": checkpoint, "manifest": str(manifest), "sampler": config, "budget": budget,
+                run = {"model": checkpoint, "manifest": str(manifest), "manifest_sha256": file_sha256(manifest),
+                       "sampler": config, "budget": budget,
                        "scorer": evaluator.scorer, "max_new_tokens": evaluator.max_new_tokens}
                 summary = evaluate_items(evaluator, read_manifest(manifest), out, json.loads(json.dumps(run)),
                                          progress=progress, title=f"{method}, {budget} frames, {minutes:g} min")

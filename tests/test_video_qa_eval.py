@@ -229,9 +229,10 @@ def test_unreadable_videos_become_error_rows(qa_folder, tiny_checkpoint, tmp_pat
     (tmp_path / "random.mp4").write_bytes(os.urandom(4096))
     (tmp_path / "notes.mp4").write_text("these are notes, not a video\n" * 20)
     (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "folder.mp4").mkdir()
     shutil.copy(folder / "short.mp4", tmp_path / "short.mp4")
     good = {"question": "Which photograph appears?", "options": OPTIONS, "answer": "B", "type": "appears"}
-    broken = ["random.mp4", "notes.mp4", "empty.mp4", "missing.mp4"]
+    broken = ["random.mp4", "notes.mp4", "empty.mp4", "missing.mp4", "folder.mp4"]
     records = [{**good, "video": name, "id": name} for name in [broken[0], "short.mp4", *broken[1:]]]
     out = tmp_path / "out"
     summary = evaluate_manifest(
@@ -244,9 +245,9 @@ def test_unreadable_videos_become_error_rows(qa_folder, tiny_checkpoint, tmp_pat
     assert rows["missing.mp4"]["error"].startswith("FileNotFoundError")
     assert rows["empty.mp4"]["error"].startswith("EmptyVideoError")
     assert rows["short.mp4"]["error"] is None and rows["short.mp4"]["scored_by"] in ("letter", "likelihood")
-    assert summary["errors"] == 4 and sorted(summary["error_ids"]) == sorted(broken)
-    assert summary["scored_by"]["error"] == 4 and summary["items"] == 5
-    assert summary["accuracy"] == pytest.approx(int(rows["short.mp4"]["correct"]) / 5)
+    assert summary["errors"] == 5 and sorted(summary["error_ids"]) == sorted(broken)
+    assert summary["scored_by"]["error"] == 5 and summary["items"] == 6
+    assert summary["accuracy"] == pytest.approx(int(rows["short.mp4"]["correct"]) / 6)
 
 
 def test_cli(full_run, qa_folder, tiny_checkpoint, tmp_path, capsys):

@@ -42,8 +42,9 @@ from ..processors import VideoDecodeError
 from .video_qa import format_multiple_choice
 
 SCORERS = ("letter", "likelihood")
-# What a file that is not a readable video raises while the processor decodes it.
-UNREADABLE_VIDEO_ERRORS = (VideoDecodeError, FileNotFoundError, IsADirectoryError)
+# What a file that is not a readable video raises while the processor decodes it (missing, a folder, no permission:
+# OSError; PyAV's errors arrive as VideoDecodeError).
+UNREADABLE_VIDEO_ERRORS = (VideoDecodeError, OSError)
 ROWS_FOLDER = "rows"
 
 
