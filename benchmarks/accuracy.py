@@ -238,15 +238,20 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for axis, key, title in ((axes[0], None, "all questions"), (axes[1], "needle", "needle questions")):
-        for method in results["samplers"]:
+        for method, marker in zip(results["samplers"], "osD^"):
             line = [entry for entry in results["table"] if entry["sampler"] == method]
             values = [(entry["tokens"], (entry[key] if key else entry)["accuracy"]) for entry in line]
             values = [(t, a) for t, a in values if a is not None]
             if values:
-                axis.plot(*zip(*values), marker="o", label=SAMPLER_NAMES[method])
-        axis.set(xscale="log", xlabel="video tokens to the LLM (mean per question)", title=title, ylim=(0, 1.05))
+                axis.plot(*zip(*values), marker=marker, alpha=0.8, label=SAMPLER_NAMES[method])
+        axis.set_xscale("log", base=2)
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set(xlabel="video tokens to the LLM (mean per question)", title=title, ylim=(0, 1.05))
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[0].legend(fontsize=8)
