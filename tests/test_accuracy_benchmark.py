@@ -76,7 +76,7 @@ def test_remembered_shots_run_the_network_once_per_video(model_and_processor):
 
 def test_cells_table_and_plot(model_and_processor, manifest, tmp_path):
     model, processor = model_and_processor
-    samplers, budgets = ["uniform", "fila-kmeans", "avs"], [4, 8]
+    samplers, budgets = ["uniform", "fila-kmeans"], [4, 8]
     cells = accuracy.run_cells(model, processor, {0.1: manifest}, samplers, budgets, tmp_path, "tiny", progress=False)
     assert [(c["sampler"], c["budget"]) for c in cells] == [(s, b) for s in samplers for b in budgets]
     for cell in cells:
@@ -90,14 +90,14 @@ def test_cells_table_and_plot(model_and_processor, manifest, tmp_path):
     assert uniform == {4: 64, 8: 128}
 
     table = accuracy.summarize(cells, samplers, budgets, [0.1])
-    assert len(table) == 6 and table[0]["per_length"]["0.1"]["accuracy"] == cells[0]["accuracy"]
+    assert len(table) == 4 and table[0]["per_length"]["0.1"]["accuracy"] == cells[0]["accuracy"]
     assert table[0]["needle"]["items"] == 1
     results = {
         "checkpoint_name": "tiny", "lengths": [0.1], "samplers": samplers, "questions_per_length": {"0.1": 2},
-        "videos_per_length": 1, "seed": 0, "scored_by": {"letter": 0, "likelihood": 12, "error": 0, "total": 12},
+        "videos_per_length": 1, "seed": 0, "scored_by": {"letter": 0, "likelihood": 8, "error": 0, "total": 8},
         "machine": "test", "seconds": 1.0, "command": "--quick", "table": table,
     }
     markdown = accuracy.render_markdown(results)
-    assert markdown.count("\n| ") == 1 + 6 and "| FiLA K-Means scenes | 8 |" in markdown
+    assert markdown.count("\n| ") == 1 + 4 and "| FiLA K-Means scenes | 8 |" in markdown
     accuracy.plot(results, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
