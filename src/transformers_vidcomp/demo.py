@@ -21,6 +21,8 @@ from .demo_video import make_demo_video
 from .presets import UnsupportedVisualizationError
 from .processors import decode_video
 from .processors.processing_vidcomp import select_frames
+from .evaluation.video_qa import PHOTO_NAMES, format_multiple_choice
+from .presets import is_real
 from .tiny import build_tiny
 
 
@@ -28,6 +30,12 @@ UNTRAINED_NOTICE = (
     "Note: this answer comes from an untrained tiny model with random weights; it shows the data path works, "
     "not what a trained model would say."
 )
+
+
+# The default video's question for real presets: one option appears in it (the cat), three do not.
+DEMO_OPTIONS = [PHOTO_NAMES["horse"], PHOTO_NAMES["hubble_deep_field"], PHOTO_NAMES["chelsea"], PHOTO_NAMES["retina"]]
+DEMO_QUESTION = "Which of these photographs appears in the video?"
+DEMO_ANSWER = "C"
 
 
 @dataclass
@@ -47,6 +55,8 @@ class DemoReport:
     scenes: list[list[float]] | None = None
     shots: list[float] | None = None
     compressor_statistics: dict[str, int] | None = None
+    truth: str | None = None
+    trained_note: str | None = None
 
 
 @contextmanager
@@ -191,8 +201,8 @@ def attention_heatmaps(
 
 def run_demo(
     video: str | os.PathLike | None = None,
-    preset: str = "baseline",
-    question: str = "What happens in this video?",
+    preset: str = "baseline-real",
+    question: str | None = None,
     out_dir: str | os.PathLike = "vidcomp-demo",
     max_new_tokens: int = 16,
     visualize: bool = False,
@@ -201,8 +211,23 @@ def run_demo(
     Runs the demo and writes `report.json` and `contact_sheet.png` to `out_dir`. With `visualize`, a compressor
     that can report its attention (HICom) also writes `attention_local.png` and `attention_global.png`: its
     attention over the kept frames' patches, from the same inputs it compressed during generation.
+
+    A `-real` preset runs SmolLM2-135M-Instruct with the tower and connector trained here (`transformers_vidcomp.real`);
+    on the default video, without a `question`, it is asked which of four photographs appears, and the truth is
+    reported beside its answer. Other presets build a tiny random model, which shows the data path only.
     """
-    model, processor = build_tiny(preset)
+    truth, note = None, None
+    if is_real(preset):
+        from .real import TRAINED_NOTE, build_real
+
+        model, processor = build_real(preset)
+        note = TRAINED_NOTE
+        if question is None and video is None:
+            question, truth = format_multiple_choice(DEMO_QUESTION, DEMO_OPTIONS), DEMO_ANSWER
+            max_new_tokens = 2
+    else:
+        model, processor = build_tiny(preset)
+    question = question or "What happens in this video?"
     if visualize and "return_attention" not in inspect.signature(model.model.compressor.forward).parameters:
         raise UnsupportedVisualizationError(
             f"--visualize needs a compressor that reports its attention (HICom); the {preset!r} preset uses "
@@ -259,10 +284,14 @@ def run_demo(
 
     hook = inner.compressor.register_forward_pre_hook(remember, with_kwargs=True) if visualize else None
     with torch.inference_mode(), stage_timer(stages) as (seconds, outputs):
-        generated = model.generate(**inputs, max_new_tokens=max_new_tokens)
+        generated = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, return_dict_in_generate=True, output_scores=True
+        )
     if hook is not None:
         hook.remove()
-    answer = processor.tokenizer.decode(generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    answer = processor.tokenizer.decode(
+        generated.sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+    ).strip()
 
     keep = outputs["sample"].keep_mask.cpu().numpy()
     kept_timestamps = [round(float(t), 3) for t in inputs["video_timestamps"][keep]]
@@ -288,6 +317,8 @@ def run_demo(
         scenes=scenes,
         shots=shots,
         compressor_statistics=outputs["compress"].statistics,
+        truth=truth,
+        trained_note=note,
     )
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2))
     contact_sheet(
@@ -330,5 +361,11 @@ def format_report(report: DemoReport) -> str:
     lines += [f"{name:<10}{what:<42}{1000 * sec:>10.1f}" for name, what, sec in rows]
     if report.compressor_statistics:
         lines += ["", "compressor: " + ", ".join(f"{value} {name}" for name, value in report.compressor_statistics.items())]
-    lines += ["", f"question: {report.question}", f"answer:   {report.answer!r}", UNTRAINED_NOTICE]
+    lines += ["", f"question: {report.question}"]
+    if report.truth is not None:
+        verdict = "correct" if report.answer[:1] == report.truth else "wrong"
+        lines += [f"answer:   {report.answer!r}    truth: {report.truth!r}    ({verdict})"]
+    else:
+        lines += [f"answer:   {report.answer!r}"]
+    lines += [report.trained_note or UNTRAINED_NOTICE]
     return "\n".join(lines)

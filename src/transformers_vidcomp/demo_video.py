@@ -33,8 +33,17 @@ def load_photos(names: tuple[str, ...] = DEFAULT_PHOTOS) -> list[np.ndarray]:
             "The demo video is made from scikit-image's sample photographs: pip install 'transformers-vidcomp[demo]', "
             "or pass a video file of your own."
         ) from error
-    photos = [getattr(data, name)() for name in names]
+    photos = [as_uint8(getattr(data, name)()) for name in names]
     return [np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p[..., :3] for p in photos]
+
+
+def as_uint8(image: np.ndarray) -> np.ndarray:
+    """A scikit-image picture as uint8: masks (`horse` is boolean) become black and white, floats in [0, 1] scale."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == bool or np.issubdtype(image.dtype, np.floating):
+        return np.rint(image.astype(np.float64) * 255).clip(0, 255).astype(np.uint8)
+    raise ValueError(f"Unsupported picture type {image.dtype}.")
 
 
 def render_scene(photo: np.ndarray, num_frames: int, width: int, height: int, zoom: float) -> np.ndarray:

@@ -97,6 +97,44 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
+    if name.endswith(REAL_SUFFIX) and name[: -len(REAL_SUFFIX)] in PRESETS:
+        return real_variant(name[: -len(REAL_SUFFIX)])
     if name not in PRESETS:
-        raise UnknownPresetError(f"Unknown preset {name!r}. Available presets: {', '.join(sorted(PRESETS))}.")
+        raise UnknownPresetError(
+            f"Unknown preset {name!r}. Available presets: {', '.join(sorted(PRESETS))}, and each with "
+            f"{REAL_SUFFIX!r} (real LLM and trained tower), e.g. baseline{REAL_SUFFIX}."
+        )
     return PRESETS[name]
+
+
+# Real variants (issue 17): "<preset>-real" is the preset's sampler and compressor between the vision tower trained
+# here and SmolLM2-135M-Instruct (`transformers_vidcomp.real`). Frames are the tower's 64x64.
+REAL_SUFFIX = "-real"
+
+
+def real_variant(base: str) -> Preset:
+    """The `-real` variant of preset `base`: its sampler, compressor and decoding, with real weights."""
+    preset = PRESETS[base]
+    return Preset(
+        name=base + REAL_SUFFIX,
+        description=f"{preset.description}; with SmolLM2-135M-Instruct (frozen) and the vision tower and projector "
+        "trained here on synthetic video QA",
+        sampler_config=preset.sampler_config,
+        compressor_config=preset.compressor_config,
+        video_processor_kwargs=preset.video_processor_kwargs,
+        processor_kwargs=preset.processor_kwargs,
+        video_token_budget=preset.video_token_budget,
+        guide_tokenizer=preset.guide_tokenizer,
+    )
+
+
+def is_real(name: str) -> bool:
+    """Whether `name` is a `-real` preset."""
+    return name.endswith(REAL_SUFFIX) and name[: -len(REAL_SUFFIX)] in PRESETS
+
+
+def real_base(name: str) -> str:
+    """The preset a `-real` preset derives from."""
+    if not is_real(name):
+        raise UnknownPresetError(f"{name!r} is not a real preset; real presets end in {REAL_SUFFIX!r}, e.g. baseline-real.")
+    return name[: -len(REAL_SUFFIX)]

@@ -101,25 +101,33 @@ def build_tiny_tokenizer(
 
 
 def sized_for_tiny_vision(component_config: dict) -> dict:
-    """Fills a component's tower sizes (`num_patches`, `hidden_size`, LongVU's widths and DINOv2), where its config
-    has them, with the tiny towers'."""
+    """Fills a component's tower sizes, where its config has them, with the tiny towers' (see `sized_for_vision`)."""
+    return sized_for_vision(component_config, vision=TINY_VISION, text_hidden_size=TINY_TEXT["hidden_size"])
+
+
+def sized_for_vision(component_config: dict, vision: dict, text_hidden_size: int) -> dict:
+    r"""
+    Fills a component's tower sizes (`num_patches`, `hidden_size`, LongVU's widths and DINOv2, HICom's guide), where
+    its config has them, with those of the vision tower `vision` and an LLM of width `text_hidden_size`; DINOv2 and
+    the text guide are the tiny ones. Settings the component config gives itself win.
+    """
     from .modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY
 
     registry = SAMPLER_REGISTRY if component_config["model_type"] in SAMPLER_REGISTRY else COMPRESSOR_REGISTRY
     fields = registry[component_config["model_type"]].config_class.__dataclass_fields__
-    tiny = {
-        "num_patches": (TINY_VISION["image_size"] // TINY_VISION["patch_size"]) ** 2,
-        "hidden_size": TINY_VISION["hidden_size"],
-        "vision_hidden_size": TINY_VISION["hidden_size"],
+    sizes = {
+        "num_patches": (vision["image_size"] // vision["patch_size"]) ** 2,
+        "hidden_size": vision["hidden_size"],
+        "vision_hidden_size": vision["hidden_size"],
         "dino_hidden_size": TINY_DINO["hidden_size"],
         "dino_config": TINY_DINO,
         "dino_image_size": TINY_DINO["image_size"],
         "sva_hidden_size": 32,
-        "output_hidden_size": TINY_TEXT["hidden_size"],
-        "num_attention_heads": TINY_VISION["num_attention_heads"],
-        "guide_config": TINY_GUIDE,
+        "output_hidden_size": text_hidden_size,
+        "num_attention_heads": vision["num_attention_heads"],
+        "guide_config": {**TINY_GUIDE, "projection_size": vision["hidden_size"]},
     }
-    return {**{key: value for key, value in tiny.items() if key in fields}, **component_config}
+    return {**{key: value for key, value in sizes.items() if key in fields}, **component_config}
 
 
 def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompForConditionalGeneration, VidCompProcessor]:

@@ -39,6 +39,7 @@ class CardInfo:
         datasets: Hub ids of the training datasets, where known.
         extra_tags: tags added to the defaults.
         trained: False for randomly initialised weights, which the card then says loudly.
+        training: what was and was not trained, on which data, and held-out accuracy (Markdown), if known.
     """
 
     source: str
@@ -47,6 +48,11 @@ class CardInfo:
     datasets: list[str] = field(default_factory=list)
     extra_tags: list[str] = field(default_factory=list)
     trained: bool = True
+    training: str = ""
+
+
+# Marks checkpoints of the `-real` presets (SmolLM2 + the tower trained here), so `vidcomp export` states their training.
+REAL_WEIGHTS_TAG = "vidcomp-real"
 
 
 @dataclass(frozen=True)

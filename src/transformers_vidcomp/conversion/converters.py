@@ -22,7 +22,7 @@ from transformers.utils import logging
 
 from ..modeling import VidCompConfig, VidCompForConditionalGeneration
 from ..processors import VidCompProcessor, load_processor
-from .cards import RANDOM_WEIGHTS_TAG, CardInfo
+from .cards import RANDOM_WEIGHTS_TAG, REAL_WEIGHTS_TAG, CardInfo
 from .layouts import CheckpointLayout, apply_layout, check_state_dict
 from .sources import read_state_dict
 
@@ -195,6 +195,11 @@ class LocalCheckpointExporter(CheckpointConverter):
             info.license = data.license or info.license
             info.datasets = _as_list(data.datasets)
             info.trained = RANDOM_WEIGHTS_TAG not in (data.tags or [])
+            if REAL_WEIGHTS_TAG in (data.tags or []):
+                from ..real import training_statement
+
+                info.extra_tags = [REAL_WEIGHTS_TAG]
+                info.training = training_statement(trained=info.trained)
         return info
 
 

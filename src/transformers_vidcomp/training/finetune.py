@@ -42,17 +42,37 @@ def read_examples(path: str | os.PathLike) -> list[dict]:
             example = json.loads(line)
         except json.JSONDecodeError as error:
             raise TrainingDataError(f"{path}:{number} is not valid JSON: {error}.") from error
+        if isinstance(example, dict) and {"video", "question", "options", "answer"} <= set(example):
+            example = qa_messages(example, path.parent)
         if not isinstance(example, dict) or not isinstance(example.get("messages"), list):
-            raise TrainingDataError(f'{path}:{number} must be an object with a "messages" list.')
+            raise TrainingDataError(
+                f'{path}:{number} must be an object with a "messages" list, or a QA manifest row (video, question, '
+                "options, answer)."
+            )
         examples.append(example)
     if not examples:
         raise TrainingDataError(f"{path} holds no examples.")
     return examples
 
 
+def qa_messages(row: dict, folder: Path) -> dict:
+    r"""
+    A multiple-choice QA manifest row (`evaluation.video_qa`) as a chat example: the video and
+    `format_multiple_choice(question, options)` from the user, the answer's letter from the assistant.
+    """
+    from ..evaluation.video_qa import format_multiple_choice
+
+    video = Path(row["video"]) if Path(row["video"]).is_absolute() else folder / row["video"]
+    prompt = format_multiple_choice(row["question"], row["options"])
+    return {"messages": [
+        {"role": "user", "content": [{"type": "video", "path": str(video)}, {"type": "text", "text": prompt}]},
+        {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]},
+    ]}
+
+
 def finetune(args: argparse.Namespace) -> Path:
     r"""Runs the fine-tuning `args` describe and writes the result, Hub-ready, to `args.out_dir` (main process only)."""
-    from ..conversion.cards import render_model_card
+    from ..conversion.cards import REAL_WEIGHTS_TAG, render_model_card
     from ..conversion.converters import LocalCheckpointExporter
     from ..conversion.writer import save_checkpoint
     from ..modeling import VidCompForConditionalGeneration
@@ -62,7 +82,19 @@ def finetune(args: argparse.Namespace) -> Path:
     model = VidCompForConditionalGeneration.from_pretrained(args.checkpoint_dir, dtype=torch.float32)
     processor = load_processor(args.checkpoint_dir)
     model.train()
+    curves = {}
+    if args.align_steps:
+        from .recipe_real import align_to_names
+
+        apply_training_stage(model, args.stage)
+        curves["1. name alignment (tower + projector)"] = align_to_names(
+            model, processor, args.align_steps, batch_size=args.align_batch_size, seed=args.seed, quiet=args.quiet
+        )
     apply_training_stage(model, args.stage)
+    if args.lora_rank:
+        from .recipe_real import add_lora
+
+        add_lora(model, args.lora_rank)
     on_cpu = not torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # Trainer needs a working folder even when it saves nothing; the result goes to out_dir through our writer.
@@ -90,15 +122,35 @@ def finetune(args: argparse.Namespace) -> Path:
     trainer.train()
     scratch.cleanup()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    lora_factors = {}
+    if args.lora_rank:
+        from .recipe_real import merge_lora
+
+        lora_factors = merge_lora(model)
     if trainer.is_world_process_zero():
         info = LocalCheckpointExporter().card_info(Path(args.checkpoint_dir), model.config)
         info.source = (
             f"Fine-tuned from `{Path(args.checkpoint_dir).name}` with `vidcomp finetune` ({args.stage} stage, "
             f"{args.max_steps} steps on {len(examples)} examples)."
         )
+        if REAL_WEIGHTS_TAG in info.extra_tags:  # a -real model's tower and connector are trained now
+            from ..real import training_statement
+
+            info.trained, info.training = True, training_statement(trained=True)
         card = render_model_card(model, processor, info, repo_id=Path(args.out_dir).name)
         save_checkpoint(model.eval(), processor, args.out_dir, overwrite=args.overwrite, model_card=card)
         (Path(args.out_dir) / "training_losses.json").write_text(json.dumps(losses))
+        if args.align_steps:
+            alignment = next(iter(curves.values()))
+            (Path(args.out_dir) / "alignment_losses.json").write_text(json.dumps(alignment))
+        from .recipe_real import loss_plot
+
+        curves[f"{len(curves) + 1}. answers ({args.stage}" + (f", LoRA r={args.lora_rank})" if args.lora_rank else ")")] = losses
+        loss_plot(curves, Path(args.out_dir) / "training_loss.png")
+        if args.parts_out:
+            from ..real import save_trained_parts
+
+            save_trained_parts(model, args.parts_out, extra=lora_factors)
     return Path(args.out_dir)
 
 
@@ -116,3 +168,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--align-steps", type=int, default=0,
+        help="first train the vision tower and projector this many steps to put each photograph's frames at the "
+        "LLM's embedding of its name (the -real presets' recipe, training/recipe_real.py)",
+    )
+    parser.add_argument("--align-batch-size", type=int, default=32, help="frames per name-alignment step")
+    parser.add_argument(
+        "--lora-rank", type=int, default=0,
+        help="train low-rank adapters on the frozen LLM's attention (peft), merged into it after training",
+    )
+    parser.add_argument(
+        "--parts-out", help="also write the trained weights outside the LLM (and LoRA factors) to this safetensors file"
+    )

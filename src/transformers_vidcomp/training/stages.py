@@ -5,6 +5,8 @@ r"""Training stages: which parts of a [`VidCompForConditionalGeneration`] learn,
 - `compressor+projector`: a newly swapped-in compressor and the projector that feeds the LLM (towers and LLM frozen);
 - `compressor+projector+llm`: everything but the vision tower, the usual instruction-tuning stage;
 - `new-parts`: everything `from_pretrained_parts` did not load (recorded in `config.parts`);
+- `vision+connector`: the vision tower, sampler, compressor and projector, with the LLM frozen: how the `-real`
+  presets' tower and projector are trained from scratch against a frozen pretrained LLM (`transformers_vidcomp.real`);
 - `fila-stage4`: FiLA-Video's stage 4, everything including the vision tower and the scene-merging compressor, with
   the paper's learning rates per part (`stage_parameter_groups`);
 - `compressor-pretrain`: the compact compressor's reconstruction pretraining, for a `CompactVideoAutoencoder`
@@ -34,6 +36,7 @@ TRAINING_STAGES: dict[str, tuple[str, ...]] = {
         "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
     ),
     "new-parts": (),  # decided per model from config.parts
+    "vision+connector": ("vision_tower", "sampler", "compressor", "multi_modal_projector", "video_newline"),
     "fila-stage4": (
         "vision_tower", "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
     ),

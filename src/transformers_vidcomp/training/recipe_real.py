@@ -1,0 +1,192 @@
+r"""
+The recipe that trains the `-real` presets' vision tower and connector against a frozen SmolLM2-135M-Instruct, on
+2 CPU cores, with `Trainer`:
+
+1. Name alignment (`align_to_names`): the tower and projector learn, frame by frame, to put each photograph's frames
+   near the LLM's own embedding of its plain-English name (a contrastive loss over the pool's names, whose
+   embeddings are the LLM's and stay frozen). Frames are rendered in memory with the haystack's camera moves; no LLM
+   forward runs, so this costs little and gives the tower its vocabulary.
+2. Question answering (`vidcomp finetune --stage vision+connector`): language-model loss on the answer letters of
+   synthetic video QA (`evaluation.video_qa`). A frozen 135M LLM cannot match video tokens to lettered options
+   by itself, so low-rank adapters on its attention (`lora_rank`, through `peft`) learn that with the connector;
+   they are merged into the LLM's weights afterwards and ship as their low-rank factors beside the tower.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from ..demo_video import load_photos, random_motion, render_motion, shrink_photo
+from ..evaluation.video_qa import PHOTO_NAMES
+
+
+LORA_TARGETS = ("q_proj", "v_proj")
+
+
+def name_embeddings(model, tokenizer, names: list[str]) -> torch.Tensor:
+    """The mean input embedding of each name's tokens in the LLM, `(len(names), hidden)`, detached."""
+    table = model.get_input_embeddings().weight
+    rows = [table[tokenizer(name, add_special_tokens=False)["input_ids"]].mean(0) for name in names]
+    return torch.stack(rows).detach()
+
+
+class FrameDataset(torch.utils.data.Dataset):
+    r"""
+    Frames of the photographs of `photos` seen through random camera moves, rendered at `aspect` (the training
+    videos' 4:3) and resized to the tower's `size` as the video processor resizes decoded frames: `pixel_values`
+    `(3, size, size)` rescaled and normalised with the processor's settings, and the photograph's index as `labels`.
+    Each item is drawn from its index, so the set is the same in every run.
+    """
+
+    def __init__(self, photos: list[str], video_processor, length: int, size: int, seed: int = 0, aspect: float = 4 / 3):
+        self.photos, self.length, self.size, self.seed = photos, length, size, seed
+        self.width = round(size * aspect)
+        self.pictures = [shrink_photo(p, self.width, size, 0.3) for p in load_photos(tuple(photos))]
+        self.scale = float(video_processor.rescale_factor)
+        self.mean = torch.tensor(video_processor.image_mean).view(3, 1, 1)
+        self.std = torch.tensor(video_processor.image_std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, index])
+        label = int(rng.integers(len(self.photos)))
+        frame = render_motion(self.pictures[label], random_motion(rng, 0.3), 2, self.width, self.size)[int(rng.integers(2))]
+        pixels = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+        pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False)[0]
+        return {"pixel_values": (pixels.clamp(0, 255) * self.scale - self.mean) / self.std, "labels": label}
+
+
+class NameAlignment(nn.Module):
+    r"""
+    Wraps a VidComp model's tower and projector for step 1: each frame's tokens, pooled and projected, are scored
+    against the frozen name embeddings by cosine similarity (scaled by a learned temperature), with cross-entropy.
+    """
+
+    def __init__(self, vidcomp_model, prototypes: torch.Tensor):
+        super().__init__()
+        self.inner = vidcomp_model.model
+        self.register_buffer("prototypes", F.normalize(prototypes, dim=-1))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        features = self.inner.encode_frames(pixel_values).mean(dim=(1, 2))
+        projected = F.normalize(self.inner.multi_modal_projector(features), dim=-1)
+        logits = self.log_scale.exp() * projected @ self.prototypes.T
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return {"loss": loss, "logits": logits}
+
+
+@dataclass
+class AlignmentCollator:
+    def __call__(self, items: list[dict]) -> dict:
+        return {
+            "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+            "labels": torch.tensor([item["labels"] for item in items]),
+        }
+
+
+def align_to_names(
+    model, processor, steps: int, batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
+    photos: list[str] | None = None, quiet: bool = False,
+) -> list[float]:
+    r"""Step 1 of the recipe, with `Trainer`: returns the loss of every step."""
+    import tempfile
+
+    photos = photos or list(PHOTO_NAMES)
+    prototypes = name_embeddings(model, processor.tokenizer, [PHOTO_NAMES[p] for p in photos])
+    wrapper = NameAlignment(model, prototypes)
+    size = model.config.vision_config.image_size
+    dataset = FrameDataset(photos, processor.video_processor, steps * batch_size, size, seed)
+    with tempfile.TemporaryDirectory(prefix="vidcomp-align-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=learning_rate,
+            lr_scheduler_type="cosine", warmup_steps=min(20, steps // 10), logging_steps=1, save_strategy="no",
+            report_to=[], remove_unused_columns=False, use_cpu=not torch.cuda.is_available(), seed=seed,
+            disable_tqdm=quiet,
+        )
+        trainer = Trainer(model=wrapper, args=args, train_dataset=dataset, data_collator=AlignmentCollator())
+        trainer.train()
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+# Low-rank adapters on the LLM's attention: injected for training, merged for use, shipped as their factors.
+def add_lora(model, rank: int, alpha: float | None = None) -> None:
+    """Injects LoRA adapters of `rank` into the LLM's attention projections (`LORA_TARGETS`) with `peft`."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as error:
+        raise ImportError("Training with --lora-rank needs peft: pip install 'transformers-vidcomp[train]'.") from error
+    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=list(LORA_TARGETS), lora_dropout=0.0)
+    inject_adapter_in_model(config, model.model.language_model)
+
+
+def merge_lora(model) -> dict[str, torch.Tensor]:
+    r"""
+    Merges every injected LoRA adapter into its base linear layer, puts the plain layer back, and returns the
+    adapters as `{"<linear>.lora_delta_A": A, "<linear>.lora_delta_B": scaling * B}` so that `W += B @ A`.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    factors = {}
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            adapter = module.active_adapters[0]
+            a = module.lora_A[adapter].weight.detach().clone()
+            b = (module.lora_B[adapter].weight * module.scaling[adapter]).detach().clone()
+            base = module.get_base_layer()
+            with torch.no_grad():
+                base.weight += b @ a
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, base)
+            factors[f"{name}.lora_delta_A"] = a.contiguous()
+            factors[f"{name}.lora_delta_B"] = b.contiguous()
+    return factors
+
+
+def apply_lora_factors(model, state: dict[str, torch.Tensor]) -> None:
+    """Adds shipped LoRA factors (`merge_lora`'s) into the LLM's weights: `W += B @ A` for each adapted layer."""
+    with torch.no_grad():
+        for key in [k for k in state if k.endswith(".lora_delta_A")]:
+            linear = key[: -len(".lora_delta_A")]
+            weight = model.get_submodule(linear).weight
+            weight += state[f"{linear}.lora_delta_B"] @ state[key]
+
+
+def loss_plot(curves: dict[str, list[float]], path) -> None:
+    """One panel per training step's loss curve, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.5), squeeze=False)
+    for axis, (title, losses) in zip(axes[0], curves.items()):
+        axis.plot(range(1, len(losses) + 1), losses, lw=0.8)
+        if len(losses) >= 10:
+            window = max(2, len(losses) // 20)
+            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+            axis.plot(range(window, len(losses) + 1), smooth, lw=2)
+        axis.set(title=title, xlabel="step", ylabel="loss")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+__all__ = [
+    "FrameDataset",
+    "NameAlignment",
+    "add_lora",
+    "align_to_names",
+    "apply_lora_factors",
+    "loss_plot",
+    "merge_lora",
+    "name_embeddings",
+]

