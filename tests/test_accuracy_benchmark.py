@@ -101,3 +101,39 @@ def test_cells_table_and_plot(model_and_processor, manifest, tmp_path):
     assert markdown.count("\n| ") == 1 + 4 and "| FiLA K-Means scenes | 8 |" in markdown
     accuracy.plot(results, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_script_end_to_end(tiny_checkpoint, tmp_path):
+    out = tmp_path / "results"
+    results = accuracy.main([
+        "--checkpoint", str(tiny_checkpoint), "--lengths", "0.2", "--budgets", "4", "--videos", "1",
+        "--samplers", "uniform", "avs", "--work", str(tmp_path / "work"), "--out", str(out), "--quiet",
+    ])
+    manifest = tmp_path / "work" / "haystacks" / "0.2min-1videos" / "manifest.jsonl"
+    questions = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert {q["type"] for q in questions} >= {"appears", "needle"}
+    needle = next(q for q in questions if q["type"] == "needle")
+    assert 0.1 <= needle["depth"] <= 0.9 and needle["duration"] == pytest.approx(12, abs=0.5)
+    saved = json.loads((out / "accuracy.json").read_text())
+    assert saved["table"] == results["table"] and len(saved["cells"]) == 2
+    assert saved["questions_per_length"] == {"0.2": len(questions)}
+    assert all(cell["items"] == len(questions) and cell["tokens"] <= 4 * 16 for cell in saved["cells"])
+    assert (out / "accuracy.md").read_text() == accuracy.render_markdown(saved)
+    assert (out / "accuracy_vs_tokens.png").stat().st_size > 0
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{accuracy.README_START}\nold\n{accuracy.README_END}\nrest\n")
+    accuracy.update_readme(accuracy.render_markdown(saved), readme)
+    text = readme.read_text()
+    assert "old" not in text and "| uniform | 4 |" in text and text.endswith(f"{accuracy.README_END}\nrest\n")
+
+
+def test_readme_accuracy_section_is_the_rendered_json():
+    readme = accuracy.README.read_text()
+    section = readme[readme.index(accuracy.README_START) + len(accuracy.README_START): readme.index(accuracy.README_END)]
+    saved = accuracy.RESULTS / "accuracy.json"
+    if not saved.exists():
+        assert "Not measured yet" in section
+        return
+    assert section.strip() == accuracy.render_markdown(json.loads(saved.read_text())).strip()
+    assert (accuracy.RESULTS / "accuracy_vs_tokens.png").stat().st_size > 0
