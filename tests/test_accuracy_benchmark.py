@@ -95,7 +95,7 @@ def test_cells_table_and_plot(model_and_processor, manifest, tmp_path):
     results = {
         "checkpoint_name": "tiny", "lengths": [0.1], "samplers": samplers, "questions_per_length": {"0.1": 2},
         "videos_per_length": 1, "seed": 0, "scored_by": {"letter": 0, "likelihood": 8, "error": 0, "total": 8},
-        "machine": "test", "seconds": 1.0, "command": "--quick", "table": table,
+        "machine": "test", "seconds": 1.0, "command": "--quick", "scorer": "letter", "table": table,
     }
     markdown = accuracy.render_markdown(results)
     assert markdown.count("\n| ") == 1 + 4 and "| FiLA K-Means scenes | 8 |" in markdown
@@ -108,6 +108,7 @@ def test_the_script_end_to_end(tiny_checkpoint, tmp_path):
     results = accuracy.main([
         "--checkpoint", str(tiny_checkpoint), "--lengths", "0.2", "--budgets", "4", "--videos", "1",
         "--samplers", "uniform", "avs", "--work", str(tmp_path / "work"), "--out", str(out), "--quiet",
+        "--threads", str(torch.get_num_threads()),  # the suite's setting, which the script would change
     ])
     manifest = tmp_path / "work" / "haystacks" / "0.2min-1videos" / "manifest.jsonl"
     questions = [json.loads(line) for line in manifest.read_text().splitlines()]
