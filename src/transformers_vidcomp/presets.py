@@ -121,7 +121,10 @@ COMPACT_PAPER = PaperReference(
     parameters=65_000_000,
     parameters_of="compressor and decoder (the autoencoder pretrained on reconstruction), in our reading",
     settings=(
-        PaperSetting("vision encoder", "ViT-G/14 CLIP-style (width 1408; 16 x 16 patches at 224 px)", "supplement §1.1"),
+        PaperSetting(
+            "vision encoder", "ViT-G/14 CLIP-style; ours: width 1408 (ViT-g/14; bigG's 1664 fits no ~65M reading) and "
+            "224 px input, 16 x 16 patches (the paper gives neither)", "supplement §1.1",
+        ),
         PaperSetting("frames", "32 keyframes, training and inference (`max_frames=32`)", "supplement §1.4"),
         PaperSetting("shot detector", "TransNetV2, published weights and 100-frame windows", "supplement §1.2"),
         PaperSetting("shot detection rate", "10 fps thumbnails, files and arrays alike (`decode_fps=10`)",
@@ -143,7 +146,7 @@ COMPACT_PAPER = PaperReference(
             "parameters", "65,442,432 for compressor and decoder (32,721,216 the compressor) at d = 1408",
             "supplement §1.3 (\"approximately 65 million\")",
         ),
-        PaperSetting("timestamps in the prompt", "none (the paper writes no frame times)", "supplement §1.4"),
+        PaperSetting("timestamps in the prompt", "none", "supplement (frame times are never mentioned)"),
         PaperSetting("compressor pretraining", "stage `compressor-pretrain`, AdamW 2e-5, vision tower frozen",
                      "supplement §1.4"),
         PaperSetting(
