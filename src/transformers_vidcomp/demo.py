@@ -284,14 +284,10 @@ def run_demo(
 
     hook = inner.compressor.register_forward_pre_hook(remember, with_kwargs=True) if visualize else None
     with torch.inference_mode(), stage_timer(stages) as (seconds, outputs):
-        generated = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, return_dict_in_generate=True, output_scores=True
-        )
+        generated = model.generate(**inputs, max_new_tokens=max_new_tokens)
     if hook is not None:
         hook.remove()
-    answer = processor.tokenizer.decode(
-        generated.sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-    ).strip()
+    answer = processor.tokenizer.decode(generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
     keep = outputs["sample"].keep_mask.cpu().numpy()
     kept_timestamps = [round(float(t), 3) for t in inputs["video_timestamps"][keep]]

@@ -183,8 +183,8 @@ def answer_multiple_choice(
         [conversation], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=2, return_dict_in_generate=True, output_scores=True)
-    return processor.tokenizer.decode(out.sequences[0, -len(out.scores):], skip_special_tokens=True).strip()
+        out = model.generate(**inputs, max_new_tokens=2)
+    return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def held_out_accuracy(

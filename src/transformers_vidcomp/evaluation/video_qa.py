@@ -180,7 +180,8 @@ def questions_for(
             correct = haystack_photos[int(rng.integers(len(haystack_photos)))]
             row(kind, QUESTIONS[kind], PHOTO_NAMES[correct], distractors(absent, num_options - 1))
         elif kind in ("first", "last") and len(order) >= 2:
-            correct = order[0] if kind == "first" else order[-1]
+            # The photograph on screen at the first / last frame (the last may also have been shown before).
+            correct = shown[0] if kind == "first" else shown[-1]
             # Other photographs of the video first (they make the question about order), then absent ones.
             others = [p for p in order if p != correct][: num_options - 1]
             extra = distractors(absent, num_options - 1 - len(others)) if len(others) < num_options - 1 else []
