@@ -129,12 +129,15 @@ def write_haystacks(work: Path, lengths: list[float], videos: int) -> dict[float
 
 
 def default_checkpoint(work: Path) -> Path:
-    """The real baseline (trained tower and projector, SmolLM2), written into `work` on first use."""
-    from transformers_vidcomp.real import create_real_checkpoint
+    r"""
+    The real baseline (SmolLM2 with the tower and connector trained here), written into `work` on first use, in a
+    folder named by the shipped weights' checksum, so that new weights make a new checkpoint.
+    """
+    from transformers_vidcomp.real import create_real_checkpoint, trained_weights_path
 
-    folder = work / "baseline-real"
+    folder = work / f"baseline-real-{file_sha256(trained_weights_path('baseline-real'))[:12]}"
     if not (folder / "config.json").exists():
-        create_real_checkpoint(folder, "baseline-real")
+        create_real_checkpoint(folder, "baseline-real", overwrite=True)
     return folder
 
 
@@ -306,11 +309,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     state = process_state()
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
-    if state.is_main_process:  # the others find what it wrote
-        checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.work)
+    if state.is_main_process:  # the others then find what it wrote
+        if not args.checkpoint:
+            default_checkpoint(args.work)
         write_haystacks(args.work, lengths, videos)
     state.wait_for_everyone()
-    checkpoint = Path(args.checkpoint) if args.checkpoint else args.work / "baseline-real"
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.work)
     manifests = write_haystacks(args.work, lengths, videos)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval().to(state.device)
     processor = AutoProcessor.from_pretrained(checkpoint)
