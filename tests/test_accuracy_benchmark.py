@@ -110,7 +110,7 @@ def test_the_script_end_to_end(tiny_checkpoint, tmp_path):
         "--samplers", "uniform", "avs", "--work", str(tmp_path / "work"), "--out", str(out), "--quiet",
         "--threads", str(torch.get_num_threads()),  # the suite's setting, which the script would change
     ])
-    manifest = tmp_path / "work" / "haystacks" / "0.2min-1videos" / "manifest.jsonl"
+    manifest = tmp_path / "work" / "haystacks" / "0.2min-1videos-96x72" / "manifest.jsonl"
     questions = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert {q["type"] for q in questions} >= {"appears", "needle"}
     needle = next(q for q in questions if q["type"] == "needle")
