@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -185,6 +186,7 @@ def run_cells(model, processor, manifests: dict[float, Path], samplers, budgets,
                     "tokens": summary["mean_video_tokens"], "scored_by": summary["scored_by"],
                     "errors": summary["errors"], "per_type": summary["per_type"],
                     "needle_by_depth": needle_depth_bins(rows), "seconds": time.perf_counter() - started,
+                    "predictions": dict(Counter(row["prediction"] for row in rows if row["prediction"])),
                 })
                 print(f"{method:>12} {budget:>3} frames {minutes:>4g} min: accuracy {summary['accuracy']:.1%} "
                       f"({summary['correct']}/{summary['items']}), {summary['mean_video_tokens']:.0f} tokens")
@@ -232,12 +234,18 @@ def render_markdown(results: dict) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
+    predictions = sum((Counter(cell["predictions"]) for cell in results["cells"]), Counter())
+    total = sum(predictions.values())
+    if total:  # a model that gives one letter whatever the video scores that letter's share of the answers
+        shares = ", ".join(f"{letter} {count / total:.0%}" for letter, count in sorted(predictions.items()))
+        lines[0] += f" Chance is 25% (four options); the model's answers were {shares}."
     for line in results["table"]:
         per_length = [percent(line["per_length"][m]["accuracy"]) for m in lengths]
         lines.append(
             f"| {SAMPLER_NAMES[line['sampler']]} | {line['budget']} | {line['tokens']:.0f} | "
             + " | ".join(per_length) + f" | {percent(line['accuracy'])} | {percent(line['needle']['accuracy'])} |"
         )
+    lines += ["", "![accuracy against tokens](benchmarks/results/accuracy_vs_tokens.png)"]
     return "\n".join(lines) + "\n"
 
 

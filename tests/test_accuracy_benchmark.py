@@ -3,6 +3,7 @@ r"""`benchmarks/accuracy.py` on a tiny random checkpoint: samplers swapped in at
 
 import json
 import shutil
+from collections import Counter
 import sys
 from pathlib import Path
 
@@ -95,9 +96,13 @@ def test_cells_table_and_plot(model_and_processor, manifest, tmp_path):
     results = {
         "checkpoint_name": "tiny", "lengths": [0.1], "samplers": samplers, "questions_per_length": {"0.1": 2},
         "videos_per_length": 1, "seed": 0, "scored_by": {"letter": 0, "likelihood": 8, "error": 0, "total": 8},
-        "machine": "test", "seconds": 1.0, "command": "--quick", "scorer": "letter", "table": table,
+        "machine": "test", "seconds": 1.0, "command": "--quick", "scorer": "letter", "table": table, "cells": cells,
     }
     markdown = accuracy.render_markdown(results)
+    predictions = sum((Counter(c["predictions"]) for c in cells), Counter())
+    assert sum(predictions.values()) == 8
+    shares = ", ".join(f"{letter} {count / 8:.0%}" for letter, count in sorted(predictions.items()))
+    assert f"the model's answers were {shares}." in markdown
     assert markdown.count("\n| ") == 1 + 4 and "| FiLA K-Means scenes | 8 |" in markdown
     accuracy.plot(results, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
