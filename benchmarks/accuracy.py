@@ -265,6 +265,7 @@ def plot(results: dict, path: Path) -> None:
             values = [(t, a) for t, a in values if a is not None]
             if values:
                 axis.plot(*zip(*values), marker=marker, alpha=0.8, label=SAMPLER_NAMES[method])
+        axis.axhline(0.25, color="grey", linestyle=":", label="chance (4 options)")
         axis.set_xscale("log", base=2)
         axis.xaxis.set_major_formatter(ScalarFormatter())
         axis.xaxis.set_minor_formatter(NullFormatter())
