@@ -1,0 +1,146 @@
+"""Qwen2.5-VL checkpoints convert into the composite with exact parity, and kept tokens keep Qwen's 3D positions."""
+
+import pytest
+import torch
+from transformers.video_utils import load_video
+
+from transformers_vidcomp.conversion import Qwen2_5_VLConverter, get_converter
+from transformers_vidcomp.demo_video import make_demo_video
+from transformers_vidcomp.tiny_qwen import build_tiny_qwen_vl
+
+
+PROMPT = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What happens?<|im_end|>\n<|im_start|>assistant\n"
+OTHER_PROMPT = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>Describe it.<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    r"""Two real mp4s at 8 fps, 2 s and 3 s long: Qwen samples 4 and 6 frames at 2 fps (2 and 3 temporal patches)."""
+    folder = tmp_path_factory.mktemp("qwen-videos")
+    make_demo_video(folder / "two.mp4", seconds_per_scene=1.0, fps=8, width=96, height=64, photos=("rocket", "coffee"))
+    make_demo_video(
+        folder / "three.mp4", seconds_per_scene=1.0, fps=8, width=96, height=64, photos=("chelsea", "rocket", "coffee")
+    )
+    return [folder / "two.mp4", folder / "three.mp4"]
+
+
+def qwen_inputs(processor, prompts, paths):
+    decoded = [load_video(str(path), backend="pyav") for path in paths]
+    processor.tokenizer.padding_side = "left"
+    return processor(
+        text=prompts,
+        videos=[frames for frames, _ in decoded],
+        videos_kwargs={"video_metadata": [metadata for _, metadata in decoded], "do_sample_frames": True},
+        padding=True,
+        return_tensors="pt",
+    )
+
+
+def our_inputs(processor, prompts, paths):
+    processor.tokenizer.padding_side = "left"
+    return processor(text=prompts, videos=[str(path) for path in paths], padding=True, return_tensors="pt")
+
+
+@pytest.fixture(scope="module", params=["small", "large"])
+def converted(request, tmp_path_factory):
+    source = tmp_path_factory.mktemp("qwen2_5_vl") / request.param
+    reference, reference_processor = build_tiny_qwen_vl("qwen2_5_vl", source, request.param)
+    result = get_converter("qwen2_5_vl").convert(source)
+    return source, reference, reference_processor, result.model, result.processor
+
+
+def test_converted_qwen2_5_vl_matches_transformers(converted, videos):
+    _, reference, reference_processor, model, processor = converted
+    theirs = qwen_inputs(reference_processor, [PROMPT], videos[:1])
+    ours = our_inputs(processor, [PROMPT], videos[:1])
+    # The same frames, resized and normalised as Qwen's processor does, before Qwen's patchify.
+    assert ours["video_num_frames"].tolist() == [4]
+    with torch.no_grad():
+        expected = reference(**theirs).logits
+        actual = model(**ours).logits
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+    expected_ids = reference.generate(**theirs, max_new_tokens=8, do_sample=False)
+    actual_ids = model.generate(**ours, max_new_tokens=8, do_sample=False)
+    assert actual_ids[:, -8:].tolist() == expected_ids[:, -8:].tolist()
+
+
+def test_batch_of_two_videos_of_different_lengths(converted, videos):
+    _, reference, reference_processor, model, processor = converted
+    prompts = [PROMPT, OTHER_PROMPT]
+    theirs = qwen_inputs(reference_processor, prompts, videos)
+    ours = our_inputs(processor, prompts, videos)
+    assert ours["video_num_frames"].tolist() == [4, 6]
+    with torch.no_grad():
+        expected = reference(**theirs).logits
+        actual = model(**ours).logits
+    real = theirs["attention_mask"].bool()
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual[real], expected[real], atol=1e-5, rtol=0)
+
+    expected_ids = reference.generate(**theirs, max_new_tokens=6, do_sample=False)
+    actual_ids = model.generate(**ours, max_new_tokens=6, do_sample=False)
+    assert actual_ids[:, -6:].tolist() == expected_ids[:, -6:].tolist()
+
+
+def reference_positions(reference, theirs):
+    """Qwen's own 3D positions for its full sequence, `(3, batch, length)`."""
+    positions, _ = reference.model.get_rope_index(
+        theirs["input_ids"],
+        mm_token_type_ids=theirs["mm_token_type_ids"],
+        video_grid_thw=theirs["video_grid_thw"],
+        second_per_grid_ts=theirs["second_per_grid_ts"],
+        attention_mask=theirs["attention_mask"],
+    )
+    return positions
+
+
+def our_positions(model, ours):
+    """Our expanded sequence's (text, t, h, w) positions and the videos' features."""
+    with torch.no_grad():
+        out = model(**ours)
+    features = out.video_outputs
+    input_ids, mask, _ = model.model.expand_video_placeholders(
+        ours["input_ids"], ours["attention_mask"], None, features.token_counts
+    )
+    return model.model.video_position_ids(input_ids, mask, features), input_ids, features
+
+
+@pytest.mark.parametrize(
+    "stride, budget_patches, kept_patches",
+    [
+        (1, 2, [0, 1]),  # a keep mask over whole temporal patches: a budget of two patches' tokens keeps 2 of the 3
+        (2, None, [0, 1, 2]),  # pooled 2x2 windows: each at its window's first cell
+    ],
+)
+def test_kept_tokens_keep_qwen_positions(converted, videos, stride, budget_patches, kept_patches):
+    source, reference, reference_processor, _, processor = converted
+    compressor = {"model_type": "vidcomp_spatial_pool_compressor", "stride": stride, "mode": "average"}
+    model = Qwen2_5_VLConverter(compressor=compressor).convert(source).model
+    theirs = qwen_inputs(reference_processor, [PROMPT], videos[1:])
+    ours = our_inputs(processor, [PROMPT], videos[1:])
+    grid_t, grid_h, grid_w = theirs["video_grid_thw"][0].tolist()
+    merged_h, merged_w = grid_h // 2, grid_w // 2
+    pooled = -(-merged_h // stride) * -(-merged_w // stride)
+    if budget_patches is not None:
+        ours["video_token_budget"] = budget_patches * pooled
+    expected = reference_positions(reference, theirs)[:, 0]
+    positions, input_ids, features = our_positions(model, ours)
+    rope = positions[1:, 0]
+    assert int(features.token_counts) == len(kept_patches) * pooled < grid_t * merged_h * merged_w
+
+    # Each kept token is the Qwen token of its patch and cell; it gets that token's position.
+    video_pad = model.config.video_token_id
+    reference_video = expected[:, theirs["input_ids"][0] == video_pad]
+    patch = features.token_frame_index // 2
+    rows, columns = features.token_positions[:, 1], features.token_positions[:, 2]
+    source_token = (patch * merged_h + rows) * merged_w + columns
+    assert torch.equal(rope[:, input_ids[0] == video_pad], reference_video[:, source_token])
+    assert patch.unique().tolist() == kept_patches
+    assert torch.equal(rows.unique() % stride, torch.zeros_like(rows.unique()))
+
+    # The text after the video continues as Qwen's rule does: from the video's start plus the grid's span.
+    after_ours = rope[:, (input_ids[0] == video_pad).nonzero().max() + 1 :]
+    after_theirs = expected[:, (theirs["input_ids"][0] == video_pad).nonzero().max() + 1 :]
+    assert torch.equal(after_ours, after_theirs)
