@@ -144,3 +144,18 @@ def test_kept_tokens_keep_qwen_positions(converted, videos, stride, budget_patch
     after_ours = rope[:, (input_ids[0] == video_pad).nonzero().max() + 1 :]
     after_theirs = expected[:, (theirs["input_ids"][0] == video_pad).nonzero().max() + 1 :]
     assert torch.equal(after_ours, after_theirs)
+
+
+def test_convert_cli_writes_a_verified_remote_code_folder(tmp_path, capsys, videos):
+    from transformers_vidcomp.cli import main
+
+    source = tmp_path / "qwen"
+    build_tiny_qwen_vl("qwen2_5_vl", source, "small")
+    out = tmp_path / "ours"
+    compressor = '{"model_type": "vidcomp_spatial_pool_compressor", "stride": 2, "mode": "average"}'
+    assert main(["convert", "qwen2_5_vl", str(source), str(out), "--compressor", compressor]) == 0
+    assert "verified: reloaded with trust_remote_code" in capsys.readouterr().out
+    card = (out / "README.md").read_text()
+    assert "vidcomp_spatial_pool_compressor` (training-free" in card
+    for name in ("vision_qwen_vidcomp.py", "positions_vidcomp.py", "video_processing_qwen_vidcomp.py"):
+        assert (out / name).is_file()

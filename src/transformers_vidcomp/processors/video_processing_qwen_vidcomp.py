@@ -7,6 +7,8 @@ whole frames (`(total_frames, 3, height, width)`), so that the composite's sampl
 model pairs the kept frames into temporal patches (`vision_qwen_vidcomp.py`).
 """
 
+import math
+
 import numpy as np
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
@@ -77,6 +79,19 @@ class VidCompQwenVideoProcessor(VidCompVideoProcessor):
         """Transformers' own video processor of this family with these settings, whose rules this one follows."""
         names = ("size", "resample", "patch_size", "temporal_patch_size", "merge_size", "max_video_tokens")
         return QWEN_VIDEO_PROCESSORS[self.qwen_family](**{name: getattr(self, name) for name in names})
+
+    def largest_token_grid(self) -> tuple[int, int]:
+        r"""
+        The merged token grid (rows, columns) of the largest square frame the pixel budget allows: `longest_edge`
+        pixels per frame for Qwen2.5-VL, `max_video_tokens` patches per frame for Qwen3-VL. Model cards bound a
+        video's tokens with it.
+        """
+        factor = self.patch_size * self.merge_size
+        if self.qwen_family == "qwen3_vl":
+            side = math.isqrt(self.max_video_tokens) // self.merge_size
+        else:
+            side = math.isqrt(self.size["longest_edge"]) // factor
+        return max(side, 1), max(side, 1)
 
     def sample_frames(self, metadata, num_frames: int | None = None, fps: float | None = None, **kwargs):
         # Qwen's rule (frames at `fps`, at least `min_frames`, a multiple of the temporal patch for Qwen2.5-VL); an
