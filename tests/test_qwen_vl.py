@@ -107,28 +107,37 @@ def our_positions(model, ours):
     return model.model.video_position_ids(input_ids, mask, features), input_ids, features
 
 
+POOL = {"model_type": "vidcomp_spatial_pool_compressor", "mode": "average"}
+# STC over a window of all three patches: the anchor (patch 0) keeps its tokens, and the budget leaves room for 3 more,
+# the 3 least like the anchor at their place, anywhere in patches 1 and 2: a keep mask inside frames.
+STC = {"model_type": "vidcomp_stc_compressor", "window": 3, "threshold": 1.0}
+
+
 @pytest.mark.parametrize(
-    "stride, budget_patches, kept_patches",
+    "compressor, stride, budget_extra, kept_patches",
     [
-        (1, 2, [0, 1]),  # a keep mask over whole temporal patches: a budget of two patches' tokens keeps 2 of the 3
-        (2, None, [0, 1, 2]),  # pooled 2x2 windows: each at its window's first cell
+        ({**POOL, "stride": 1}, 1, (2, 0), [0, 1]),  # a keep mask of whole patches: a budget of two keeps 2 of 3
+        ({**POOL, "stride": 2}, 2, None, [0, 1, 2]),  # pooled 2x2 windows, each at its window's first cell
+        (STC, 1, (1, 3), None),
     ],
+    ids=["budget", "pooled", "stc"],
 )
-def test_kept_tokens_keep_qwen_positions(converted, videos, stride, budget_patches, kept_patches):
+def test_kept_tokens_keep_qwen_positions(converted, videos, compressor, stride, budget_extra, kept_patches):
     source, reference, reference_processor, _, processor = converted
-    compressor = {"model_type": "vidcomp_spatial_pool_compressor", "stride": stride, "mode": "average"}
     model = Qwen2_5_VLConverter(compressor=compressor).convert(source).model
     theirs = qwen_inputs(reference_processor, [PROMPT], videos[1:])
     ours = our_inputs(processor, [PROMPT], videos[1:])
     grid_t, grid_h, grid_w = theirs["video_grid_thw"][0].tolist()
     merged_h, merged_w = grid_h // 2, grid_w // 2
-    pooled = -(-merged_h // stride) * -(-merged_w // stride)
-    if budget_patches is not None:
-        ours["video_token_budget"] = budget_patches * pooled
+    per_patch = -(-merged_h // stride) * -(-merged_w // stride)
+    expected_count = grid_t * per_patch
+    if budget_extra is not None:
+        patches, extra = budget_extra
+        ours["video_token_budget"] = expected_count = patches * per_patch + extra
     expected = reference_positions(reference, theirs)[:, 0]
     positions, input_ids, features = our_positions(model, ours)
     rope = positions[1:, 0]
-    assert int(features.token_counts) == len(kept_patches) * pooled < grid_t * merged_h * merged_w
+    assert int(features.token_counts) == expected_count < grid_t * merged_h * merged_w
 
     # Each kept token is the Qwen token of its patch and cell; it gets that token's position.
     video_pad = model.config.video_token_id
@@ -137,8 +146,11 @@ def test_kept_tokens_keep_qwen_positions(converted, videos, stride, budget_patch
     rows, columns = features.token_positions[:, 1], features.token_positions[:, 2]
     source_token = (patch * merged_h + rows) * merged_w + columns
     assert torch.equal(rope[:, input_ids[0] == video_pad], reference_video[:, source_token])
-    assert patch.unique().tolist() == kept_patches
-    assert torch.equal(rows.unique() % stride, torch.zeros_like(rows.unique()))
+    assert torch.equal(rows % stride, torch.zeros_like(rows)) and torch.equal(columns % stride, torch.zeros_like(columns))
+    if kept_patches is not None:
+        assert patch.unique().tolist() == kept_patches
+    else:  # STC: the anchor whole, three tokens of the later patches
+        assert (patch == 0).sum() == per_patch and (patch > 0).sum() == 3
 
     # The text after the video continues as Qwen's rule does: from the video's start plus the grid's span.
     after_ours = rope[:, (input_ids[0] == video_pad).nonzero().max() + 1 :]

@@ -42,9 +42,13 @@ class NotQwenVLError(SourceCheckpointError):
 # Methods that work on a converted model as they are, with no training, and those whose weights must be trained
 # (or converted from their release) first. The card lists the added components under these headings.
 TRAINING_FREE = {
-    "vidcomp_uniform_sampler", "vidcomp_avs_sampler", "vidcomp_fila_kmeans_sampler",
-    "vidcomp_fila_bipartite_sampler", "vidcomp_longvu_sampler", "vidcomp_spatial_pool_compressor",
-    "vidcomp_longvu_compressor", "vidcomp_fila_bipartite_merge", "vidcomp_fila_temporal_average",
+    # Samplers: no weights, or pretrained ones they ship with (TransNetV2 for avs, DINOv2 for longvu).
+    "vidcomp_uniform_sampler", "vidcomp_avs_sampler", "vidcomp_fila_kmeans_sampler", "vidcomp_fila_bipartite_sampler",
+    "vidcomp_longvu_sampler",
+    # Compressors without weights. LongVU's full compressor (its SVA), HICom, the compact autoencoder and FiLA's
+    # weighted fusion / attention pooling have learned weights.
+    "vidcomp_spatial_pool_compressor", "vidcomp_stc_compressor", "vidcomp_fila_bipartite_merge",
+    "vidcomp_fila_temporal_average",
 }  # fmt: skip
 
 
