@@ -1,4 +1,5 @@
-"""Qwen2.5-VL checkpoints convert into the composite with exact parity, and kept tokens keep Qwen's 3D positions."""
+"""Qwen2.5-VL and Qwen3-VL checkpoints convert into the composite with exact parity; kept tokens keep Qwen's 3D
+positions (Qwen3-VL: its per-patch timestamps and DeepStack features too)."""
 
 import pytest
 import torch
@@ -41,19 +42,31 @@ def our_inputs(processor, prompts, paths):
     return processor(text=prompts, videos=[str(path) for path in paths], padding=True, return_tensors="pt")
 
 
-@pytest.fixture(scope="module", params=["small", "large"])
-def converted(request, tmp_path_factory):
-    source = tmp_path_factory.mktemp("qwen2_5_vl") / request.param
-    reference, reference_processor = build_tiny_qwen_vl("qwen2_5_vl", source, request.param)
-    result = get_converter("qwen2_5_vl").convert(source)
+def convert_tiny(tmp_path_factory, family, variant):
+    source = tmp_path_factory.mktemp(family) / variant
+    reference, reference_processor = build_tiny_qwen_vl(family, source, variant)
+    result = get_converter(family).convert(source)
     return source, reference, reference_processor, result.model, result.processor
 
 
-def test_converted_qwen2_5_vl_matches_transformers(converted, videos):
+FAMILIES_AND_SIZES = [(family, size) for family in ("qwen2_5_vl", "qwen3_vl") for size in ("small", "large")]
+
+
+@pytest.fixture(scope="module", params=FAMILIES_AND_SIZES, ids=["-".join(p) for p in FAMILIES_AND_SIZES])
+def converted(request, tmp_path_factory):
+    return convert_tiny(tmp_path_factory, *request.param)
+
+
+@pytest.fixture(scope="module", params=["small", "large"])
+def converted_qwen2_5(request, tmp_path_factory):
+    return convert_tiny(tmp_path_factory, "qwen2_5_vl", request.param)
+
+
+def test_converted_model_matches_transformers(converted, videos):
     _, reference, reference_processor, model, processor = converted
     theirs = qwen_inputs(reference_processor, [PROMPT], videos[:1])
     ours = our_inputs(processor, [PROMPT], videos[:1])
-    # The same frames, resized and normalised as Qwen's processor does, before Qwen's patchify.
+    # Qwen's frame choice (4 frames of 16), resized and normalised as Qwen's processor does, before its patchify.
     assert ours["video_num_frames"].tolist() == [4]
     with torch.no_grad():
         expected = reference(**theirs).logits
@@ -122,8 +135,8 @@ STC = {"model_type": "vidcomp_stc_compressor", "window": 3, "threshold": 1.0}
     ],
     ids=["budget", "pooled", "stc"],
 )
-def test_kept_tokens_keep_qwen_positions(converted, videos, compressor, stride, budget_extra, kept_patches):
-    source, reference, reference_processor, _, processor = converted
+def test_kept_tokens_keep_qwen_positions(converted_qwen2_5, videos, compressor, stride, budget_extra, kept_patches):
+    source, reference, reference_processor, _, processor = converted_qwen2_5
     model = Qwen2_5_VLConverter(compressor=compressor).convert(source).model
     theirs = qwen_inputs(reference_processor, [PROMPT], videos[1:])
     ours = our_inputs(processor, [PROMPT], videos[1:])

@@ -28,11 +28,16 @@ from transformers.core_model_loading import WeightRenaming
 
 from ..modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, SpatialPoolCompressorConfig, UniformSamplerConfig, VidCompConfig
 from ..modeling.parts_vidcomp import component_config
+from ..modeling.vision_qwen_vidcomp import timestamp_token_ids
 from ..processors import QWEN_VIDEO_SETTINGS, VidCompProcessor, VidCompQwenVideoProcessor, pixel_settings
 from .cards import CardInfo
 from .converters import CheckpointConverter, SourceCheckpointError, hub_id_of, register_converter, source_model_type
 from .layouts import CheckpointKeysError, CheckpointLayout, CheckpointShapeError
 from .sources import CheckpointReadError
+
+
+# Times whose text a converted Qwen3-VL must tokenize as its pieces do.
+TIMESTAMP_CHECKS = (0.3, 12.5, 3599.8, 100.0)
 
 
 class NotQwenVLError(SourceCheckpointError):
@@ -102,7 +107,12 @@ class QwenVLConverter(CheckpointConverter):
             video_token_id=original.video_token_id,
             tie_word_embeddings=original.tie_word_embeddings,
             vision_batch_size=16,
+            video_segment_tokens=self.video_segment_tokens(source, original),
         )
+
+    def video_segment_tokens(self, source: Path, original: PreTrainedConfig) -> dict[str, list[int]] | None:
+        """Qwen3-VL only: the ids of the pieces of `<t seconds><|vision_start|>...<|vision_end|>`."""
+        return None
 
     def max_frames(self, source: Path) -> int:
         """The most frames Qwen's processor samples from one video, which the default sampler keeps."""
@@ -185,6 +195,20 @@ class Qwen3VLConverter(QwenVLConverter):
     description = "a Qwen3VLForConditionalGeneration folder in Transformers format"
     source_config_class = Qwen3VLConfig
     source_model_class = Qwen3VLForConditionalGeneration
+
+    def video_segment_tokens(self, source: Path, original: PreTrainedConfig) -> dict[str, list[int]]:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        pieces = ["<", *"0123456789", ".", " seconds>"]
+        tokens = {piece: tokenizer.encode(piece, add_special_tokens=False) for piece in pieces}
+        tokens.update(vision_start=[original.vision_start_token_id], vision_end=[original.vision_end_token_id])
+        for seconds in TIMESTAMP_CHECKS:
+            text = f"<{seconds:.1f} seconds>"
+            if tokenizer.encode(text, add_special_tokens=False) != timestamp_token_ids(seconds, tokens):
+                raise SourceCheckpointError(
+                    f"The tokenizer in {str(source)!r} does not split {text!r} into its digits and punctuation as "
+                    "Qwen's does, so the model cannot write a kept patch's time as Qwen3-VL's processor would."
+                )
+        return tokens
 
 
 __all__ = ["NotQwenVLError", "Qwen2_5_VLConverter", "Qwen3VLConverter", "QwenVLConverter", "needs_training"]

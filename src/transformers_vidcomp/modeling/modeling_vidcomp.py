@@ -36,7 +36,7 @@ from .components_vidcomp import (
 from .configuration_vidcomp import VidCompConfig
 from .methods_vidcomp import build_compressor, build_sampler
 from .positions_vidcomp import multimodal_position_ids, temporal_positions
-from .vision_qwen_vidcomp import encode_temporal_patches, pair_frames, qwen_family
+from .vision_qwen_vidcomp import encode_temporal_patches, interleave_timestamps, pair_frames, qwen_family
 from .parts_vidcomp import (
     PartError,
     PartSource,
@@ -198,6 +198,11 @@ class VidCompModel(VidCompPreTrainedModel):
         self.compressor = build_compressor(config.compressor_config)
         # Qwen2.5-VL / Qwen3-VL towers: frames go in as temporal patches, merged LLM-width tokens come out.
         self.qwen_family = qwen_family(config.vision_config)
+        if self.qwen_family == "qwen3_vl" and config.video_segment_tokens is None:
+            raise ValueError(
+                "A Qwen3-VL model writes each temporal patch's time as text and needs config.video_segment_tokens, "
+                "the token ids of that text's pieces; `vidcomp convert qwen3_vl` reads them from Qwen's tokenizer."
+            )
         feature_dim = config.vision_config.hidden_size * len(config.vision_feature_layers)
         if self.qwen_family is not None:
             feature_dim = config.vision_config.out_hidden_size
@@ -322,7 +327,7 @@ class VidCompModel(VidCompPreTrainedModel):
         sampled = self.sampler(frames, frame_features=frame_features, instruction=instruction)
         keep = sampled.keep_mask
         # For temporal patches (Qwen), each feature row's first frame among the kept frames; None: a row per frame.
-        feature_frame, deepstack = None, None
+        feature_frame, deepstack, patch_seconds = None, None, None
         if self.qwen_family is not None:
             patches = pair_frames(frames.select(keep), self.config.vision_config.temporal_patch_size)
             encoded = encode_temporal_patches(
@@ -330,6 +335,7 @@ class VidCompModel(VidCompPreTrainedModel):
             )
             features = patches.frames.with_values(encoded.features)
             feature_frame, deepstack = patches.first_frame, encoded.deepstack_features
+            patch_seconds = patches.frame_times.mean(-1)  # Qwen3-VL's time of a temporal patch
         elif frame_features is not None:
             features = frame_features.select(keep)
         else:
@@ -366,6 +372,21 @@ class VidCompModel(VidCompPreTrainedModel):
         places = {}
         if self.qwen_family is not None:
             places = self.token_places(frames, features, compressed, token_video, token_row, deepstack)
+        if self.qwen_family == "qwen3_vl":
+            # Qwen3-VL reads each temporal patch after its time, as text: the text's embeddings join the video's tokens.
+            timed = interleave_timestamps(
+                projected, token_video, token_row, places["token_positions"], patch_seconds,
+                max(features.values.shape[1:3]), frames.num_videos, self.config.video_segment_tokens,
+                self.get_input_embeddings(),
+            )  # fmt: skip
+            projected, token_counts = timed.tokens, timed.token_counts
+            token_frame_index, token_timestamps = token_frame_index[timed.source], token_timestamps[timed.source]
+            places.update(token_positions=timed.token_positions, video_position_spans=timed.video_position_spans)
+            if deepstack is not None:  # nothing is added at the text's places
+                places["deepstack_features"] = [
+                    level.new_zeros(timed.is_visual.shape[0], level.shape[-1]).masked_scatter(timed.is_visual[:, None], level)
+                    for level in places["deepstack_features"]
+                ]
         return VidCompVideoFeatures(
             last_hidden_state=compressed.tokens,
             pooler_output=projected,

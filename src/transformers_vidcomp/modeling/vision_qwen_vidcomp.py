@@ -144,8 +144,117 @@ def encode_temporal_patches(
     return QwenVisionOutput(as_grids(torch.cat(features)), levels)
 
 
+def timestamp_token_ids(seconds: float, segment_tokens: dict[str, list[int]]) -> list[int]:
+    r"""
+    The token ids of Qwen3-VL's `"<{seconds:.1f} seconds>"`, from the ids of its pieces (`"<"`, each digit, `"."`,
+    `" seconds>"`) that the converter read from the tokenizer: Qwen's tokenizers split digits and punctuation into
+    pieces of their own, so the text's ids are its pieces' ids in order.
+    """
+    text = f"{seconds:.1f}"
+    return [
+        *segment_tokens["<"], *(i for character in text for i in segment_tokens[character]), *segment_tokens[" seconds>"]
+    ]
+
+
+@dataclass
+class TimestampedVideoTokens:
+    r"""
+    A batch's video tokens laid out as Qwen3-VL writes videos: per temporal patch that kept tokens,
+    `<t seconds><|vision_start|>` tokens `<|vision_end|>`. The text tokens are carried as their LLM embeddings, so
+    the composite splices the whole layout where each video's placeholder was.
+
+    Args:
+        tokens (`torch.FloatTensor` of shape `(total_slots, text_hidden_size)`)
+        token_counts (`torch.LongTensor` of shape `(num_videos,)`): slots per video, text included.
+        source (`torch.LongTensor` of shape `(total_slots,)`): the visual token each slot is, or for a text slot the
+            first visual token of its patch (whose frame and time it reports).
+        is_visual (`torch.BoolTensor` of shape `(total_slots,)`)
+        token_positions (`torch.LongTensor` of shape `(total_slots, 3)`): offsets from the video's start position.
+        video_position_spans (`torch.LongTensor` of shape `(num_videos,)`): where the text after each video goes on.
+    """
+
+    tokens: torch.FloatTensor
+    token_counts: torch.LongTensor
+    source: torch.LongTensor
+    is_visual: torch.BoolTensor
+    token_positions: torch.LongTensor
+    video_position_spans: torch.LongTensor
+
+
+def interleave_timestamps(
+    tokens: torch.FloatTensor,
+    token_video: torch.LongTensor,
+    token_patch: torch.LongTensor,
+    token_positions: torch.LongTensor,
+    patch_seconds: torch.FloatTensor,
+    grid_span: int,
+    num_videos: int,
+    segment_tokens: dict[str, list[int]],
+    embeddings: torch.nn.Module,
+) -> TimestampedVideoTokens:
+    r"""
+    Writes each kept temporal patch as Qwen3-VL's processor writes every patch: its time (the mean of its frames'
+    times), then its tokens between `<|vision_start|>` and `<|vision_end|>`. Patches whose every token was dropped
+    are left out, time included. Positions follow Qwen3-VL's `get_rope_index`: text one by one, each patch's tokens
+    at `(0, row, column)` from where it starts, the text after it `grid_span` further on.
+
+    The loop runs over temporal patches (hundreds for an hour at Qwen's 2 fps), not over tokens: their times must
+    be written as text.
+
+    Args:
+        tokens (`torch.FloatTensor` of shape `(total_tokens, text_hidden_size)`): visual tokens, patch after patch.
+        token_video, token_patch (`torch.LongTensor` of shape `(total_tokens,)`): each token's video and patch row.
+        token_positions (`torch.LongTensor` of shape `(total_tokens, 3)`): (0, row, column) within its patch.
+        patch_seconds (`torch.FloatTensor` of shape `(total_patches,)`): each patch's time.
+    """
+    if bool((token_patch[1:] < token_patch[:-1]).any()):
+        raise ValueError("Qwen3-VL writes a video patch after patch: the compressor must emit tokens in patch order.")
+    patches, counts = torch.unique_consecutive(token_patch, return_counts=True)
+    starts = (torch.cumsum(counts, 0) - counts).tolist()
+    videos = token_video[torch.cumsum(counts, 0) - 1].tolist()
+    start_id, end_id = segment_tokens["vision_start"], segment_tokens["vision_end"]
+    device = tokens.device
+    slot_ids, sources, positions, slot_counts = [], [], [], [0] * num_videos
+    spans = [0] * num_videos  # where each video's text goes on, from its start
+    for patch, first, count, video in zip(patches.tolist(), starts, counts.tolist(), videos):
+        cursor = spans[video]
+        text = timestamp_token_ids(float(patch_seconds[patch]), segment_tokens) + start_id
+        slot_ids += [*text, *([-1] * count), *end_id]  # -1: a visual token
+        sources += [
+            torch.full((len(text),), first, device=device),
+            torch.arange(first, first + count, device=device),
+            torch.full((len(end_id),), first, device=device),
+        ]
+        text_positions = torch.arange(cursor, cursor + len(text), device=device)
+        cursor += len(text)
+        end_positions = torch.arange(len(end_id), device=device) + cursor + grid_span
+        positions += [
+            text_positions[:, None].expand(-1, 3),
+            token_positions[first : first + count] + cursor,
+            end_positions[:, None].expand(-1, 3),
+        ]
+        spans[video] = cursor + grid_span + len(end_id)
+        slot_counts[video] += len(text) + count + len(end_id)
+    slot_ids = torch.tensor(slot_ids, device=device)
+    is_visual = slot_ids < 0
+    out = tokens.new_empty(slot_ids.shape[0], tokens.shape[-1])
+    out[is_visual] = tokens
+    out[~is_visual] = embeddings(slot_ids[~is_visual]).to(tokens.dtype)
+    return TimestampedVideoTokens(
+        tokens=out,
+        token_counts=torch.tensor(slot_counts, device=device),
+        source=torch.cat(sources),
+        is_visual=is_visual,
+        token_positions=torch.cat(positions),
+        video_position_spans=torch.tensor(spans, device=device),
+    )
+
+
 __all__ = [
     "QWEN_VISION_MODEL_TYPES",
+    "TimestampedVideoTokens",
+    "interleave_timestamps",
+    "timestamp_token_ids",
     "QwenVisionOutput",
     "TemporalPatches",
     "encode_temporal_patches",
