@@ -7,6 +7,7 @@ from transformers.video_utils import load_video
 
 from transformers_vidcomp.conversion import Qwen2_5_VLConverter, get_converter
 from transformers_vidcomp.demo_video import make_demo_video
+from transformers_vidcomp.modeling.vision_qwen_vidcomp import timestamp_token_ids
 from transformers_vidcomp.tiny_qwen import build_tiny_qwen_vl
 
 
@@ -184,3 +185,70 @@ def test_convert_cli_writes_a_verified_remote_code_folder(tmp_path, capsys, vide
     assert "vidcomp_spatial_pool_compressor` (training-free" in card
     for name in ("vision_qwen_vidcomp.py", "positions_vidcomp.py", "video_processing_qwen_vidcomp.py"):
         assert (out / name).is_file()
+
+
+@pytest.fixture(scope="module")
+def qwen3_source(tmp_path_factory):
+    source = tmp_path_factory.mktemp("qwen3") / "large"
+    reference, reference_processor = build_tiny_qwen_vl("qwen3_vl", source, "large")
+    return source, reference, reference_processor
+
+
+def test_qwen3_writes_the_kept_frames_times_and_matches_qwen_on_them(qwen3_source, videos):
+    """A sampler keeps 2 of Qwen's 4 frames: the model equals Qwen3-VL given just those frames, timestamps included."""
+    source, reference, reference_processor = qwen3_source
+    sampler = {"model_type": "vidcomp_uniform_sampler", "num_frames": 2}
+    converted = get_converter("qwen3_vl")
+    converted = type(converted)(sampler=sampler).convert(source)
+    model, processor = converted.model, converted.processor
+    ours = our_inputs(processor, [PROMPT], videos[:1])
+    frames, metadata = load_video(str(videos[0]), backend="pyav")
+    kept = [0, 10]  # Qwen samples frames 0, 5, 10, 15; the uniform sampler keeps the 1st and 3rd
+    metadata.frames_indices = kept
+    theirs = reference_processor(
+        text=[PROMPT], videos=[frames[kept]],
+        videos_kwargs={"video_metadata": [metadata], "do_sample_frames": False}, return_tensors="pt",
+    )  # fmt: skip
+    assert "<0.6 seconds>" in reference_processor.tokenizer.decode(theirs["input_ids"][0])
+    with torch.no_grad():
+        expected = reference(**theirs).logits
+        out = model(**ours)
+    assert out.logits.shape == expected.shape
+    torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=0)
+
+
+def visual_slots(features):
+    """The visual tokens among a Qwen3-VL video's slots (text slots get no DeepStack feature) by (patch, row, column)."""
+    level = features.deepstack_features[0]
+    visual = level.abs().sum(-1) > 0
+    start, row, column = features.token_positions[visual].unbind(-1)
+    patch = features.token_frame_index[visual] // 2
+    places = list(zip(patch.tolist(), (row - start).tolist(), (column - start).tolist()))
+    return places, [level[visual] for level in features.deepstack_features]
+
+
+def test_qwen3_deepstack_follows_kept_tokens(qwen3_source, videos):
+    source, *_ = qwen3_source
+    full = get_converter("qwen3_vl").convert(source)
+    stc = type(get_converter("qwen3_vl"))(compressor=STC).convert(source).model
+    ours = our_inputs(full.processor, [PROMPT], videos[1:])
+    with torch.no_grad():
+        everything = full.model(**ours).video_outputs
+        kept = stc(**ours, video_token_budget=9).video_outputs  # a 2x3 grid per patch: the anchor's 6, and 3 more
+    all_places, all_levels = visual_slots(everything)
+    kept_places, kept_levels = visual_slots(kept)
+    assert len(all_places) == 18 and len(kept_places) == 9 and len(all_levels) == 2
+    rows = torch.tensor([all_places.index(place) for place in kept_places])
+    for full_level, kept_level in zip(all_levels, kept_levels):
+        torch.testing.assert_close(kept_level, full_level[rows], atol=0, rtol=0)
+    # Only patches that kept tokens are written, each after its time: the text slots hold exactly those embeddings.
+    pieces = stc.config.video_segment_tokens
+    times = ours["video_timestamps"].view(-1, 2).mean(-1)
+    expected_ids = [
+        token
+        for patch in sorted({patch for patch, _, _ in kept_places})
+        for token in (*timestamp_token_ids(float(times[patch]), pieces), *pieces["vision_start"], *pieces["vision_end"])
+    ]
+    text_slots = kept.deepstack_features[0].abs().sum(-1) == 0
+    embeddings = stc.get_input_embeddings()(torch.tensor(expected_ids))
+    torch.testing.assert_close(kept.pooler_output[text_slots], embeddings, atol=0, rtol=0)
