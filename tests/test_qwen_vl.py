@@ -8,6 +8,7 @@ from transformers.video_utils import load_video
 from transformers_vidcomp.conversion import Qwen2_5_VLConverter, get_converter
 from transformers_vidcomp.demo_video import make_demo_video
 from transformers_vidcomp.modeling.vision_qwen_vidcomp import timestamp_token_ids
+from transformers_vidcomp.tiny import sized_for_tiny_vision
 from transformers_vidcomp.tiny_qwen import build_tiny_qwen_vl
 
 
@@ -56,6 +57,12 @@ FAMILIES_AND_SIZES = [(family, size) for family in ("qwen2_5_vl", "qwen3_vl") fo
 @pytest.fixture(scope="module", params=FAMILIES_AND_SIZES, ids=["-".join(p) for p in FAMILIES_AND_SIZES])
 def converted(request, tmp_path_factory):
     return convert_tiny(tmp_path_factory, *request.param)
+
+
+@pytest.fixture(scope="module")
+def qwen2_5_small(tmp_path_factory):
+    source = tmp_path_factory.mktemp("qwen2_5_small") / "small"
+    return source, *build_tiny_qwen_vl("qwen2_5_vl", source, "small")
 
 
 @pytest.fixture(scope="module", params=["small", "large"])
@@ -252,3 +259,71 @@ def test_qwen3_deepstack_follows_kept_tokens(qwen3_source, videos):
     text_slots = kept.deepstack_features[0].abs().sum(-1) == 0
     embeddings = stc.get_input_embeddings()(torch.tensor(expected_ids))
     torch.testing.assert_close(kept.pooler_output[text_slots], embeddings, atol=0, rtol=0)
+
+
+# Every training-free method on a converted Qwen2.5-VL, as converted: no step of training.
+TRAINING_FREE = {
+    "fila-kmeans+bipartite-merge": (
+        {"model_type": "vidcomp_fila_kmeans_sampler", "num_scenes": 2, "supplements_per_scene": 1},
+        {"model_type": "vidcomp_fila_bipartite_merge", "scene_size": 2},
+    ),
+    "longvu-dinov2+stc": (
+        sized_for_tiny_vision({"model_type": "vidcomp_longvu_sampler"}),
+        {"model_type": "vidcomp_stc_compressor", "window": 2, "threshold": 0.5},
+    ),
+    "uniform+temporal-average": (
+        {"model_type": "vidcomp_uniform_sampler", "num_frames": 4},
+        {"model_type": "vidcomp_fila_temporal_average", "scene_size": 2},
+    ),
+    "adaptive+pool": (
+        sized_for_tiny_vision({"model_type": "vidcomp_avs_sampler", "max_frames": 4}),
+        {**POOL, "stride": 2},
+    ),
+}
+
+
+@pytest.mark.parametrize("methods", TRAINING_FREE.values(), ids=TRAINING_FREE.keys())
+def test_training_free_methods_run_on_a_converted_model(qwen2_5_small, videos, methods):
+    from transformers import pipeline
+
+    from transformers_vidcomp.conversion.qwen_vl import needs_training
+
+    source, *_ = qwen2_5_small
+    sampler, compressor = methods
+    converted = Qwen2_5_VLConverter(sampler=sampler, compressor=compressor).convert(source)
+    model, processor = converted.model, converted.processor
+    assert not needs_training(model.config.sampler_config) and not needs_training(model.config.compressor_config)
+    selector = model.model.sampler if model.model.sampler.selects_frames_at_decode else None
+    inputs = processor(text=[PROMPT], videos=[str(videos[1])], frame_selector=selector, return_tensors="pt")
+    with torch.no_grad():
+        features = model(**inputs).video_outputs
+    grid_h, grid_w = 2, 3  # the small variant's merged grid for these 64x96 frames
+    _, rows, columns = features.token_positions.unbind(-1)
+    assert 0 < int(features.token_counts) and bool((rows < grid_h).all()) and bool((columns < grid_w).all())
+    pipe = pipeline("video-text-to-text", model=model, processor=processor)
+    answer = pipe(videos=str(videos[1]), text="What happens?", max_new_tokens=3)
+    assert isinstance(answer[0]["generated_text"], str)
+
+
+def test_trainer_fine_tunes_a_converted_model(qwen2_5_small, videos, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from transformers_vidcomp.training import VidCompDataCollator
+
+    source, *_ = qwen2_5_small
+    converted = Qwen2_5_VLConverter(compressor={**POOL, "stride": 2}).convert(source)
+    model, processor = converted.model.train(), converted.processor
+    example = {
+        "messages": [
+            {"role": "user", "content": [{"type": "video", "path": str(videos[0])}, {"type": "text", "text": "What?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "A rocket, then coffee."}]},
+        ],
+    }
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=8, learning_rate=5e-3, report_to=[],
+        use_cpu=True, remove_unused_columns=False, save_strategy="no", disable_tqdm=True, logging_steps=1,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=[example] * 16, data_collator=VidCompDataCollator(processor))
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert sum(losses[-2:]) < sum(losses[:2])

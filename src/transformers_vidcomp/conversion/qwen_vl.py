@@ -26,8 +26,9 @@ from transformers import (
 )
 from transformers.core_model_loading import WeightRenaming
 
-from ..modeling import COMPRESSOR_REGISTRY, SAMPLER_REGISTRY, SpatialPoolCompressorConfig, UniformSamplerConfig, VidCompConfig
-from ..modeling.parts_vidcomp import component_config
+from ..modeling import SpatialPoolCompressorConfig, UniformSamplerConfig, VidCompConfig
+from ..modeling import build_compressor, build_sampler
+from ..modeling.parts_vidcomp import load_component
 from ..modeling.vision_qwen_vidcomp import timestamp_token_ids
 from ..processors import QWEN_VIDEO_SETTINGS, VidCompProcessor, VidCompQwenVideoProcessor, pixel_settings
 from .cards import CardInfo
@@ -75,8 +76,11 @@ class QwenVLConverter(CheckpointConverter):
     layout = CheckpointLayout(name="qwen-vl", transforms=[WeightRenaming(r"^model\.visual\.", "model.vision_tower.")])
 
     def __init__(self, sampler: str | dict | None = None, compressor: str | dict | None = None):
+        # A spec (a registered `model_type` or JSON) starts fresh; a folder saved with `save_pretrained` (LongVU's
+        # sampler with a pretrained DINOv2, the adaptive sampler with TransNetV2) brings its weights.
         self.sampler = sampler
         self.compressor = compressor
+        self.components = {}
 
     def source_config(self, source: Path) -> PreTrainedConfig:
         model_type = source_model_type(source, NotQwenVLError)
@@ -93,12 +97,15 @@ class QwenVLConverter(CheckpointConverter):
 
     def build_config(self, source: Path) -> VidCompConfig:
         original = self.source_config(source)
-        sampler = UniformSamplerConfig(num_frames=self.max_frames(source), fps=None).to_dict()
-        compressor = SpatialPoolCompressorConfig(stride=1, mode="average").to_dict()
-        if self.sampler is not None:
-            sampler = component_config(self.sampler, "sampler")
-        if self.compressor is not None:
-            compressor = component_config(self.compressor, "compressor")
+        defaults = {
+            "sampler": UniformSamplerConfig(num_frames=self.max_frames(source), fps=None).to_dict(),
+            "compressor": SpatialPoolCompressorConfig(stride=1, mode="average").to_dict(),
+        }
+        for kind in ("sampler", "compressor"):
+            component, module = load_component(getattr(self, kind), kind)
+            defaults[kind] = component or defaults[kind]
+            self.components[kind] = module
+        sampler, compressor = defaults["sampler"], defaults["compressor"]
         return VidCompConfig(
             vision_config=original.vision_config.to_dict(),
             text_config=original.text_config.to_dict(),
@@ -131,7 +138,16 @@ class QwenVLConverter(CheckpointConverter):
             raise CheckpointShapeError(
                 {key: (tuple(got), tuple(want)) for key, got, want in loading["mismatched_keys"]}, str(source)
             )
-        return model.state_dict()
+        return {**model.state_dict(), **self.component_weights(source)}
+
+    def component_weights(self, source: Path) -> dict[str, torch.Tensor]:
+        """Weights of the added sampler and compressor: as loaded from their folders, or freshly initialised."""
+        config = self.build_config(source)
+        weights = {}
+        for kind, build in (("sampler", build_sampler), ("compressor", build_compressor)):
+            module = self.components.get(kind) or build(getattr(config, f"{kind}_config"))
+            weights.update({f"model.{kind}.{key}": tensor for key, tensor in module.state_dict().items()})
+        return weights
 
     def source_processor(self, source: Path):
         try:

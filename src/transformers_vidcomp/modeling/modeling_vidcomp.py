@@ -350,7 +350,7 @@ class VidCompModel(VidCompPreTrainedModel):
             auxiliary_features=sampled.auxiliary_features,
             instruction=instruction,
             token_budget=self.compressor_token_budget(budget),
-            scene_ids=sampled.scene_ids[keep] if sampled.scene_ids is not None else None,
+            scene_ids=self.scenes_of(features, sampled.scene_ids, keep, feature_frame),
             **({"projector": self.multi_modal_projector} if self.compressor.projection == "inside" else {}),
         )
         # The compressor indexes frames among the kept ones; report them among the frames the caller gave.
@@ -397,6 +397,19 @@ class VidCompModel(VidCompPreTrainedModel):
             scene_ids=sampled.scene_ids,
             **places,
         )
+
+    @staticmethod
+    def scenes_of(
+        features: PackedFrames,
+        scene_ids: torch.LongTensor | None,
+        keep: torch.BoolTensor,
+        feature_frame: torch.LongTensor | None,
+    ) -> torch.LongTensor | None:
+        """The sampler's scene of each feature row: its kept frame's, or a temporal patch's first frame's."""
+        if scene_ids is None:
+            return None
+        kept_scenes = scene_ids[keep]
+        return kept_scenes if feature_frame is None else kept_scenes[feature_frame]
 
     def frame_features(self, frames: PackedFrames) -> PackedFrames:
         r"""
