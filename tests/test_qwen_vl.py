@@ -179,14 +179,16 @@ def test_kept_tokens_keep_qwen_positions(converted_qwen2_5, videos, compressor, 
     assert torch.equal(after_ours, after_theirs)
 
 
-def test_convert_cli_writes_a_verified_remote_code_folder(tmp_path, capsys, videos):
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_convert_cli_writes_a_verified_remote_code_folder(family, tmp_path, capsys):
+    """The folder reloads in a fresh interpreter without this package (trust_remote_code), logits within 1e-5."""
     from transformers_vidcomp.cli import main
 
     source = tmp_path / "qwen"
-    build_tiny_qwen_vl("qwen2_5_vl", source, "small")
+    build_tiny_qwen_vl(family, source, "small")
     out = tmp_path / "ours"
     compressor = '{"model_type": "vidcomp_spatial_pool_compressor", "stride": 2, "mode": "average"}'
-    assert main(["convert", "qwen2_5_vl", str(source), str(out), "--compressor", compressor]) == 0
+    assert main(["convert", family, str(source), str(out), "--compressor", compressor]) == 0
     assert "verified: reloaded with trust_remote_code" in capsys.readouterr().out
     card = (out / "README.md").read_text()
     assert "vidcomp_spatial_pool_compressor` (training-free" in card
