@@ -7,6 +7,8 @@ frame-difference pruning) run on identical features.
     python benchmarks/run.py                       # 1, 5, 15 and 60 minutes; writes benchmarks/results/
     python benchmarks/run.py --minutes 1 5 --presets baseline longvu
     python benchmarks/run.py --update-readme       # also rewrites the README's results section from the JSON
+    python benchmarks/run.py --presets qwen2_5_vl qwen2_5_vl+stc qwen2_5_vl+adaptive transformers:qwen2_5_vl \
+        --skip-needle --out benchmarks/results/qwen2_5_vl   # the Qwen2.5-VL rows (QWEN_ROWS) against Transformers'
 
 The videos are synthetic and made from real photographs (`demo_video.plan_haystack`: pans, zooms, cuts and
 dissolves) at 1 fps and 320x180, so an hour is 3,600 frames. Every preset decodes every frame at 1 fps (the presets'
@@ -50,12 +52,17 @@ README = Path(__file__).parent.parent / "README.md"
 README_START, README_END = "<!-- benchmark-results:start -->", "<!-- benchmark-results:end -->"
 PRESETS = ("baseline", "longvu", "hicom", "fila", "avs-compact")
 TRANSFORMERS_BASELINES = ("transformers:llava-onevision", "transformers:videollama3")
-# A tiny random Qwen2.5-VL converted into ours (every frame at Qwen's rate, all its tokens), with STC, and with the
-# adaptive sampler; and Transformers' own Qwen2.5-VL on the same checkpoint at its defaults (2 fps, 768 frames at most).
+# A tiny random Qwen2.5-VL converted into ours: as converted (Qwen's frame choice, 2 fps and at most 768 frames, every
+# token), with STC over every frame of the hour under a budget of QWEN_BUDGET tokens, and with the adaptive sampler;
+# and Transformers' own Qwen2.5-VL on the same checkpoint at its release rate (2 fps, at most 768 frames).
 QWEN_ROWS = ("qwen2_5_vl", "qwen2_5_vl+stc", "qwen2_5_vl+adaptive", "transformers:qwen2_5_vl")
+QWEN_BUDGET = 2048
 QWEN_COMPONENTS = {
     "qwen2_5_vl": {},
-    "qwen2_5_vl+stc": {"compressor": {"model_type": "vidcomp_stc_compressor"}},
+    "qwen2_5_vl+stc": {
+        "sampler": {"model_type": "vidcomp_uniform_sampler", "num_frames": 10**6},
+        "compressor": {"model_type": "vidcomp_stc_compressor"},
+    },
     "qwen2_5_vl+adaptive": {
         "sampler": {"model_type": "vidcomp_avs_sampler", "max_frames": 32,
                     "shot_detector_config": {"inference_windows": "streaming"}},
@@ -88,6 +95,8 @@ def prepare_inputs(name: str, video: str, longvu_context: int):
     if name in QWEN_COMPONENTS:
         model, processor = converted_tiny_qwen(name)
         processor.video_processor.max_frames = 10**6  # Qwen's rate (every frame of a 1 fps file): no frame cap
+        if name == "qwen2_5_vl+stc":
+            model.config.video_token_budget = QWEN_BUDGET
     else:
         preset = "baseline" if name.startswith("transformers:") else name
         model, processor = build_tiny(preset)
@@ -148,7 +157,10 @@ def run_transformers_qwen(video: str) -> dict:
     clock = time.perf_counter()
     frames, metadata = load_video(video, backend="pyav")
     prompt = f"<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
-    inputs = processor(text=[prompt], videos=[frames], videos_kwargs={"video_metadata": [metadata]}, return_tensors="pt")
+    inputs = processor(
+        text=[prompt], videos=[frames], videos_kwargs={"video_metadata": [metadata], "do_sample_frames": True},
+        return_tensors="pt",
+    )
     seconds["decode"] = time.perf_counter() - clock
     stages = {"encode": model.model.visual, "prefill": model.model.language_model}
     with torch.inference_mode():

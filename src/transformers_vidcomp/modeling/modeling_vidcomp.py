@@ -350,7 +350,7 @@ class VidCompModel(VidCompPreTrainedModel):
             auxiliary_features=sampled.auxiliary_features,
             instruction=instruction,
             token_budget=self.compressor_token_budget(budget),
-            scene_ids=self.scenes_of(features, sampled.scene_ids, keep, feature_frame),
+            scene_ids=self.scenes_of(sampled.scene_ids, keep, feature_frame),
             **({"projector": self.multi_modal_projector} if self.compressor.projection == "inside" else {}),
         )
         # The compressor indexes frames among the kept ones; report them among the frames the caller gave.
@@ -382,9 +382,10 @@ class VidCompModel(VidCompPreTrainedModel):
             projected, token_counts = timed.tokens, timed.token_counts
             token_frame_index, token_timestamps = token_frame_index[timed.source], token_timestamps[timed.source]
             places.update(token_positions=timed.token_positions, video_position_spans=timed.video_position_spans)
-            if deepstack is not None:  # nothing is added at the text's places
+            if deepstack is not None:  # nothing is added where the text is
+                visual = timed.is_visual[:, None]
                 places["deepstack_features"] = [
-                    level.new_zeros(timed.is_visual.shape[0], level.shape[-1]).masked_scatter(timed.is_visual[:, None], level)
+                    level.new_zeros(visual.shape[0], level.shape[-1]).masked_scatter(visual, level)
                     for level in places["deepstack_features"]
                 ]
         return VidCompVideoFeatures(
@@ -400,7 +401,6 @@ class VidCompModel(VidCompPreTrainedModel):
 
     @staticmethod
     def scenes_of(
-        features: PackedFrames,
         scene_ids: torch.LongTensor | None,
         keep: torch.BoolTensor,
         feature_frame: torch.LongTensor | None,
