@@ -14,10 +14,11 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
 
     ```python
     >>> pipe = pipeline("video-text-to-text", model="path/to/checkpoint", trust_remote_code=True)
-    >>> pipe(videos="clip.mp4", text="What happens?")
-    [{'input_text': 'What happens?', 'generated_text': '...'}]
-    >>> pipe(text=[{"role": "user", "content": [{"type": "video", "path": "clip.mp4"},
-    ...                                         {"type": "text", "text": "What happens?"}]}])
+    >>> chat = [{"role": "user", "content": [{"type": "video", "path": "clip.mp4"},
+    ...                                      {"type": "text", "text": "What happens?"}]}]
+    >>> pipe(chat, max_new_tokens=20)
+    [{'input_text': [{'role': 'user', 'content': [...]}], 'generated_text': '...'}]
+    >>> pipe(videos="clip.mp4", text="What happens?")  # the same chat, built for you
     ```
 
     It takes every call form of Transformers' `image-text-to-text` pipeline, with videos in place of images:
@@ -52,10 +53,13 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
                 )
             return super().__call__(text=text, **kwargs)
         if text is None and is_video_question(videos):  # {"video": ..., "text": ...} or a list of them
-            if isinstance(videos, dict):  # one pair answers as one video
-                videos, text = videos.get("video", videos.get("videos")), videos["text"]
+            pairs = [videos] if isinstance(videos, dict) else videos
+            pair_videos = [pair["video"] if "video" in pair else pair["videos"] for pair in pairs]
+            pair_questions = [pair["text"] for pair in pairs]
+            if isinstance(videos, dict):  # one pair gets one answer, as one video does
+                videos, text = pair_videos[0], pair_questions[0]
             else:
-                videos, text = [pair.get("video", pair.get("videos")) for pair in videos], [pair["text"] for pair in videos]
+                videos, text = pair_videos, pair_questions
         if videos is None and isinstance(text, str | list) and text:  # text alone: plain text generation
             return super().__call__(text=text, **kwargs)
         if videos is None or text is None:
