@@ -171,7 +171,8 @@ def run_transformers_qwen(video: str) -> dict:
             seconds["total"] = seconds["decode"] + time.perf_counter() - clock
     seconds.update(hooked, sample=0.0, compress=0.0)
     video_tokens = int((inputs["input_ids"] == model.config.video_token_id).sum())
-    return {"tokens": video_tokens, "raw_tokens": video_tokens, "text_tokens": int(inputs["input_ids"].shape[1]) - video_tokens,
+    raw_tokens = math.ceil(metadata.total_num_frames / 2) * video_tokens // int(inputs["video_grid_thw"][:, 0].sum())
+    return {"tokens": video_tokens, "raw_tokens": raw_tokens, "text_tokens": int(inputs["input_ids"].shape[1]) - video_tokens,
             "frames_kept": int(inputs["video_grid_thw"][:, 0].sum()) * 2, "seconds": seconds, "statistics": {}}
 
 

@@ -113,7 +113,6 @@ class QwenVLConverter(CheckpointConverter):
             compressor_config=compressor,
             video_token_id=original.video_token_id,
             tie_word_embeddings=original.tie_word_embeddings,
-            vision_batch_size=16,
             video_segment_tokens=self.video_segment_tokens(source, original),
         )
 
