@@ -164,9 +164,8 @@ class QwenVLConverter(CheckpointConverter):
         original = self.source_processor(source)
         video = original.video_processor
         settings = {name: getattr(video, name) for name in QWEN_VIDEO_SETTINGS if getattr(video, name, None) is not None}
-        video_processor = VidCompQwenVideoProcessor(
-            **pixel_settings(video), **settings, qwen_family=self.family, cap_pixels_per_frame=True
-        )
+        # A source without `cap_pixels_per_frame` gets the reference behaviour (True, this class's default).
+        video_processor = VidCompQwenVideoProcessor(**pixel_settings(video), **settings, qwen_family=self.family)
         return VidCompProcessor(
             video_processor=video_processor,
             tokenizer=AutoTokenizer.from_pretrained(source),

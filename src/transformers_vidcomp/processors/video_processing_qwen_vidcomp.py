@@ -22,6 +22,7 @@ QWEN_VIDEO_PROCESSORS = {"qwen2_5_vl": Qwen2VLVideoProcessor, "qwen3_vl": Qwen3V
 # Qwen's settings a converter copies from the source processor, besides the pixel settings.
 QWEN_VIDEO_SETTINGS = (
     "patch_size", "temporal_patch_size", "merge_size", "min_frames", "max_frames", "fps", "max_video_tokens",
+    "cap_pixels_per_frame",
 )  # fmt: skip
 
 
