@@ -246,15 +246,15 @@ def decode_video(
             stream = container.streams.video[0]
             rate = float(stream.average_rate) if stream.average_rate else None
             index = read_frame_index(container)
-            # The index counts the frames exactly; a header's count is what a truncated file falls short of.
-            counted = bool(stream.frames)
-            total = index.num_frames if index is not None else stream.frames
-            if not total and rate:  # no frame count in the header (MKV, WebM): the stream's duration, else the file's
+            total, counted = stream.frames, bool(stream.frames)
+            if not counted and rate:  # no frame count in the header (MKV, WebM): the stream's duration, else the file's
                 seconds = float(stream.duration * stream.time_base) if stream.duration else None
                 seconds = seconds or (container.duration / av.time_base if container.duration else 0)
                 total = round(seconds * rate)
-            if not total:
+            if not total:  # a header without frames or duration: an image, not a video
                 raise EmptyVideoError(f"{path!r} has a video stream with no frames.")
+            # The index counts the frames exactly, where a header may have no count and a duration only estimates.
+            total = index.num_frames if index is not None else total
             metadata = VideoMetadata(
                 total_num_frames=total, fps=rate, duration=total / rate if rate else None, width=stream.width,
                 height=stream.height, video_backend="pyav",
