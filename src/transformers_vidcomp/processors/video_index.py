@@ -172,11 +172,14 @@ def plan_seeks(index: FrameIndex, ordinals: np.ndarray, seek_cost: int = SEEK_CO
     return np.where(start - decoded_to > seek_cost, start, -1)
 
 
-def seek_to_keyframe(container, index: FrameIndex, keyframe: int) -> Iterator["av.Packet"]:
+def seek_to_keyframe(container, index: FrameIndex, keyframe: int) -> tuple[int, Iterator["av.Packet"]]:
     r"""
     Seeks `container` to the packet `keyframe` (a decode-order position), or to an earlier keyframe, which decodes the
-    same frames at a little more cost, and returns the packets from there on. Demuxers index seeks by presentation
-    time (MKV) or decode time (MP4), so both are tried; a seek that lands anywhere else raises [`UnplannableVideo`].
+    same frames at a little more cost. Demuxers index seeks by presentation time (MKV) or decode time (MP4), so both
+    are tried; a seek that lands anywhere else raises [`UnplannableVideo`].
+
+    Returns:
+        the decode-order position of the packet it landed on, and the packets from there on.
     """
     stream = container.streams.video[0]
     for target in dict.fromkeys((int(index.pts[keyframe]), int(index.dts[keyframe]))):
@@ -187,7 +190,7 @@ def seek_to_keyframe(container, index: FrameIndex, keyframe: int) -> Iterator["a
             break
         landed = np.flatnonzero(index.pts == first.pts)
         if len(landed) and landed[0] <= keyframe and index.keyframe[landed[0]]:
-            return itertools.chain([first], packets)
+            return int(landed[0]), itertools.chain([first], packets)
     raise UnplannableVideo(f"a seek towards the keyframe at {index.pts[keyframe] * index.time_base:.3f}s missed it")
 
 

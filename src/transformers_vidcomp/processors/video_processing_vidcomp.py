@@ -507,15 +507,20 @@ def decode_sequentially(
 def decode_planned(container, index: FrameIndex, wanted: np.ndarray, size: DecodeSize | None, bar) -> np.ndarray:
     r"""
     `decode_chosen_frames` by `index`'s plan (`plan_seeks`): each wanted frame is reached by decoding on or by a seek
-    to a keyframe, and recognised by its presentation time. Any frame the index did not foretell (a decoding error,
-    a dropped or unexpected frame, a stream that ends early) raises [`UnplannableVideo`].
+    to a keyframe, and recognised by its presentation time. Pictures no other picture references are skipped unless
+    wanted (FFmpeg's `skip_frame="NONREF"`, set packet by packet): they change nothing the wanted frames are decoded
+    from, and with B-frames they are up to half the stream. Any frame the index did not foretell (a decoding error, a
+    dropped or unexpected frame, a stream that ends early) raises [`UnplannableVideo`].
     """
     buffer = FrameBuffer(len(wanted), size)
     seeks, targets = plan_seeks(index, wanted), index.frame_pts(wanted)
+    wanted_packets = set(index.frame_packets[wanted].tolist())
+    codec = container.streams.video[0].codec_context
     served = 0
     while served < len(wanted):
         target = targets[served]
-        for frame in decoded_frames(seek_to_keyframe(container, index, seeks[served])):
+        position, packets = seek_to_keyframe(container, index, seeks[served])
+        for frame in frames_skipping_unwanted(packets, position, wanted_packets, codec):
             if frame.pts is None or frame.pts > target:
                 raise UnplannableVideo(f"expected a frame at pts {target}, the decoder gave {frame.pts}")
             if frame.pts < target:
@@ -531,8 +536,16 @@ def decode_planned(container, index: FrameIndex, wanted: np.ndarray, size: Decod
     return buffer.result()
 
 
-def decoded_frames(packets: Iterator) -> Iterator:
+def frames_skipping_unwanted(packets: Iterator, position: int, wanted_packets: set[int], codec) -> Iterator:
+    r"""The frames `packets` decode to, the first packet at decode-order `position`; non-reference pictures are
+    decoded only from `wanted_packets`."""
+    skipping = None
     for packet in packets:
+        if packet.size:
+            skip = position not in wanted_packets
+            if skip is not skipping:  # the decoder copies the setting as each packet goes in, even when threaded
+                codec.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
+            position += 1
         yield from packet.decode()
 
 
