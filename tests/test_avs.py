@@ -287,3 +287,24 @@ def test_avs_compact_demo_draws_shots(tmp_path):
     np.testing.assert_allclose(report.shots[1:], report.scene_cuts, atol=0.05)
     assert report.frames_kept == 32 and report.frames_decoded == 80
     assert (tmp_path / "shots.png").stat().st_size > 0 and (tmp_path / "contact_sheet.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("fps", [24, 30])
+def test_an_array_and_the_file_it_came_from_give_the_same_shots(sampler, tmp_path, fps):
+    import av
+
+    path = tmp_path / f"clip{fps}.mp4"
+    cuts = make_demo_video(path, seconds_per_scene=2.0, fps=fps, width=96, height=64)
+    with av.open(str(path)) as container:
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    from_file = select_frames(path, sampler)
+    from_array = select_frames(frames, sampler, {"fps": fps})
+    # Both are scanned at decode_fps (10), not the array at its native rate.
+    assert len(from_array.thumbnail_times) == len(from_file.thumbnail_times) == round(10 * len(frames) / fps)
+    np.testing.assert_allclose(from_array.thumbnail_times, from_file.thumbnail_times, atol=1e-6)
+    file_shots = from_file.thumbnail_times[from_file.plan.shot_starts.numpy()]
+    array_shots = from_array.thumbnail_times[from_array.plan.shot_starts.numpy()]
+    np.testing.assert_allclose(array_shots, file_shots, atol=1e-6)
+    np.testing.assert_allclose(file_shots, [0.0, *cuts], atol=0.11)
+    assert from_array.metadata.frames_indices.tolist() == from_file.metadata.frames_indices.tolist()
+    assert np.array_equal(from_array.frames, frames[from_array.metadata.frames_indices])

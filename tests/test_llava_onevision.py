@@ -214,3 +214,38 @@ def test_the_hub_key_layout_converts_to_the_same_weights(tmp_path):
     converted = get_converter("llava-onevision").convert(source).model.state_dict()
     for key, tensor in reference.state_dict().items():
         assert torch.equal(converted[key.replace("model.image_newline", "model.video_newline")], tensor), key
+
+
+@pytest.mark.parametrize("search", [{"do_sample": False}, {"do_sample": False, "num_beams": 2}], ids=["greedy", "beam2"])
+def test_the_generate_idiom_gives_transformers_new_tokens_and_strings(search, frames, tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    source, out = tmp_path / "llava", tmp_path / "ours"
+    reference, reference_processor = build_llava_onevision(source, **VARIANTS["grid4-last-layer"])
+    assert main(["convert", "llava-onevision", str(source), str(out)]) == 0
+    model = AutoModelForImageTextToText.from_pretrained(out).eval()
+    processor = AutoProcessor.from_pretrained(out)
+    question = "<|im_start|>user <video>\nDescribe the clip in detail, please.<|im_end|>\n<|im_start|>assistant\n"
+    texts, videos = [PROMPT, question], [frames[:4], frames]  # videos of different lengths, prompts too
+    processor.tokenizer.padding_side = "left"
+    ours = processor(text=texts, videos=videos, padding=True, return_tensors="pt", do_sample_frames=False)
+    # Transformers' LLaVA-OneVision stacks a batch's videos, so it cannot batch different lengths: each prompt alone.
+    theirs = [reference_processor(text=[t], videos=[v], return_tensors="pt") for t, v in zip(texts, videos)]
+
+    def new_tokens(m, p, inputs):
+        generated = m.generate(**inputs, max_new_tokens=6, min_new_tokens=6, **search)
+        ids = generated[:, inputs["input_ids"].shape[1]:]  # the idiom every model card teaches
+        return ids.tolist(), p.batch_decode(ids, skip_special_tokens=True)
+
+    expected = [new_tokens(reference, reference_processor, inputs) for inputs in theirs]
+    actual_ids, actual_text = new_tokens(model, processor, ours)
+    assert ours["input_ids"].shape[1] < theirs[1]["input_ids"].shape[1]  # ours hold one placeholder per video
+    assert [len(row) for row in actual_ids] == [6, 6]
+    assert actual_ids == [ids[0] for ids, _ in expected]
+    assert actual_text == [text[0] for _, text in expected]
+    # Videos of one length batch in Transformers too: its left-padded batch and ours give the same idiom.
+    same_length = [frames[:4], frames[4:]]
+    reference_processor.tokenizer.padding_side = "left"
+    theirs = reference_processor(text=texts, videos=same_length, padding=True, return_tensors="pt")
+    ours = processor(text=texts, videos=same_length, padding=True, return_tensors="pt", do_sample_frames=False)
+    assert new_tokens(model, processor, ours) == new_tokens(reference, reference_processor, theirs)

@@ -656,14 +656,25 @@ def test_a_later_turn_on_the_expanded_prompt_keeps_the_budget_of_one_video():
                        return_tensors="pt")
     with torch.no_grad():
         first = model.generate(**prompt, **video, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        counts = model(**prompt, **video).video_outputs.token_counts
+        first_expanded, _, _ = model.model.expand_video_placeholders(first, None, None, counts)
         follow_up = tokenizer(["<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n"],
                               return_tensors="pt").input_ids
-        expanded = torch.cat([first, follow_up], 1)  # the first turn's video tokens, one placeholder each
+        expanded = torch.cat([first_expanded, follow_up], 1)  # the first turn's video tokens, one placeholder each
         instruction = model.model.instruction_condition(expanded, num_videos=1)
         assert instruction.embeds.shape[0] == 1 and instruction.videos_in_prompt.tolist() == [1]
-        second = model.generate(input_ids=expanded, attention_mask=torch.ones_like(expanded), **video,
-                                max_new_tokens=3, min_new_tokens=3, do_sample=False)
-    assert int((second == video_token).sum()) == int((first == video_token).sum())
+        prefill_lengths = []
+        hook = model.model.language_model.register_forward_pre_hook(
+            lambda module, args, kwargs: prefill_lengths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True
+        )
+        try:
+            second = model.generate(input_ids=expanded, attention_mask=torch.ones_like(expanded), **video,
+                                    max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        finally:
+            hook.remove()
+    # The expanded video is read as it is, not expanded again, and comes back as given.
+    assert prefill_lengths[0] == expanded.shape[1]
+    assert second[:, : expanded.shape[1]].tolist() == expanded.tolist()
     # Two expanded videos with no text between them cannot be told apart.
     run = torch.full((1, 5), video_token)
     with pytest.raises(InvalidVideoInputError, match="10 video placeholder tokens in 1 runs for 2 videos"):

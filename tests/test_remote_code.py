@@ -20,12 +20,27 @@ SCRIPT = textwrap.dedent(
                  max_new_tokens=3)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+    chat = [{"role": "user", "content": [{"type": "video", "path": video}, {"type": "text", "text": "Describe it."}]}]
+    inputs = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    idiom = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    forms = {
+        "chat": pipe(chat, max_new_tokens=3)[0]["generated_text"],
+        "text=chat": pipe(text=chat, generate_kwargs={"max_new_tokens": 3})[0]["generated_text"],
+        "chats, batch_size=2": [c[0]["generated_text"] for c in pipe([chat, chat], batch_size=2, max_new_tokens=3)],
+        "full": pipe(chat, max_new_tokens=3, return_full_text=True)[0]["generated_text"],
+    }
     sampler = AutoModel.from_pretrained(component, trust_remote_code=True)
     print(json.dumps({
         "task": pipe.task,
         "pipeline_class": type(pipe).__name__,
         "single": single,
         "chats": [c[0]["generated_text"] for c in chats],
+        "idiom": idiom,
+        "prompt_kept": out[0, :inputs["input_ids"].shape[1]].tolist() == inputs["input_ids"][0].tolist(),
+        "forms": forms,
+        "chat": chat,
         "model_class": type(model).__name__,
         "processor_class": type(processor).__name__,
         "sampler_class": type(sampler).__name__,
@@ -52,6 +67,12 @@ def test_saved_folder_loads_and_answers_without_the_package(tiny_checkpoint, dem
     assert report["pipeline_class"] == "VideoTextToTextPipeline"
     assert isinstance(report["single"][0]["generated_text"], str) and report["single"][0]["generated_text"]
     assert len(report["chats"]) == 2
+    # Every call form answers as the generate idiom does, and generate returns the prompt as given.
+    assert report["prompt_kept"] and report["idiom"]
+    forms = report["forms"]
+    assert forms["chat"] == forms["text=chat"] == report["idiom"] == report["chats"][0]
+    assert forms["chats, batch_size=2"] == [report["idiom"]] * 2
+    assert forms["full"] == report["chat"] + [{"role": "assistant", "content": report["idiom"]}]
     assert report["model_class"] == "VidCompForConditionalGeneration"
     assert report["processor_class"] == "VidCompProcessor"
     assert report["sampler_class"] == "UniformSampler"

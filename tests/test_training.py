@@ -86,3 +86,95 @@ def test_trainer_evaluates_and_predicts_on_batches_of_different_lengths(tiny, de
     # Three batches, each padded to its longest example; every video's 4 frames become 64 tokens.
     assert logits.shape[:2] == labels.shape and logits.shape[0] == len(dataset)
     assert ((labels == -100).sum(1) >= 64).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_compact():
+    from transformers_vidcomp.tiny import build_tiny
+
+    return build_tiny("avs-compact", seed=0)
+
+
+PARTS = ("sampler", "vision_tower", "compressor", "multi_modal_projector", "language_model", "lm_head")
+
+
+def part_of(name: str) -> str:
+    return next(part for part in PARTS if part in name.split("."))
+
+
+@pytest.mark.parametrize(
+    "stage, trained",
+    [
+        # The compact paper's stage 2 and SFT: the pretrained compressor (and TransNetV2) stay as they are.
+        ("projector+llm", {"multi_modal_projector", "language_model", "lm_head"}),
+        # FiLA-Video's stages 2 and 3: the merging module waits for stage 4.
+        ("vision+projector+llm", {"vision_tower", "multi_modal_projector", "language_model", "lm_head"}),
+    ],
+)
+def test_paper_stages_train_exactly_their_parts(tiny_compact, stage, trained):
+    model, _ = tiny_compact
+    counts = apply_training_stage(model, stage)
+    by_part = {}
+    for name, parameter in model.named_parameters():
+        by_part.setdefault(part_of(name), set()).add(parameter.requires_grad)
+    assert set(by_part) == set(PARTS)  # the compact model has weights in every part, TransNetV2's in the sampler
+    assert {part for part, flags in by_part.items() if flags == {True}} == trained
+    assert {part for part, flags in by_part.items() if flags == {False}} == set(PARTS) - trained
+    compressor = sum(p.numel() for p in model.model.compressor.parameters())
+    assert compressor > 0 and counts["frozen"] >= compressor
+
+
+def test_projector_llm_stage_has_the_compact_papers_rate(tiny_compact):
+    from transformers_vidcomp.training import stage_parameter_groups
+
+    model, _ = tiny_compact
+    groups = stage_parameter_groups(model, "projector+llm")
+    assert {group["name"]: group["lr"] for group in groups} == {
+        "multi_modal_projector": 1e-5, "language_model": 1e-5, "lm_head": 1e-5,
+    }
+    grouped = {id(p) for group in groups for p in group["params"]}
+    assert grouped == {id(p) for p in model.parameters() if p.requires_grad}
+    assert not grouped & {id(p) for p in model.model.compressor.parameters()}
+
+
+def test_every_stage_is_described_and_finetune_help_names_the_papers_stages(capsys):
+    from transformers_vidcomp.cli import main
+    from transformers_vidcomp.training import STAGE_DESCRIPTIONS, TRAINING_STAGES
+
+    assert list(STAGE_DESCRIPTIONS) == list(TRAINING_STAGES)
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for stage in TRAINING_STAGES:
+        assert f" {stage} " in text
+    for paper_stage in (
+        "FiLA-Video's stage 1", "FiLA-Video's stages 2 and 3", "FiLA-Video's stage 4", "compact paper's stage 1",
+        "compact paper's stage 2 and SFT", "compact paper's compressor pretraining", "HICom's conditional pre-training",
+    ):
+        assert paper_stage in text
+
+
+def test_finetune_uses_the_stages_paper_rate_and_leaves_the_compressor(demo_video, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from transformers_vidcomp.cli import main
+    from transformers_vidcomp.tiny import create_tiny_checkpoint
+
+    start_dir = create_tiny_checkpoint(tmp_path / "fila", "fila")
+    example = {"messages": [
+        {"role": "user", "content": [{"type": "video", "path": str(demo_video[0])}, {"type": "text", "text": "What?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A rocket."}]},
+    ]}
+    (tmp_path / "data.jsonl").write_text(json.dumps(example) + "\n")
+    out = tmp_path / "out"
+    assert main(["finetune", str(start_dir), str(tmp_path / "data.jsonl"), str(out), "--stage", "projector+llm",
+                 "--max-steps", "1", "--num-frames", "8", "--quiet"]) == 0
+    start, end = load_file(start_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    moved = {part: max((end[k] - start[k]).abs().max().item() for k in start if part in k.split(".")) for part in
+             ("compressor", "vision_tower", "multi_modal_projector", "language_model")}
+    assert moved["compressor"] == 0 and moved["vision_tower"] == 0
+    # Adam's first step moves every weight with a gradient by the learning rate: the compact paper's 1e-5.
+    for part in ("multi_modal_projector", "language_model"):
+        assert 0.5e-5 < moved[part] < 2e-5, moved

@@ -262,8 +262,7 @@ def run_demo(
         generated = model.generate(**inputs, max_new_tokens=max_new_tokens)
     if hook is not None:
         hook.remove()
-    prompt_length = inputs["input_ids"].shape[1] + int(outputs["compress"].token_counts.sum()) - 1
-    answer = processor.tokenizer.decode(generated[0, prompt_length:], skip_special_tokens=True)
+    answer = processor.tokenizer.decode(generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     keep = outputs["sample"].keep_mask.cpu().numpy()
     kept_timestamps = [round(float(t), 3) for t in inputs["video_timestamps"][keep]]

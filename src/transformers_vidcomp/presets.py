@@ -16,6 +16,42 @@ class UnsupportedVisualizationError(ValueError):
 
 
 @dataclass(frozen=True)
+class PaperSetting:
+    r"""One setting a paper fixes (or leaves open), the value a preset gives it, and where the paper says so."""
+
+    setting: str
+    value: str
+    source: str
+
+
+@dataclass(frozen=True)
+class PaperReference:
+    r"""
+    What a paper preset reproduces, for its tests, model card and the README's table. Widths belong to the vision
+    tower, so the component configs take them from the checkpoint's tower; these are the paper's.
+
+    Args:
+        paper: the paper, as cited in cards and the README.
+        vision_tower: the paper's vision encoder and input size.
+        vision_hidden_size: its feature width `d`, which sizes the compressor.
+        patch_grid: patches per side of one frame at the paper's input size.
+        tokens_per_video: visual tokens one video sends to the LLM in the paper.
+        parameters: the paper's parameter count of `parameters_of`.
+        parameters_of: what `parameters` counts, in the reading the preset follows.
+        settings: every setting the preset takes from the paper or had to choose.
+    """
+
+    paper: str
+    vision_tower: str
+    vision_hidden_size: int
+    patch_grid: int
+    tokens_per_video: int
+    parameters: int
+    parameters_of: str
+    settings: tuple[PaperSetting, ...]
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
@@ -26,6 +62,99 @@ class Preset:
     video_token_budget: int | None = None
     # The compressor encodes the question with its own text encoder (HICom): the processor writes guide tokens.
     guide_tokenizer: bool = False
+    # Presets that reproduce a paper's settings say which, and where the paper gives each.
+    paper: PaperReference | None = None
+
+
+FILA_PAPER = PaperReference(
+    paper="FiLA-Video (Guo et al., arXiv:2504.20384)",
+    vision_tower="SigLIP so400m-patch14-384",
+    vision_hidden_size=1152,
+    patch_grid=27,
+    # §4.2 and Table 1: FiLA-Video uses half the visual tokens of FiLA-Base's 64 frames, i.e. 32 frames' worth.
+    tokens_per_video=64 * 27 * 27 // 2,
+    # Eq. 7: W has shape (k, N, D).
+    parameters=3 * 27 * 27 * 1152,
+    parameters_of="the weighted fusion W (k x N x D), the only trained part of the scene path",
+    settings=(
+        PaperSetting("vision encoder", "SigLIP so400m-patch14-384 (27 x 27 patches of width 1152)", "§4.1, Table 4"),
+        PaperSetting("frames sampled", "96, uniformly (`num_frames=96`, no fps cap)", "Appendix D (Fig. 1); §3.4"),
+        PaperSetting(
+            "scenes k", "32: half the visual tokens of FiLA-Base's 64 frames (`num_scenes=32`)", "§4.2, Table 1",
+        ),
+        PaperSetting(
+            "frames per scene r + 1", "3 (`supplements_per_scene=2`); the paper gives no r for inference, 3 is its "
+            "stage-4 merge of 96 frames into 32", "§3.1.1 Eq. 6 (r); §3.4 and §4.1 (3 to 1)",
+        ),
+        PaperSetting("frame representative", "mean of the frame's patch tokens", "§3.1.1 Eq. 1"),
+        PaperSetting("K-Means initialisation", "k random frames (`init=\"random\"`, seed 0)", "§3.1.1 Initialization"),
+        PaperSetting(
+            "K-Means stopping", "ours: at most 100 iterations, tolerance 1e-4 (the paper: until the centres converge "
+            "or an unstated maximum)", "§3.1.1",
+        ),
+        PaperSetting(
+            "supplements", "the r frames since the previous representative most similar (cosine) to it",
+            "§3.1.1 Eq. 5-6; §4.3, Table 2",
+        ),
+        PaperSetting("scene merging", "weighted fusion, W (k x N x D) initialised to 1/k", "§3.2 Eq. 7-8; Table 3"),
+        PaperSetting(
+            "timestamps in the prompt", "\"This video samples N frames of a T-second video at t1, t2, ... seconds.\" "
+            "listing the 96 sampled frames, in training and inference alike", "§3.3",
+        ),
+        PaperSetting(
+            "training", "stages 1-3: `projector`, then `vision+projector+llm`; stage 4: preset `fila-multirate` "
+            "with `fila-stage4` (96 uniform frames merged 3 to 1)", "§3.4, §4.1, Table 4",
+        ),
+    ),
+)
+
+# The supplement gives the compressor's structure and "approximately 65 million parameters" but no kernel sizes. With
+# 3x3 spatial kernels, the d = 1408 encoder alone has 35.7M with temporal kernels of 3; the reading that reaches 65M
+# counts encoder and symmetric decoder ("the overall structure") with temporal kernels of 2: 65,442,432.
+COMPACT_PAPER = PaperReference(
+    paper="Learning Compact Video Representations (Chen et al., arXiv:2602.17869), supplement",
+    vision_tower="ViT-G/14, CLIP-style, at 224 px",
+    vision_hidden_size=1408,
+    patch_grid=16,
+    # 32 frames of 16 x 16 patches, 4 x 4 x 4 into one token: 64 times fewer.
+    tokens_per_video=32 * 16 * 16 // 64,
+    parameters=65_000_000,
+    parameters_of="compressor and decoder (the autoencoder pretrained on reconstruction), in our reading",
+    settings=(
+        PaperSetting(
+            "vision encoder", "ViT-G/14 CLIP-style; ours: width 1408 (ViT-g/14; bigG's 1664 fits no ~65M reading) and "
+            "224 px input, 16 x 16 patches (the paper gives neither)", "supplement §1.1",
+        ),
+        PaperSetting("frames", "32 keyframes, training and inference (`max_frames=32`)", "supplement §1.4"),
+        PaperSetting("shot detector", "TransNetV2, published weights and 100-frame windows", "supplement §1.2"),
+        PaperSetting("shot detection rate", "10 fps thumbnails, files and arrays alike (`decode_fps=10`)",
+                     "supplement §1.2"),
+        PaperSetting("non-maximum suppression window", "3 s (`nms_seconds=3`)", "supplement §1.2"),
+        PaperSetting(
+            "frames per shot and keyframes", "ours: the paper's main text calls AVS information-density based but "
+            "gives no rule; see `sampler_avs.py`", "main paper (rule not published)",
+        ),
+        PaperSetting(
+            "compressor", "3 residual blocks of two (2D spatial d -> d/4, 1D temporal d/4 -> d, SiLU) blocks, the "
+            "first two downsampling by 2: 4 x 4 x 4 into one token", "supplement §1.3",
+        ),
+        PaperSetting(
+            "kernel sizes", "ours: 3 x 3 spatial, 2 temporal, the one reading that gives ~65M (below)",
+            "supplement §1.3 (not given)",
+        ),
+        PaperSetting(
+            "parameters", "65,442,432 for compressor and decoder (32,721,216 the compressor) at d = 1408",
+            "supplement §1.3 (\"approximately 65 million\")",
+        ),
+        PaperSetting("timestamps in the prompt", "none", "supplement (frame times are never mentioned)"),
+        PaperSetting("compressor pretraining", "stage `compressor-pretrain`, AdamW 2e-5, vision tower frozen",
+                     "supplement §1.4"),
+        PaperSetting(
+            "MLLM training", "stage 1: `projector` (1e-3); stage 2 and SFT: `projector+llm` (1e-5), compressor "
+            "frozen", "supplement §1.4",
+        ),
+    ),
+)
 
 
 PRESETS: dict[str, Preset] = {
@@ -38,13 +167,30 @@ PRESETS: dict[str, Preset] = {
     ),
     "fila": Preset(
         name="fila",
-        description="FiLA-Video: K-Means scene selection (8 scenes of up to 3 frames) and learnable weighted fusion "
-        "of each scene into one frame's tokens",
+        description="FiLA-Video, small: K-Means scene selection (8 scenes of up to 3 frames from at most 64 frames at "
+        "4 fps) and learnable weighted fusion of each scene into one frame's tokens; the paper's settings are "
+        "fila-paper",
         sampler_config={"model_type": "vidcomp_fila_kmeans_sampler", "num_scenes": 8, "supplements_per_scene": 2},
         compressor_config={"model_type": "vidcomp_fila_weighted_fusion", "scene_size": 3},
         video_processor_kwargs={"fps": 4.0, "num_frames": 64},
         # No frame times in the prompt: the processor would list every decoded frame, while K-Means then keeps
         # only the scenes' frames, which are chosen inside the model after the text is written.
+    ),
+    "fila-paper": Preset(
+        name="fila-paper",
+        description="FiLA-Video as its paper runs it: 96 uniformly sampled frames, K-Means from k random frames into "
+        "32 scenes of up to 3 frames (half the tokens of FiLA-Base's 64 frames), weighted fusion of each scene, and "
+        "the sampled frames' times in the prompt as in training. Left open by the paper and chosen here: r = 2 "
+        "supplements (the stage-4 merge of 3 frames), at most 100 K-Means iterations with tolerance 1e-4 and seed "
+        "0, supplements from the frames since the previous representative, frames after the last one in no scene",
+        sampler_config={
+            "model_type": "vidcomp_fila_kmeans_sampler", "num_scenes": 32, "supplements_per_scene": 2,
+            "supplement_mode": "similar", "init": "random",
+        },
+        compressor_config={"model_type": "vidcomp_fila_weighted_fusion", "scene_size": 3},
+        video_processor_kwargs={"fps": None, "num_frames": 96},
+        processor_kwargs={"timestamps_in_prompt": True},
+        paper=FILA_PAPER,
     ),
     "fila-multirate": Preset(
         name="fila-multirate",
@@ -59,7 +205,8 @@ PRESETS: dict[str, Preset] = {
         name="avs-compact",
         description="adaptive video sampling: TransNetV2 shots (real weights) in 10 fps thumbnails, 32 keyframes "
         "spread by information density and decoded alone at full resolution; then the 2D+1D convolutional "
-        "compressor, 4x4x4 groups into one token each",
+        "compressor, 4x4x4 groups into one token each; the frames' times in the prompt and streaming shot "
+        "detection are ours, the paper's settings are avs-compact-paper",
         # Streaming shot detection: the network over the whole video, while it decodes (see TransNetV2Config).
         sampler_config={
             "model_type": "vidcomp_avs_sampler", "max_frames": 32,
@@ -70,6 +217,23 @@ PRESETS: dict[str, Preset] = {
         # which the sampler then thins uniformly.
         video_processor_kwargs={"fps": 10.0, "num_frames": 256},
         processor_kwargs={"timestamps_in_prompt": True},
+    ),
+    "avs-compact-paper": Preset(
+        name="avs-compact-paper",
+        description="compact video representations as the supplement specifies: 32 keyframes from TransNetV2 shots "
+        "(published 100-frame windows over 10 fps thumbnails, 3 s non-maximum suppression), then the 2D+1D "
+        "convolutional compressor, 4x4x4 into one token: 128 tokens for 32 frames of ViT-G/14 at 224 px; no frame "
+        "times in the prompt. Left open by the paper and chosen here: the allocation of frames to shots and the "
+        "keyframes in a shot (ours, see sampler_avs.py), 3x3 spatial and 2 temporal kernels, the reading in which "
+        "the ~65M parameters are compressor plus decoder at width 1408 (65.4M)",
+        sampler_config={"model_type": "vidcomp_avs_sampler", "max_frames": 32, "decode_fps": 10.0, "nms_seconds": 3.0},
+        compressor_config={
+            "model_type": "vidcomp_compact_compressor", "num_residual_blocks": 3, "num_downsampling_blocks": 2,
+            "bottleneck_ratio": 4, "spatial_kernel_size": 3, "temporal_kernel_size": 2,
+        },
+        # As avs-compact: used only for arrays that reach the processor without the sampler.
+        video_processor_kwargs={"fps": 10.0, "num_frames": 256},
+        paper=COMPACT_PAPER,
     ),
     "longvu": Preset(
         name="longvu",

@@ -119,14 +119,35 @@ def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMi
 
 
 def card_template_name(model: VidCompForConditionalGeneration) -> str:
-    """The template of the preset whose sampler and compressor this model runs, or `custom`."""
-    sampler = model.config.sampler_config.model_type
-    compressor = model.config.compressor_config.model_type
-    for name, preset in PRESETS.items():
-        methods = (preset.sampler_config["model_type"], preset.compressor_config["model_type"])
-        if methods == (sampler, compressor) and (templates_dir() / f"{name}.md").is_file():
-            return name
-    return "custom"
+    r"""
+    The template of the preset this model runs: of the presets with its sampler and compressor (and a template), the
+    first whose settings it all has (so a `fila-paper` model gets the paper's card and a `fila` model its own), else
+    the first with its methods, else `custom`.
+    """
+    sampler, compressor = model.config.sampler_config, model.config.compressor_config
+    candidates = [
+        name for name, preset in PRESETS.items()
+        if (preset.sampler_config["model_type"], preset.compressor_config["model_type"])
+        == (sampler.model_type, compressor.model_type) and (templates_dir() / f"{name}.md").is_file()
+    ]
+    exact = [
+        name for name in candidates
+        if has_settings(sampler, PRESETS[name].sampler_config)
+        and has_settings(compressor, PRESETS[name].compressor_config)
+    ]
+    return (exact or candidates or ["custom"])[0]
+
+
+def has_settings(config, settings: dict) -> bool:
+    """Whether `config` has every value of `settings`, nested configs compared key by key."""
+    for key, value in settings.items():
+        actual = getattr(config, key, None)
+        if isinstance(value, dict) and not isinstance(actual, dict):
+            if actual is None or not has_settings(actual, value):
+                return False
+        elif actual != value:
+            return False
+    return True
 
 
 def templates_dir() -> Path:
@@ -186,5 +207,7 @@ def render_model_card(
         vision=config.vision_config,
         text=config.text_config,
         num_parameters=model.num_parameters(),
+        timestamps_in_prompt=getattr(processor, "timestamps_in_prompt", False),
+        paper=PRESETS[template].paper if template in PRESETS else None,
     )
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")

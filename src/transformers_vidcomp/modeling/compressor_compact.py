@@ -80,7 +80,8 @@ class CompactCompressorConfig(PreTrainedConfig):
     A convolutional block has `d * (d / r) * (ks**2 + kt) + d / r + d` parameters (weights and biases), the
     encoder `2 * num_residual_blocks` of them. At `d = 1408` with the defaults that is 5,949,152 per block,
     35,694,912 for the encoder and 71,389,824 for encoder and symmetric decoder together. The paper reports about
-    65M for "the overall structure"; with `temporal_kernel_size=2` the encoder and decoder have 65,442,432.
+    65M for "the overall structure"; with `temporal_kernel_size=2` the encoder and decoder have 65,442,432, the
+    reading the `avs-compact-paper` preset follows.
     """
 
     model_type = "vidcomp_compact_compressor"

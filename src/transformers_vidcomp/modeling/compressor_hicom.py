@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel, SiglipTextModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel, SiglipTextConfig, SiglipTextModel
 from transformers.activations import ACT2FN
 from transformers.configuration_utils import SubConfigSpec
 
@@ -74,6 +74,19 @@ from .components_vidcomp import (
 
 
 Injection = Literal["none", "direct", "coarse", "fine"]
+
+
+@strict
+class HIComGuideTextConfig(SiglipTextConfig):
+    r"""
+    SigLIP's text config with special-token defaults inside its 32,000-token vocabulary: no BOS, EOS 1 (so400m's
+    settings). `SiglipTextConfig` defaults to CLIP's 49406 and 49407, so every default instance Transformers builds of
+    it (to diff a nested config when it is printed or saved, on every load of a HICom checkpoint) warned that they
+    lie outside the vocabulary. A guide config is only ever built with explicit token ids, so nothing else changes.
+    """
+
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = 1
 
 
 @strict
@@ -157,6 +170,8 @@ class HIComCompressorConfig(PreTrainedConfig):
         if self.position_embedding == "split" and self.hidden_size < 8:
             raise ValueError("The split position embedding needs hidden_size >= 8 (3/8, 3/8, 2/8 of the channels).")
         super().__post_init__(**kwargs)
+        if type(self.guide_config) is SiglipTextConfig:
+            self.guide_config = HIComGuideTextConfig.from_dict(self.guide_config.to_dict())
 
     @property
     def uses_guide(self) -> bool:
@@ -1024,5 +1039,6 @@ __all__ = [
     "HIComCompressor",
     "HIComCompressorConfig",
     "HIComCompressorOutput",
+    "HIComGuideTextConfig",
     "position_tables",
 ]

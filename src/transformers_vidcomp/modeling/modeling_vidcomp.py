@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
+from transformers.generation.streamers import BaseStreamer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     MultimodalBaseModelOutputWithPast,
@@ -83,6 +84,25 @@ class VidCompVideoFeatures(BaseModelOutputWithPooling):
     token_timestamps: torch.FloatTensor | None = None
     keep_mask: torch.BoolTensor | None = None
     scene_ids: torch.LongTensor | None = None
+
+
+@dataclass
+class ExpandedTokenSources:
+    r"""
+    Where each position of an expanded sequence came from; every field has shape `(batch_size, expanded_length)`.
+
+    Args:
+        text_position (`torch.LongTensor`):
+            The position in the caller's `input_ids` of a text token; -1 for video tokens and padding.
+        video_index (`torch.LongTensor`):
+            Which video of the batch (in placeholder order) a video token belongs to; -1 elsewhere.
+        video_token_index (`torch.LongTensor`):
+            Which of its video's tokens it is (the row of `video_outputs.pooler_output` within that video); -1 elsewhere.
+    """
+
+    text_position: torch.LongTensor
+    video_index: torch.LongTensor
+    video_token_index: torch.LongTensor
 
 
 def encoded_videos(
@@ -376,8 +396,8 @@ class VidCompModel(VidCompPreTrainedModel):
         masked out, so a compressor never sees the answer it is trained to produce. The processor's guide text
         (`guide_input_ids`, one row per video) is passed along for compressors with their own text encoder.
 
-        Each video is one placeholder, or, in a prompt already expanded (a later turn built on what `generate`
-        returned), one run of placeholders; `num_videos` tells the two apart, and None means one placeholder each.
+        Each video is one placeholder, or, in a prompt given already expanded (one placeholder per video token), one
+        run of placeholders; `num_videos` tells the two apart, and None means one placeholder each.
         """
         if input_ids is None:
             raise ValueError("Videos need input_ids, whose placeholder tokens mark where each video goes.")
@@ -407,6 +427,40 @@ class VidCompModel(VidCompPreTrainedModel):
             videos_in_prompt=video_start.sum(-1)[video_row],
         )
 
+    def _expansion_gather(
+        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor | None, token_counts: torch.LongTensor
+    ) -> torch.LongTensor | None:
+        r"""
+        For each position of the expanded batch, the flat index (`row * sequence_length + column`) of the position of
+        `input_ids` it copies, or -1 where the expansion pads a row. `None` when `input_ids` hold one placeholder per
+        video token already. Rows are re-padded on the side the batch was padded on (left for generation, right
+        otherwise).
+        """
+        is_video = input_ids == self.config.video_token_id
+        num_placeholders, num_videos = int(is_video.sum()), token_counts.shape[0]
+        total_tokens = int(token_counts.sum())
+        if num_placeholders == total_tokens:
+            return None
+        if num_placeholders != num_videos:
+            raise InvalidVideoInputError(
+                f"The text holds {num_placeholders} video placeholder tokens for {num_videos} videos. Put one "
+                f"placeholder per video (the processor's chat template does), or all {total_tokens} video tokens."
+            )
+        batch_size, length = input_ids.shape
+        device = input_ids.device
+        repeats = torch.ones_like(input_ids)
+        repeats[is_video] = token_counts.to(device)
+        new_lengths = repeats.sum(1)
+        new_length = int(new_lengths.max())
+        source = torch.repeat_interleave(torch.arange(batch_size * length, device=device), repeats.flatten())
+        row = source // length
+        column = torch.arange(source.shape[0], device=device) - (torch.cumsum(new_lengths, 0) - new_lengths)[row]
+        if attention_mask is not None and bool((attention_mask[:, 0] == 0).any()):
+            column += (new_length - new_lengths)[row]
+        gather = torch.full((batch_size, new_length), -1, dtype=torch.long, device=device)
+        gather[row, column] = source
+        return gather
+
     def expand_video_placeholders(
         self,
         input_ids: torch.LongTensor,
@@ -426,29 +480,9 @@ class VidCompModel(VidCompPreTrainedModel):
             labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*)
             token_counts (`torch.LongTensor` of shape `(num_videos,)`): tokens per video, in placeholder order.
         """
-        is_video = input_ids == self.config.video_token_id
-        num_placeholders, num_videos = int(is_video.sum()), token_counts.shape[0]
-        total_tokens = int(token_counts.sum())
-        if num_placeholders == total_tokens:
+        gather = self._expansion_gather(input_ids, attention_mask, token_counts)
+        if gather is None:
             return input_ids, attention_mask, labels
-        if num_placeholders != num_videos:
-            raise InvalidVideoInputError(
-                f"The text holds {num_placeholders} video placeholder tokens for {num_videos} videos. Put one "
-                f"placeholder per video (the processor's chat template does), or all {total_tokens} video tokens."
-            )
-        batch_size, length = input_ids.shape
-        device = input_ids.device
-        repeats = torch.ones_like(input_ids)
-        repeats[is_video] = token_counts.to(device)
-        new_lengths = repeats.sum(1)
-        new_length = int(new_lengths.max())
-        source = torch.repeat_interleave(torch.arange(batch_size * length, device=device), repeats.flatten())
-        row = source // length
-        column = torch.arange(source.shape[0], device=device) - (torch.cumsum(new_lengths, 0) - new_lengths)[row]
-        if attention_mask is not None and bool((attention_mask[:, 0] == 0).any()):
-            column += (new_length - new_lengths)[row]
-        gather = torch.full((batch_size, new_length), -1, dtype=torch.long, device=device)
-        gather[row, column] = source
         is_padding = gather < 0
 
         def expand(values: torch.Tensor, pad_value: int) -> torch.Tensor:
@@ -463,6 +497,52 @@ class VidCompModel(VidCompPreTrainedModel):
         if labels is not None:
             new_labels = expand(labels, -100).masked_fill(new_input_ids == self.config.video_token_id, -100)
         return new_input_ids, new_attention_mask, new_labels
+
+    def expanded_token_sources(
+        self,
+        input_ids: torch.LongTensor,
+        token_counts: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+    ) -> ExpandedTokenSources:
+        r"""
+        Maps each position of the expanded sequence (the one `forward`'s logits, labels and hidden states cover) back
+        to the caller's prompt: which text position it is, or which video and which of that video's tokens.
+
+        ```python
+        >>> out = model(**inputs)
+        >>> sources = model.expanded_token_sources(inputs["input_ids"], out.video_outputs.token_counts,
+        ...                                        inputs["attention_mask"])
+        >>> text_logits = out.logits[sources.text_position >= 0]  # the rows of the prompt's own tokens
+        >>> first_video_logits = out.logits[sources.video_index == 0]
+        ```
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                The prompt as given to `forward`: one placeholder per video, or already expanded.
+            token_counts (`torch.LongTensor` of shape `(num_videos,)`):
+                Tokens per video, `outputs.video_outputs.token_counts`.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                The prompt's mask; it tells the side rows are padded on, as in `forward`.
+        """
+        batch_size, length = input_ids.shape
+        gather = self._expansion_gather(input_ids, attention_mask, token_counts)
+        if gather is None:
+            gather = torch.arange(batch_size * length, device=input_ids.device).view(batch_size, length)
+        expanded_ids = input_ids.flatten()[gather.clamp(min=0)].masked_fill(gather < 0, -1)
+        is_video = expanded_ids == self.config.video_token_id
+        counts = token_counts.to(input_ids.device)
+        video_ends = torch.cumsum(counts, 0)
+        video_order = torch.cumsum(is_video.flatten(), 0).view_as(is_video) - 1  # j-th video token of the batch
+        video_index = torch.searchsorted(video_ends, video_order, right=True).clamp(max=max(len(counts) - 1, 0))
+        video_token_index = video_order - (video_ends - counts)[video_index] if len(counts) else video_order
+        is_text = (gather >= 0) & ~is_video
+        if attention_mask is not None:
+            is_text &= attention_mask.flatten()[gather.clamp(min=0)].bool()
+        return ExpandedTokenSources(
+            text_position=torch.where(is_text, gather % length, -1),
+            video_index=torch.where(is_video, video_index, -1),
+            video_token_index=torch.where(is_video, video_token_index, -1),
+        )
 
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
@@ -562,6 +642,25 @@ class VidCompModel(VidCompPreTrainedModel):
         )
 
 
+class PromptAsGivenStreamer(BaseStreamer):
+    r"""
+    Passes a streamer the caller's prompt in place of the expanded one `generate` runs on (its first `put`), then
+    every new token as it comes.
+    """
+
+    def __init__(self, streamer: BaseStreamer, prompt_ids: torch.LongTensor):
+        self.streamer = streamer
+        self.prompt_ids = prompt_ids
+
+    def put(self, value: torch.LongTensor) -> None:
+        if self.prompt_ids is not None:
+            value, self.prompt_ids = self.prompt_ids.cpu(), None
+        self.streamer.put(value)
+
+    def end(self) -> None:
+        self.streamer.end()
+
+
 class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
@@ -583,6 +682,9 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
 
     def get_video_features(self, *args, **kwargs) -> VidCompVideoFeatures:
         return self.model.get_video_features(*args, **kwargs)
+
+    def expanded_token_sources(self, *args, **kwargs) -> ExpandedTokenSources:
+        return self.model.expanded_token_sources(*args, **kwargs)
 
     @classmethod
     def from_pretrained_parts(
@@ -714,6 +816,13 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             Videos already encoded by [`~VidCompModel.get_video_features`], under the key `"video"`.
         video_token_budget (`int`, *optional*):
             The most tokens one video may take; overrides `config.video_token_budget`.
+
+        Returns:
+            `logits` of shape `(batch_size, expanded_length, vocab_size)` and `labels` of shape
+            `(batch_size, expanded_length)` cover the **expanded** sequence, in which each video's placeholder stands
+            for its `video_outputs.token_counts[i]` tokens (rows re-padded on the batch's padding side), because that
+            is the sequence the LLM reads. [`~VidCompModel.expanded_token_sources`] maps each row back: the position
+            in `input_ids` of a text token, or the video and the video's token.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -767,8 +876,15 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
     ):
         r"""
         [`GenerationMixin.generate`], with each video encoded once before prefill, or given encoded in
-        `mm_encoder_outputs["video"]`. The prompt's placeholders are expanded to the videos' token counts, so the
-        returned sequences contain one placeholder per video token.
+        `mm_encoder_outputs["video"]`.
+
+        Returns what every Transformers model returns: each row of `input_ids` as given, followed by the new tokens,
+        so `out[:, input_ids.shape[1]:]` are the new tokens. Internally the LLM reads each video's placeholder
+        expanded to the video's tokens; that expanded prompt and its cache stay internal. With
+        `return_dict_in_generate=True`, `sequences` follows the same rule and `scores` / `logits` hold one entry per
+        new token. Streamers see the prompt as given, so `TextStreamer(tokenizer, skip_prompt=True)` prints only the
+        new text. `max_length` and `min_length` count the prompt as given, like the returned sequences;
+        `max_new_tokens` and `min_new_tokens` count new tokens only.
         """
         video_features = encoded_videos(pixel_values_videos, kwargs.get("mm_encoder_outputs"))
         if pixel_values_videos is not None:
@@ -787,11 +903,36 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
                 video_sizes=video_sizes,
             )
             kwargs["mm_encoder_outputs"] = {**(kwargs.get("mm_encoder_outputs") or {}), "video": video_features}
-        if video_features is not None:
-            input_ids, attention_mask, _ = self.model.expand_video_placeholders(
-                input_ids, attention_mask, None, video_features.token_counts
-            )
-        return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if video_features is None or input_ids is None:
+            return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+        prompt_ids = input_ids
+        input_ids, attention_mask, _ = self.model.expand_video_placeholders(
+            input_ids, attention_mask, None, video_features.token_counts
+        )
+        added_length = input_ids.shape[1] - prompt_ids.shape[1]
+        generation_config = kwargs.get("generation_config")
+
+        def setting(name: str) -> int | None:  # in generate's order of precedence
+            values = (kwargs.get(name), getattr(generation_config, name, None), getattr(self.generation_config, name))
+            return next((value for value in values if value is not None), None)
+
+        for length, new_tokens in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+            if setting(length) and setting(new_tokens) is None:  # the caller counts the prompt as given
+                kwargs[length] = setting(length) + added_length
+        if kwargs.get("streamer") is not None:
+            kwargs["streamer"] = PromptAsGivenStreamer(kwargs["streamer"], prompt_ids)
+
+        output = super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        copies = sequences.shape[0] // prompt_ids.shape[0]  # beams and returned sequences, row by row
+        sequences = torch.cat(
+            [prompt_ids.repeat_interleave(copies, 0).to(sequences.device), sequences[:, input_ids.shape[1] :]], 1
+        )
+        if isinstance(output, torch.Tensor):
+            return sequences
+        output.sequences = sequences
+        return output
 
     def _expand_multimodal_outputs(
         self,

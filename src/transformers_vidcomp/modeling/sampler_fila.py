@@ -10,7 +10,8 @@ merging compressors fuse.
   merges away the most redundant frames (the A ends of the most similar A-B edges) until r + 1 remain.
 
 No code was released: the defaults (k = 32 scenes, r = 2, k-means++ seeded with 0, 100 iterations, tolerance 1e-4)
-are ours, and each choice the paper leaves open is documented where it is made.
+are ours, and each choice the paper leaves open is documented where it is made. The paper starts K-Means from k
+random frames (`init="random"`), as the `fila-paper` preset does.
 """
 
 import math
@@ -328,7 +329,8 @@ class FilaKMeansSamplerConfig(PreTrainedConfig):
         `"similar"` adds the r historical frames most similar (cosine) to the representative, the paper's choice;
         `"dissimilar"` the least similar, its Table 2 ablation.
     init (`str`, *optional*, defaults to `"k-means++"`):
-        `"k-means++"` or `"random"` (k distinct frames, the paper's description) initial centres.
+        `"k-means++"` (ours: steadier scenes from run to run of the seed) or `"random"` (k distinct frames, the
+        paper's §3.1.1 and the `fila-paper` preset's) initial centres.
     max_iter (`int`, *optional*, defaults to 100):
         The most Lloyd iterations.
     tol (`float`, *optional*, defaults to 1e-4):

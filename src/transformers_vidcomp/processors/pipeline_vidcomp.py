@@ -14,15 +14,24 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
 
     ```python
     >>> pipe = pipeline("video-text-to-text", model="path/to/checkpoint", trust_remote_code=True)
-    >>> pipe(videos="clip.mp4", text="What happens?")
-    [{'input_text': 'What happens?', 'generated_text': '...'}]
-    >>> pipe(text=[{"role": "user", "content": [{"type": "video", "path": "clip.mp4"},
-    ...                                         {"type": "text", "text": "What happens?"}]}])
+    >>> chat = [{"role": "user", "content": [{"type": "video", "path": "clip.mp4"},
+    ...                                      {"type": "text", "text": "What happens?"}]}]
+    >>> pipe(chat, max_new_tokens=20)
+    [{'input_text': [{'role': 'user', 'content': [...]}], 'generated_text': '...'}]
+    >>> pipe(videos="clip.mp4", text="What happens?")  # the same chat, built for you
     ```
 
-    `videos` is a path, a `(frames, height, width, 3)` uint8 array, or a list of those, paired with `text` (a string
-    or a list of strings). `text` may instead be one chat, or a list of chats, with `{"type": "video"}` blocks. By
-    default only the newly generated text is returned.
+    It takes every call form of Transformers' `image-text-to-text` pipeline, with videos in place of images:
+
+    - `pipe(chat)`, `pipe(text=chat)` or `pipe([chat1, chat2], batch_size=2)`, each chat a list of messages whose
+      user turns hold `{"type": "video", "path": ...}` and `{"type": "text", "text": ...}` blocks;
+    - `pipe(videos=..., text=...)`, a video (a path or a `(frames, height, width, 3)` uint8 array) or a list of them,
+      paired with a question or a list of them;
+    - `pipe({"video": ..., "text": ...})` or a list of such pairs.
+
+    By default only the newly generated text is returned; with `return_full_text=True` a chat comes back with the
+    assistant's turn appended (the `videos=`/`text=` forms are chats too). `max_new_tokens=` and
+    `generate_kwargs=` reach `generate`.
     """
 
     def __init__(self, *args, **kwargs):
@@ -34,10 +43,27 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
 
     def __call__(self, videos=None, text=None, **kwargs) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         kwargs.setdefault("return_full_text", False)
-        if videos is None:
+        if text is None and is_chat(videos):  # pipe(chat): the chat came as the first, positional, argument
+            videos, text = None, videos
+        if is_chat(text):
+            if videos is not None:
+                raise ValueError(
+                    "Got a chat and videos= apart. Put each video in the chat, as a {'type': 'video', 'path': ...} "
+                    "block of a user turn, and pass the chat alone."
+                )
             return super().__call__(text=text, **kwargs)
-        if text is None:
-            raise ValueError("video-text-to-text needs a question: pass text= along with videos=.")
+        if text is None and is_video_question(videos):  # {"video": ..., "text": ...} or a list of them
+            pairs = [videos] if isinstance(videos, dict) else videos
+            pair_videos = [pair["video"] if "video" in pair else pair["videos"] for pair in pairs]
+            pair_questions = [pair["text"] for pair in pairs]
+            if isinstance(videos, dict):  # one pair gets one answer, as one video does
+                videos, text = pair_videos[0], pair_questions[0]
+            else:
+                videos, text = pair_videos, pair_questions
+        if videos is None and isinstance(text, str | list) and text:  # text alone: plain text generation
+            return super().__call__(text=text, **kwargs)
+        if videos is None or text is None:
+            raise ValueError(f"video-text-to-text needs a question about the video. {ACCEPTED_CALLS}")
         single = isinstance(videos, (str, np.ndarray, torch.Tensor)) and isinstance(text, str)
         video_list = [videos] if isinstance(videos, (str, np.ndarray, torch.Tensor)) else list(videos)
         text_list = [text] if isinstance(text, str) else list(text)
@@ -69,6 +95,36 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
             loader = iterator.loader.loader
             loader.collate_fn = concatenating_frames(loader.collate_fn)
         return iterator
+
+
+ACCEPTED_CALLS = (
+    "Call it as Transformers' image-text-to-text pipeline, with videos in place of images: "
+    "pipe(chat) or pipe(text=chat), where chat is a list of {'role', 'content'} messages whose user turn holds a "
+    "{'type': 'video', 'path': ...} block and a {'type': 'text', 'text': ...} block; pipe([chat1, chat2]); "
+    "pipe(videos=video, text=question) or pipe(videos=[video1, video2], text=[question1, question2]); "
+    "pipe({'video': video, 'text': question}) or a list of those. A video is a path or a (frames, height, width, 3) "
+    "uint8 array."
+)
+
+
+def is_chat(value: Any) -> bool:
+    r"""A chat (a list of messages with roles) or a list of chats."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    first = value[0]
+    if isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    return isinstance(first, dict) and "role" in first
+
+
+def is_video_question(value: Any) -> bool:
+    r"""A `{"video": ..., "text": ...}` pair or a list of them."""
+    pairs = [value] if isinstance(value, dict) else value
+    return (
+        isinstance(pairs, (list, tuple))
+        and bool(pairs)
+        and all(isinstance(pair, dict) and "text" in pair and ({"video", "videos"} & pair.keys()) for pair in pairs)
+    )
 
 
 def concatenating_frames(collate: Callable[[list[dict]], dict]) -> Callable[[list[dict]], dict]:

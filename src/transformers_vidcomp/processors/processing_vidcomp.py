@@ -12,6 +12,7 @@ from transformers.utils import logging
 from transformers.video_utils import VideoMetadata
 
 from .video_processing_vidcomp import (
+    INTERVAL_SLACK,
     VidCompVideoProcessor,
     VidCompVideosKwargs,
     VideoDecodeError,
@@ -229,7 +230,9 @@ def select_frames(video, frame_selector, metadata: VideoMetadata | dict | None =
     r"""
     The frames `frame_selector.plan` keeps of one video. A file is streamed twice: once as thumbnails at the selector's
     `decode_fps`, once for the chosen frames only, at full resolution. An array (`(frames, height, width, 3)` or
-    `(frames, 3, height, width)`, uint8) is thumbnailed directly; its frame rate comes from `metadata` when given.
+    `(frames, 3, height, width)`, uint8) is already decoded: its frames are timed by the frame rate in `metadata` (1
+    fps without one), and the first of every `1 / decode_fps` seconds is thumbnailed, as a file's would be, so an
+    array and the file it came from give the same shots.
     """
     detector = frame_selector.shot_detector.config
     if isinstance(video, (str, os.PathLike)):
@@ -268,18 +271,29 @@ def select_frames(video, frame_selector, metadata: VideoMetadata | dict | None =
             "A video array came without a frame rate, so its frames are taken to be 1 second apart for shot "
             "detection. Pass `video_metadata` (with `fps`) alongside decoded frames."
         )
+    times = np.arange(len(frames), dtype=np.float64) / (fps or 1.0)
+    # Shots are found at `decode_fps`, as a file is thumbnailed: the first frame of every 1 / decode_fps seconds.
+    scanned = first_frame_per_interval(times, frame_selector.config.decode_fps)
     thumbnails = torch.cat([
         torch.nn.functional.interpolate(
-            torch.from_numpy(chunk).permute(0, 3, 1, 2).float(),
+            torch.from_numpy(frames[chunk]).permute(0, 3, 1, 2).float(),
             size=(detector.frame_height, detector.frame_width), mode="bicubic", antialias=True,
         ).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        for chunk in np.array_split(frames, max(1, -(-len(frames) // THUMBNAIL_CHUNK)))
+        for chunk in np.array_split(scanned, max(1, -(-len(scanned) // THUMBNAIL_CHUNK)))
     ])
-    times = torch.arange(len(frames), dtype=torch.float64) / (fps or 1.0)
-    plan = frame_selector.plan(thumbnails, times)
-    chosen = torch.nonzero(plan.keep).flatten().numpy()
+    plan = frame_selector.plan(thumbnails, torch.from_numpy(times[scanned]))
+    chosen = scanned[plan.keep.numpy()]
     selected = VideoMetadata(total_num_frames=len(frames), fps=fps or 1.0, frames_indices=chosen)
-    return FrameSelection(frames[chosen], selected, plan, times.numpy())
+    return FrameSelection(frames[chosen], selected, plan, times[scanned])
+
+
+def first_frame_per_interval(times: np.ndarray, fps: float) -> np.ndarray:
+    r"""
+    Indices of the first frame in each `1 / fps` seconds that holds one: the frames `decode_thumbnails` keeps of a
+    file, for frames already decoded. `times` (seconds, increasing) has shape `(num_frames,)`.
+    """
+    interval = np.floor(times * fps + INTERVAL_SLACK)
+    return np.flatnonzero(np.concatenate([[True], interval[1:] != interval[:-1]]))
 
 
 def flatten_videos(videos) -> list:

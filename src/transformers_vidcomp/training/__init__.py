@@ -3,6 +3,7 @@
 from .collator import VidCompDataCollator
 from .pretrain_compact import CompactPretrainCollator
 from .stages import (
+    STAGE_DESCRIPTIONS,
     STAGE_LEARNING_RATES,
     TRAINING_STAGES,
     UnknownStageError,
@@ -12,6 +13,7 @@ from .stages import (
 
 __all__ = [
     "CompactPretrainCollator",
+    "STAGE_DESCRIPTIONS",
     "STAGE_LEARNING_RATES",
     "TRAINING_STAGES",
     "UnknownStageError",

@@ -16,13 +16,24 @@ import argparse
 import json
 import os
 import tempfile
+import textwrap
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
 
 from .collator import VidCompDataCollator
-from .stages import TRAINING_STAGES, apply_training_stage
+from .stages import (
+    STAGE_DESCRIPTIONS,
+    STAGE_LEARNING_RATES,
+    TRAINING_STAGES,
+    apply_training_stage,
+    stage_parameter_groups,
+)
+
+
+# The rate of stages whose papers give none, when --learning-rate is not given.
+DEFAULT_LEARNING_RATE = 1e-5
 
 
 class TrainingDataError(ValueError):
@@ -72,7 +83,7 @@ def finetune(args: argparse.Namespace) -> Path:
         per_device_train_batch_size=args.per_device_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
+        learning_rate=DEFAULT_LEARNING_RATE if args.learning_rate is None else args.learning_rate,
         lr_scheduler_type="constant",
         seed=args.seed,
         data_seed=args.seed,
@@ -85,8 +96,17 @@ def finetune(args: argparse.Namespace) -> Path:
         ddp_backend="gloo" if on_cpu and distributed else None,
         disable_tqdm=args.quiet,
     )
+    optimizer = None
+    if args.learning_rate is None and args.stage in STAGE_LEARNING_RATES:
+        # The stage's paper gives a rate per part: AdamW (the papers' optimizer) with those, otherwise as Trainer's.
+        optimizer = torch.optim.AdamW(
+            stage_parameter_groups(model, args.stage), betas=(training_args.adam_beta1, training_args.adam_beta2),
+            eps=training_args.adam_epsilon, weight_decay=training_args.weight_decay,
+        )
     collator = VidCompDataCollator(processor, {"num_frames": args.num_frames} if args.num_frames else None)
-    trainer = Trainer(model=model, args=training_args, train_dataset=examples, data_collator=collator)
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=examples, data_collator=collator, optimizers=(optimizer, None)
+    )
     trainer.train()
     scratch.cleanup()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -94,7 +114,8 @@ def finetune(args: argparse.Namespace) -> Path:
         info = LocalCheckpointExporter().card_info(Path(args.checkpoint_dir), model.config)
         info.source = (
             f"Fine-tuned from `{Path(args.checkpoint_dir).name}` with `vidcomp finetune` ({args.stage} stage, "
-            f"{args.max_steps} steps on {len(examples)} examples)."
+            f"{args.max_steps} steps on {len(examples)} examples, "
+            f"{'the paper learning rates of the stage' if optimizer else f'learning rate {training_args.learning_rate}'})."
         )
         card = render_model_card(model, processor, info, repo_id=Path(args.out_dir).name)
         save_checkpoint(model.eval(), processor, args.out_dir, overwrite=args.overwrite, model_card=card)
@@ -102,13 +123,32 @@ def finetune(args: argparse.Namespace) -> Path:
     return Path(args.out_dir)
 
 
+def stages_help() -> str:
+    """The stages and the papers' stages they reproduce, for `vidcomp finetune --help`."""
+    lines = ["training stages (--stage):"]
+    for stage, description in STAGE_DESCRIPTIONS.items():
+        rates = " [paper learning rates]" if stage in STAGE_LEARNING_RATES else ""
+        text = textwrap.fill(description, 100, initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False)
+        lines += [f"  {stage}{rates}", text]
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = stages_help()
     parser.add_argument("checkpoint_dir", help="a checkpoint of ours to start from")
     parser.add_argument("data", help='JSON lines, one {"messages": [...]} per line')
     parser.add_argument("out_dir", help="where the fine-tuned checkpoint is written (Hub-ready)")
-    parser.add_argument("--stage", default="compressor+projector+llm", choices=sorted(TRAINING_STAGES))
+    parser.add_argument(
+        "--stage", default="compressor+projector+llm", choices=list(TRAINING_STAGES), metavar="STAGE",
+        help="which parts train (listed below with the papers' stages they reproduce)",
+    )
     parser.add_argument("--max-steps", type=int, default=100)
-    parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument(
+        "--learning-rate", type=float,
+        help=f"one rate for every trained part; by default the stage's paper rates where it has them "
+        f"(marked below), else {DEFAULT_LEARNING_RATE}",
+    )
     parser.add_argument("--per-device-batch-size", type=int, default=1)
     parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
     parser.add_argument("--num-frames", type=int, help="frames per video (the processor's default otherwise)")

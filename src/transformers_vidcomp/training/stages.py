@@ -1,18 +1,8 @@
 r"""Training stages: which parts of a [`VidCompForConditionalGeneration`] learn, chosen by one name.
 
-- `projector`: align the projector alone (vision tower, compressor and LLM frozen), LLaVA's stage 1;
-- `compressor`: train the compressor (and a sampler with weights) alone;
-- `compressor+projector`: a newly swapped-in compressor and the projector that feeds the LLM (towers and LLM frozen);
-- `compressor+projector+llm`: everything but the vision tower, the usual instruction-tuning stage;
-- `new-parts`: everything `from_pretrained_parts` did not load (recorded in `config.parts`);
-- `fila-stage4`: FiLA-Video's stage 4, everything including the vision tower and the scene-merging compressor, with
-  the paper's learning rates per part (`stage_parameter_groups`);
-- `compressor-pretrain`: the compact compressor's reconstruction pretraining, for a `CompactVideoAutoencoder`
-  (compressor and decoder train; the vision tower stays outside it, frozen, in `CompactPretrainCollator`), with
-  the paper's learning rate;
-- `hicom-conditional-pretrain`: HICom's conditional pre-training (appendix): LLM, vision tower and the compressor's
-  text guide encoder and SigLIP key head frozen; the compressor trains with 1e-3 for its instruction-injection
-  modules (`guide_injector`) and 1e-4 for the rest.
+`STAGE_DESCRIPTIONS` says what each stage trains and which paper's stage it reproduces (`vidcomp finetune --help`
+prints it); `STAGE_LEARNING_RATES` holds the paper's learning rate per part where the paper gives one, ready for an
+optimizer through `stage_parameter_groups`.
 """
 
 from transformers import PreTrainedModel
@@ -33,12 +23,35 @@ TRAINING_STAGES: dict[str, tuple[str, ...]] = {
     "compressor+projector+llm": (
         "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
     ),
+    "projector+llm": ("multi_modal_projector", "video_newline", "language_model", "lm_head"),
+    "vision+projector+llm": ("vision_tower", "multi_modal_projector", "video_newline", "language_model", "lm_head"),
     "new-parts": (),  # decided per model from config.parts
     "fila-stage4": (
         "vision_tower", "sampler", "compressor", "multi_modal_projector", "video_newline", "language_model", "lm_head",
     ),
     "compressor-pretrain": ("compressor", "decoder"),
     "hicom-conditional-pretrain": ("compressor",),
+}
+
+# What each stage trains, and the papers' stages it reproduces (with the section that describes them).
+STAGE_DESCRIPTIONS: dict[str, str] = {
+    "projector": "the projector alone (vision tower, compressor and LLM frozen), at 1e-3: LLaVA's stage 1, "
+    "FiLA-Video's stage 1 (§4.1, Table 4) and the compact paper's stage 1 (supplement §1.4)",
+    "compressor": "the compressor (and a sampler with weights) alone",
+    "compressor+projector": "a newly swapped-in compressor and the projector; vision tower and LLM frozen",
+    "compressor+projector+llm": "everything but the vision tower, the usual instruction tuning",
+    "projector+llm": "the projector and the LLM at 1e-5, the pretrained compressor and the vision tower frozen: the "
+    "compact paper's stage 2 and SFT (supplement §1.4)",
+    "vision+projector+llm": "vision tower (2e-6), projector (2e-6) and LLM (1e-5), the compressor frozen: "
+    "FiLA-Video's stages 2 and 3 (§4.1, Table 4)",
+    "new-parts": "everything from_pretrained_parts did not load (recorded in config.parts)",
+    "fila-stage4": "everything, the scene-merging compressor included: vision tower, projector and merging module "
+    "2e-6, LLM 1e-5, FiLA-Video's stage 4 (§3.4, §4.1, Table 4; preset fila-multirate)",
+    "compressor-pretrain": "the compact compressor's reconstruction pretraining at 2e-5, for a CompactVideoAutoencoder "
+    "(compressor and decoder; vision tower frozen): the compact paper's compressor pretraining (supplement §1.4); "
+    "run it with Trainer, not vidcomp finetune",
+    "hicom-conditional-pretrain": "HICom's conditional pre-training (appendix): the compressor at 1e-4 and its "
+    "instruction injection at 1e-3; LLM, vision tower, text guide and key head frozen",
 }
 
 # Stages that exist for one compressor only, by its model type.
@@ -51,6 +64,15 @@ STAGE_FROZEN: dict[str, tuple[str, ...]] = {
 
 # Learning rates per module for stages whose paper gives them; other stages use the optimizer's one rate.
 STAGE_LEARNING_RATES: dict[str, dict[str, float]] = {
+    # FiLA-Video §4.1 and the compact paper's supplement §1.4 both align the projector alone at 1e-3.
+    "projector": {"multi_modal_projector": 1e-3, "video_newline": 1e-3},
+    # Compact video representations, supplement §1.4: stage 2 and SFT train the LLM and projector with AdamW at 1e-5.
+    "projector+llm": {"multi_modal_projector": 1e-5, "video_newline": 1e-5, "language_model": 1e-5, "lm_head": 1e-5},
+    # FiLA-Video §4.1: stages 2 and 3 train the vision encoder at 2e-6, the projector at 2e-6, the LLM at 1e-5.
+    "vision+projector+llm": {
+        "vision_tower": 2e-6, "multi_modal_projector": 2e-6, "video_newline": 2e-6, "language_model": 1e-5,
+        "lm_head": 1e-5,
+    },
     # FiLA-Video §4: vision encoder 2e-6, projector 2e-6, LLM 1e-5, scene merging 2e-6.
     "fila-stage4": {
         "vision_tower": 2e-6, "multi_modal_projector": 2e-6, "video_newline": 2e-6, "language_model": 1e-5,
