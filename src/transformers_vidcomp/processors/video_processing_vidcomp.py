@@ -229,9 +229,8 @@ def decode_video(
     memory its result needs. The file's packet index (`read_frame_index`) gives the exact frame count and a decode
     plan: stretches between sparse frames are skipped by seeking to the keyframe before the next one, dense ones are
     decoded straight through (`decode_chosen_frames`). Frames are numbered in decode order, as the sampler counts
-    them. A corrupt stretch is
-    skipped with a warning (later frames then count from where decoding resumed, so their times are approximate); a
-    file that ends before the frame count its header states raises.
+    them. A corrupt stretch is skipped with a warning (later frames then count from where decoding resumed, so their
+    times are approximate); a file that ends before the frame count its header states raises.
     Every way a file can fail to be a video raises a [`VideoDecodeError`] that names the file.
 
     Returns:
@@ -437,9 +436,8 @@ def decode_chosen_frames(
     its plan; without one, or when the file decodes other than its index foretold, `path` is decoded sequentially from
     its start, which gives the same frames.
 
-    A frame serves the chosen index at or just before its own: the nearest following frame when a variable frame rate
-    skips an index. Chosen indices inside a stretch the decoder rejected are left out (the caller decides whether
-    that is an error).
+    Chosen ordinals past the frames the decoder reads (a corrupt stretch loses frames) are left out (the caller
+    decides whether that is an error).
 
     Returns:
         the frames, `np.ndarray` of shape `(num_decoded, height, width, 3)` uint8 in time order; their ordinals
