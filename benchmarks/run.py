@@ -7,6 +7,8 @@ frame-difference pruning) run on identical features.
     python benchmarks/run.py                       # 1, 5, 15 and 60 minutes; writes benchmarks/results/
     python benchmarks/run.py --minutes 1 5 --presets baseline longvu
     python benchmarks/run.py --update-readme       # also rewrites the README's results section from the JSON
+    python benchmarks/run.py --presets qwen2_5_vl qwen2_5_vl+stc qwen2_5_vl+adaptive transformers:qwen2_5_vl \
+        --skip-needle --out benchmarks/results/qwen2_5_vl   # the Qwen2.5-VL rows (QWEN_ROWS) against Transformers'
 
 The videos are synthetic and made from real photographs (`demo_video.plan_haystack`: pans, zooms, cuts and
 dissolves) at 1 fps and 320x180, so an hour is 3,600 frames. Every preset decodes every frame at 1 fps (the presets'
@@ -50,6 +52,22 @@ README = Path(__file__).parent.parent / "README.md"
 README_START, README_END = "<!-- benchmark-results:start -->", "<!-- benchmark-results:end -->"
 PRESETS = ("baseline", "longvu", "hicom", "fila", "avs-compact")
 TRANSFORMERS_BASELINES = ("transformers:llava-onevision", "transformers:videollama3")
+# A tiny random Qwen2.5-VL converted into ours: as converted (Qwen's frame choice, 2 fps and at most 768 frames, every
+# token), with STC over every frame of the hour under a budget of QWEN_BUDGET tokens, and with the adaptive sampler;
+# and Transformers' own Qwen2.5-VL on the same checkpoint at its release rate (2 fps, at most 768 frames).
+QWEN_ROWS = ("qwen2_5_vl", "qwen2_5_vl+stc", "qwen2_5_vl+adaptive", "transformers:qwen2_5_vl")
+QWEN_BUDGET = 2048
+QWEN_COMPONENTS = {
+    "qwen2_5_vl": {},
+    "qwen2_5_vl+stc": {
+        "sampler": {"model_type": "vidcomp_uniform_sampler", "num_frames": 10**6},
+        "compressor": {"model_type": "vidcomp_stc_compressor"},
+    },
+    "qwen2_5_vl+adaptive": {
+        "sampler": {"model_type": "vidcomp_avs_sampler", "max_frames": 32,
+                    "shot_detector_config": {"inference_windows": "streaming"}},
+    },
+}
 MINUTES = (1, 5, 15, 60)
 NEEDLE_DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 NEEDLE_BUDGETS = (8, 16, 32, 64)
@@ -74,10 +92,16 @@ def prepare_inputs(name: str, video: str, longvu_context: int):
     from transformers_vidcomp.processors.processing_vidcomp import select_frames
     from transformers_vidcomp.tiny import build_tiny
 
-    preset = "baseline" if name.startswith("transformers:") else name
-    model, processor = build_tiny(preset)
-    video_processor = processor.video_processor
-    video_processor.fps, video_processor.num_frames = 1.0, None  # every frame at 1 fps: the sampler sees the hour
+    if name in QWEN_COMPONENTS:
+        model, processor = converted_tiny_qwen(name)
+        processor.video_processor.max_frames = 10**6  # Qwen's rate (every frame of a 1 fps file): no frame cap
+        if name == "qwen2_5_vl+stc":
+            model.config.video_token_budget = QWEN_BUDGET
+    else:
+        preset = "baseline" if name.startswith("transformers:") else name
+        model, processor = build_tiny(preset)
+        video_processor = processor.video_processor
+        video_processor.fps, video_processor.num_frames = 1.0, None  # every frame at 1 fps: the sampler sees the hour
     sampler = model.model.sampler
     seconds, kwargs = {}, {}
     clock = time.perf_counter()
@@ -95,10 +119,61 @@ def prepare_inputs(name: str, video: str, longvu_context: int):
         processor_kwargs=kwargs,
     )
     seconds["decode"] = seconds.get("decode", 0.0) + time.perf_counter() - clock
-    if preset == "longvu":  # sized as released: what the prompt and 16 answer tokens leave of the context
+    if name == "longvu":  # sized as released: what the prompt and 16 answer tokens leave of the context
         model.config.video_token_budget = None
         model.model.compressor.config.context_length = longvu_context
     return model, processor, inputs, seconds
+
+
+def tiny_qwen_source() -> Path:
+    """The tiny random Qwen2.5-VL checkpoint every Qwen row uses (built once per run, seed 0)."""
+    from transformers_vidcomp.tiny_qwen import build_tiny_qwen_vl
+
+    folder = Path(tempfile.gettempdir()) / "vidcomp-benchmark-tiny-qwen2_5_vl"
+    if not (folder / "config.json").exists():
+        build_tiny_qwen_vl("qwen2_5_vl", folder, "small", seed=0)
+    return folder
+
+
+def converted_tiny_qwen(name: str):
+    from transformers_vidcomp.conversion import Qwen2_5_VLConverter
+
+    converted = Qwen2_5_VLConverter(**QWEN_COMPONENTS[name]).convert(tiny_qwen_source())
+    return converted.model, converted.processor
+
+
+def run_transformers_qwen(video: str) -> dict:
+    r"""Transformers' `Qwen2_5_VLForConditionalGeneration` on its own processor's inputs, at its default rate."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers.video_utils import load_video
+
+    from transformers_vidcomp.demo import stage_timer
+
+    source = tiny_qwen_source()
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source).eval()
+    processor = AutoProcessor.from_pretrained(source)
+    seconds = {}
+    clock = time.perf_counter()
+    frames, metadata = load_video(video, backend="pyav")
+    prompt = f"<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+    inputs = processor(
+        text=[prompt], videos=[frames], videos_kwargs={"video_metadata": [metadata], "do_sample_frames": True},
+        return_tensors="pt",
+    )
+    seconds["decode"] = time.perf_counter() - clock
+    stages = {"encode": model.model.visual, "prefill": model.model.language_model}
+    with torch.inference_mode():
+        model(**inputs, logits_to_keep=1)
+        with stage_timer(stages) as (hooked, _):
+            clock = time.perf_counter()
+            model(**inputs, logits_to_keep=1)
+            seconds["total"] = seconds["decode"] + time.perf_counter() - clock
+    seconds.update(hooked, sample=0.0, compress=0.0)
+    video_tokens = int((inputs["input_ids"] == model.config.video_token_id).sum())
+    raw_tokens = math.ceil(metadata.total_num_frames / 2) * video_tokens // int(inputs["video_grid_thw"][:, 0].sum())
+    return {"tokens": video_tokens, "raw_tokens": raw_tokens, "text_tokens": int(inputs["input_ids"].shape[1]) - video_tokens,
+            "frames_kept": int(inputs["video_grid_thw"][:, 0].sum()) * 2, "seconds": seconds, "statistics": {}}
 
 
 def run_preset(name: str, video: str, longvu_context: int) -> dict:
@@ -119,7 +194,16 @@ def run_preset(name: str, video: str, longvu_context: int) -> dict:
     for stage, value in hooked.items():
         seconds[stage] = seconds.get(stage, 0.0) + value
     compressed = outputs["compress"]
+    extra = {}
+    if name in QWEN_COMPONENTS:  # Qwen's own count for every frame of the file (Qwen's 2 fps takes all of 1 fps)
+        from transformers_vidcomp.processors.video_processing_vidcomp import open_video_stream
+
+        with open_video_stream(video) as container:
+            frames = container.streams.video[0].frames
+        height, width = inputs["pixel_values_videos"].shape[-2:]
+        extra["raw_tokens"] = math.ceil(frames / 2) * (height // 28) * (width // 28)
     return {
+        **extra,
         "tokens": int(compressed.token_counts.sum()),
         "text_tokens": int(inputs["input_ids"].shape[1] - 1),
         "frames_kept": int(outputs["sample"].keep_mask.sum()),
@@ -173,7 +257,9 @@ def run_transformers_baseline(name: str, video: str) -> dict:
 
 def worker(name: str, video: str, longvu_context: int) -> None:
     started = time.perf_counter()
-    if name.startswith("transformers:"):
+    if name == "transformers:qwen2_5_vl":
+        result = run_transformers_qwen(video)
+    elif name.startswith("transformers:"):
         result = run_transformers_baseline(name, video)
     else:
         result = run_preset(name, video, longvu_context)
@@ -225,7 +311,11 @@ def summarise(runs: dict[str, dict[str, dict]], minutes: list[float]) -> dict:
         summary[name] = {
             "fit": linear_fit(lengths, [by_length[str(m)]["seconds"]["total"] for m in lengths]),
             "compress_to_encode": stage.get("compress", 0.0) / stage["encode"] if stage.get("encode") else math.nan,
-            "compression": {str(m): m * 60 * per_frame / by_length[str(m)]["tokens"] for m in lengths},
+            # Against the raw tokens of every frame: the tiny SigLIP's grid, or Qwen's own count for the Qwen rows.
+            "compression": {
+                str(m): by_length[str(m)].get("raw_tokens", m * 60 * per_frame) / by_length[str(m)]["tokens"]
+                for m in lengths
+            },
         }
     return summary
 

@@ -84,7 +84,7 @@ def test_checkpoint_folder_is_hub_ready(tiny_checkpoint):
     files = set(os.listdir(tiny_checkpoint))
     assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json",
             "chat_template.jinja", "tokenizer.json", "pipeline_vidcomp.py", "modeling_vidcomp.py",
-            "configuration_vidcomp.py", "processing_vidcomp.py", "video_processing_vidcomp.py"} <= files
+            "configuration_vidcomp.py", "processing_vidcomp.py", "video_processing_vidcomp.py", "video_index.py"} <= files
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForImageTextToText",
                                        "AutoModelForMultimodalLM"}

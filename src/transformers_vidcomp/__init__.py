@@ -36,6 +36,7 @@ from .processors import (
     EmptyVideoError,
     HIComProcessor,
     VidCompProcessor,
+    VidCompQwenVideoProcessor,
     VidCompVideoProcessor,
     VideoDecodeError,
     VideoTextToTextPipeline,
@@ -73,6 +74,7 @@ def _register() -> None:
     VidCompProcessor.register_for_auto_class("AutoProcessor")
     HIComProcessor.register_for_auto_class("AutoProcessor")
     VidCompVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+    VidCompQwenVideoProcessor.register_for_auto_class("AutoVideoProcessor")
     PIPELINE_REGISTRY.register_pipeline(
         VIDEO_TEXT_TO_TEXT,
         pipeline_class=VideoTextToTextPipeline,
@@ -103,6 +105,7 @@ __all__ = [
     "VidCompForConditionalGeneration",
     "VidCompModel",
     "VidCompProcessor",
+    "VidCompQwenVideoProcessor",
     "VidCompSampler",
     "VidCompVideoFeatures",
     "VidCompVideoProcessor",

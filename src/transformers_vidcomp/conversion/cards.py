@@ -91,8 +91,16 @@ def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMi
     video_processor = processor.video_processor
     patch_size = config.vision_config.patch_size
     size = video_processor.size
-    grid_h, grid_w = size["height"] // patch_size, size["width"] // patch_size
+    # Qwen's processors size frames by a pixel budget: the bound is the largest (square) frame it allows, in merged
+    # tokens, and the compressor reads one grid per temporal patch of frames.
+    qwen = hasattr(video_processor, "largest_token_grid")
+    if qwen:
+        grid_h, grid_w = video_processor.largest_token_grid()
+    else:
+        grid_h, grid_w = size["height"] // patch_size, size["width"] // patch_size
     fps, max_decoded = video_processor.fps, video_processor.num_frames
+    if qwen and max_decoded is None:
+        max_decoded = video_processor.max_frames
     sampler = model.model.sampler
     if sampler.selects_frames_at_decode:
         fps, max_decoded = sampler.config.decode_fps, math.ceil(sampler.config.decode_fps * REFERENCE_SECONDS)
@@ -110,7 +118,8 @@ def token_figures(model: VidCompForConditionalGeneration, processor: ProcessorMi
     kept = sampler.max_kept_frames(max_decoded)
     budget = model.model.compressor_token_budget(config.video_token_budget)
     scenes = sampler.max_scenes(max_decoded)
-    tokens = model.model.compressor.max_tokens(kept, grid_h, grid_w, token_budget=budget, num_scenes=scenes)
+    units = -(-kept // config.vision_config.temporal_patch_size) if qwen else kept
+    tokens = model.model.compressor.max_tokens(units, grid_h, grid_w, token_budget=budget, num_scenes=scenes)
     tokens += int(config.video_newline)
     return TokenFigures(
         video=video,

@@ -185,6 +185,10 @@ class CompressorOutput(ModelOutput):
         For each token, the index (within its video's input frames) of the frame it mostly derives from.
     token_timestamps (`torch.FloatTensor` of shape `(total_tokens,)`):
         For each token, the time in seconds of that frame.
+    token_grid_positions (`torch.LongTensor` of shape `(total_tokens, 2)`, *optional*):
+        For each token, its (row, column) in its frame's `grid_h x grid_w` input grid: a kept token's own cell, a
+        pooled token's window's first (top-left) cell, a merged token's cell of origin. LLMs with multimodal rotary
+        positions (Qwen2.5-VL, Qwen3-VL) place tokens by it; a compressor without it cannot feed them.
     statistics (`dict[str, int]`, *optional*):
         Counts a method reports about what it did to the whole batch (e.g. "tokens pruned by STC"), for demos and logs.
     """
@@ -193,6 +197,7 @@ class CompressorOutput(ModelOutput):
     token_counts: torch.LongTensor | None = None
     token_frame_index: torch.LongTensor | None = None
     token_timestamps: torch.FloatTensor | None = None
+    token_grid_positions: torch.LongTensor | None = None
     statistics: dict[str, int] | None = None
 
 
@@ -222,6 +227,17 @@ def uniform_keep_mask(position: torch.LongTensor, length: torch.LongTensor, keep
     # Position p is chosen iff some j < keep has floor(j * length / keep) == p, i.e. j = ceil(p * keep / length).
     j = (position * keep + length - 1) // length
     return (j < keep) & (j * length < (position + 1) * keep)
+
+
+def grid_cells(grid_h: int, grid_w: int, stride: int = 1, device: torch.device | None = None) -> torch.LongTensor:
+    r"""
+    The (row, column) of every cell of a `grid_h x grid_w` grid in row-major order, shape `(grid_h * grid_w, 2)`,
+    scaled by `stride`: the first cell of each `stride x stride` window of the grid the windows were pooled from.
+    """
+    rows, columns = torch.meshgrid(
+        torch.arange(grid_h, device=device), torch.arange(grid_w, device=device), indexing="ij"
+    )
+    return torch.stack([rows.flatten(), columns.flatten()], dim=-1) * stride
 
 
 class ComponentConfigSpec(SubConfigSpec):
@@ -483,6 +499,7 @@ __all__ = [
     "check_token_budget",
     "context_left_for_video",
     "eager_attention_forward",
+    "grid_cells",
     "register_compressor",
     "register_sampler",
     "uniform_keep_mask",

@@ -29,6 +29,7 @@ from .components_vidcomp import (
     PackedFrames,
     VidCompCompressor,
     check_token_budget,
+    grid_cells,
     register_compressor,
     uniform_keep_mask,
 )
@@ -65,6 +66,15 @@ class FilaSceneMerger(VidCompCompressor):
             `torch.Tensor` of shape `(num_scenes, num_patches, dim)`.
         """
         raise NotImplementedError
+
+    def merge_with_places(self, scenes: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
+        r"""
+        `merge`, and for each merged token the patch (index into the frame's `num_patches`) it sits at, shape
+        `(num_scenes, num_patches)`: its own patch, for methods that fuse each patch across the scene's frames.
+        """
+        num_scenes, _, num_patches, _ = scenes.shape
+        places = torch.arange(num_patches, device=scenes.device).expand(num_scenes, -1)
+        return self.merge(scenes), places
 
     def max_tokens(
         self,
@@ -118,10 +128,11 @@ class FilaSceneMerger(VidCompCompressor):
             first_frame, length, scene_video = first_frame[kept], length[kept], scene_video[kept]
         patches = rearrange(values, "t h w d -> t (h w) d")
         merged = values.new_empty(first_frame.shape[0], num_patches, dim)
+        patch_index = torch.empty(first_frame.shape[0], num_patches, dtype=torch.long, device=device)
         for scene_length in torch.unique(length).tolist():
             group = torch.nonzero(length == scene_length).squeeze(1)
             frames = first_frame[group, None] + torch.arange(scene_length, device=device)
-            merged[group] = self.merge(patches[frames])
+            merged[group], patch_index[group] = self.merge_with_places(patches[frames])
         last_frame = first_frame + length - 1
         token_counts = torch.bincount(scene_video, minlength=features.num_videos) * num_patches
         return CompressorOutput(
@@ -129,6 +140,7 @@ class FilaSceneMerger(VidCompCompressor):
             token_counts=token_counts.to(features.frame_counts.device),
             token_frame_index=position[last_frame].repeat_interleave(num_patches),
             token_timestamps=features.timestamps.to(device)[last_frame].repeat_interleave(num_patches),
+            token_grid_positions=grid_cells(grid_h, grid_w, device=device)[patch_index.flatten()],
         )
 
 
@@ -284,6 +296,10 @@ class FilaBipartiteMergeCompressor(FilaSceneMerger):
         self.post_init()
 
     def merge(self, scenes: torch.Tensor) -> torch.Tensor:
+        return self.merge_with_places(scenes)[0]
+
+    def merge_with_places(self, scenes: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
+        # A merged token sits at the patch of its earliest source token, the order it is returned in.
         num_scenes, scene_length, num_patches, dim = scenes.shape
         weighted = rearrange(scenes, "s m n d -> s (m n) d").float()  # token sums, each of size 1 so far
         size = weighted.new_ones(num_scenes, weighted.shape[1])
@@ -309,7 +325,8 @@ class FilaBipartiteMergeCompressor(FilaSceneMerger):
             size = torch.cat([size_a[rows, unmerged], size_b], dim=1)
             origin = torch.cat([origin_a[rows, unmerged], origin_b], dim=1)
         order = origin.argsort(dim=1)
-        return (weighted / size[..., None]).gather(1, order[..., None].expand_as(weighted)).to(scenes.dtype)
+        merged = (weighted / size[..., None]).gather(1, order[..., None].expand_as(weighted)).to(scenes.dtype)
+        return merged, origin.gather(1, order) % num_patches
 
 
 __all__ = [

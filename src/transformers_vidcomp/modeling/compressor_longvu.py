@@ -425,6 +425,69 @@ def rank_within_groups(score: torch.Tensor, group: torch.LongTensor, descending:
     return rank
 
 
+def spatial_token_compression(
+    grid: torch.Tensor,
+    video: torch.LongTensor,
+    position: torch.LongTensor,
+    frame_counts: torch.LongTensor,
+    video_budget: torch.LongTensor,
+    window: int,
+    threshold: float,
+    shown: torch.BoolTensor | None = None,
+) -> tuple[torch.BoolTensor, torch.BoolTensor]:
+    r"""
+    STC with the budget guarantee, over the frames of all overflowing videos at once.
+
+    Args:
+        grid (`torch.Tensor` of shape `(frames, tokens_per_frame, dim)`): the tokens of every frame of the
+            overflowing videos, video after video, all at one resolution.
+        video (`torch.LongTensor` of shape `(frames,)`): the video of each frame (an index into `frame_counts`).
+        position (`torch.LongTensor` of shape `(frames,)`): each frame's index in its video.
+        frame_counts (`torch.LongTensor` of shape `(num_videos,)`): frames per video.
+        video_budget (`torch.LongTensor` of shape `(num_videos,)`): tokens per video.
+        window (`int`): K, the frames per STC window; each window's first frame is its anchor.
+        threshold (`float`): θ; a token more similar than this to its anchor's token at its place is pruned.
+        shown (`torch.BoolTensor` of shape `(frames, tokens_per_frame)`, *optional*): the tokens that show the
+            picture of a letterboxed frame; the others are never kept nor counted.
+    Returns:
+        The keep mask of the tokens and the mask of tokens STC's threshold pruned, both
+        `(frames, tokens_per_frame)`.
+    """
+    frame = torch.arange(grid.shape[0], device=grid.device)
+    anchor = frame - position % window
+    is_anchor = (anchor == frame)[:, None].expand(-1, grid.shape[1])
+    similarity = cosine_to_anchor(grid, anchor)
+    shown = torch.ones_like(similarity, dtype=torch.bool) if shown is None else shown
+    pruned = ~is_anchor & (similarity > threshold) & shown
+    keep = ~pruned & shown
+
+    kept = torch.zeros_like(frame_counts).index_add_(0, video, keep.sum(1).to(frame_counts))
+    budget = video_budget.to(frame_counts)
+    over = kept > budget
+    if not bool(over.any()):
+        return keep, pruned
+    windows = -(-frame_counts // window)
+    # Every frame of a video shows the same number of tokens.
+    tokens_per_frame = torch.zeros_like(frame_counts).scatter_(0, video, shown.sum(1).to(frame_counts))
+    anchors_fit = windows * tokens_per_frame <= budget
+    token_video = video[:, None].expand(-1, grid.shape[1])
+    # Anchors fit: drop the most redundant remaining tokens (highest similarity) until the budget is met.
+    trim = (over & anchors_fit)[token_video] & keep & ~is_anchor
+    if bool(trim.any()):
+        candidate = torch.nonzero(trim.flatten()).flatten()
+        candidate_video = token_video.flatten()[candidate]
+        rank = rank_within_groups(similarity.flatten()[candidate], candidate_video, descending=False)
+        allowance = budget - windows * tokens_per_frame
+        keep.view(-1)[candidate] = rank < allowance[candidate_video]
+    # Anchors alone overflow: keep only the anchors of evenly spread windows.
+    sparse = over & ~anchors_fit
+    if bool(sparse.any()):
+        window = position // window
+        chosen_window = uniform_keep_mask(window, windows[video], (budget // tokens_per_frame.clamp(min=1))[video])
+        keep = torch.where(sparse[token_video], is_anchor & chosen_window[:, None] & shown, keep)
+    return keep, pruned
+
+
 @register_compressor
 class LongVUCompressor(VidCompCompressor):
     r"""
@@ -706,56 +769,11 @@ class LongVUCompressor(VidCompCompressor):
         video_budget: torch.LongTensor,
         shown: torch.BoolTensor | None = None,
     ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
-        r"""
-        STC with the budget guarantee, over the frames of all overflowing videos at once.
-
-        Args:
-            grid (`torch.Tensor` of shape `(frames, tokens_per_frame, dim)`): the tokens of every frame of the
-                overflowing videos, video after video, all at one resolution.
-            video (`torch.LongTensor` of shape `(frames,)`): the video of each frame (an index into `frame_counts`).
-            position (`torch.LongTensor` of shape `(frames,)`): each frame's index in its video.
-            frame_counts (`torch.LongTensor` of shape `(num_videos,)`): frames per video.
-            video_budget (`torch.LongTensor` of shape `(num_videos,)`): tokens per video.
-            shown (`torch.BoolTensor` of shape `(frames, tokens_per_frame)`, *optional*): the tokens that show the
-                picture of a letterboxed frame; the others are never kept nor counted.
-        Returns:
-            The keep mask of the tokens and the mask of tokens STC's threshold pruned, both
-            `(frames, tokens_per_frame)`.
-        """
+        """[`spatial_token_compression`] with this compressor's window and threshold."""
         config = self.config
-        frame = torch.arange(grid.shape[0], device=grid.device)
-        anchor = frame - position % config.stc_window
-        is_anchor = (anchor == frame)[:, None].expand(-1, grid.shape[1])
-        similarity = cosine_to_anchor(grid, anchor)
-        shown = torch.ones_like(similarity, dtype=torch.bool) if shown is None else shown
-        pruned = ~is_anchor & (similarity > config.stc_threshold) & shown
-        keep = ~pruned & shown
-
-        kept = torch.zeros_like(frame_counts).index_add_(0, video, keep.sum(1).to(frame_counts))
-        budget = video_budget.to(frame_counts)
-        over = kept > budget
-        if not bool(over.any()):
-            return keep, pruned
-        windows = -(-frame_counts // config.stc_window)
-        # Every frame of a video shows the same number of tokens.
-        tokens_per_frame = torch.zeros_like(frame_counts).scatter_(0, video, shown.sum(1).to(frame_counts))
-        anchors_fit = windows * tokens_per_frame <= budget
-        token_video = video[:, None].expand(-1, grid.shape[1])
-        # Anchors fit: drop the most redundant remaining tokens (highest similarity) until the budget is met.
-        trim = (over & anchors_fit)[token_video] & keep & ~is_anchor
-        if bool(trim.any()):
-            candidate = torch.nonzero(trim.flatten()).flatten()
-            candidate_video = token_video.flatten()[candidate]
-            rank = rank_within_groups(similarity.flatten()[candidate], candidate_video, descending=False)
-            allowance = budget - windows * tokens_per_frame
-            keep.view(-1)[candidate] = rank < allowance[candidate_video]
-        # Anchors alone overflow: keep only the anchors of evenly spread windows.
-        sparse = over & ~anchors_fit
-        if bool(sparse.any()):
-            window = position // config.stc_window
-            chosen_window = uniform_keep_mask(window, windows[video], (budget // tokens_per_frame.clamp(min=1))[video])
-            keep = torch.where(sparse[token_video], is_anchor & chosen_window[:, None] & shown, keep)
-        return keep, pruned
+        return spatial_token_compression(
+            grid, video, position, frame_counts, video_budget, config.stc_window, config.stc_threshold, shown
+        )
 
     def forward(
         self,
@@ -915,4 +933,4 @@ class LongVUCompressor(VidCompCompressor):
         )
 
 
-__all__ = ["LongVUCompressor", "LongVUCompressorConfig"]
+__all__ = ["LongVUCompressor", "LongVUCompressorConfig", "spatial_token_compression"]

@@ -15,6 +15,7 @@ from .components_vidcomp import (
     PackedFrames,
     VidCompCompressor,
     check_token_budget,
+    grid_cells,
     register_compressor,
     uniform_keep_mask,
 )
@@ -24,7 +25,8 @@ from .components_vidcomp import (
 class SpatialPoolCompressorConfig(PreTrainedConfig):
     r"""
     stride (`int`, *optional*, defaults to 2):
-        Each frame's `grid_h x grid_w` patch grid shrinks to `ceil(grid_h / stride) x ceil(grid_w / stride)`.
+        Each frame's `grid_h x grid_w` patch grid shrinks to `ceil(grid_h / stride) x ceil(grid_w / stride)`; 1 keeps
+        every token (the converted Qwen models' "no compression").
     mode (`str`, *optional*, defaults to `"bilinear"`):
         `"bilinear"` interpolation, exactly as LLaVA-OneVision pools video frames, or `"average"` pooling over
         `stride x stride` windows (a partial window at the border averages what it covers).
@@ -110,6 +112,10 @@ class SpatialPoolCompressor(VidCompCompressor):
             token_counts=features.frame_counts * tokens_per_frame,
             token_frame_index=frame_position.repeat_interleave(tokens_per_frame),
             token_timestamps=features.timestamps.repeat_interleave(tokens_per_frame),
+            # A pooled token sits at its window's first cell (bilinear pooling: the window it interpolates most).
+            token_grid_positions=grid_cells(pooled_h, pooled_w, self.config.stride, tokens.device).repeat(
+                features.values.shape[0], 1
+            ),
         )
 
 

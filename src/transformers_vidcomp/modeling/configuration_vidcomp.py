@@ -52,6 +52,10 @@ class VidCompConfig(PreTrainedConfig):
         The most LLM tokens one video may take; passed to the compressor. `None` means no limit.
     vision_batch_size (`int`, *optional*, defaults to 64):
         Frames per vision-tower call, which bounds the encoder's peak memory on long videos.
+    video_segment_tokens (`dict[str, list[int]]`, *optional*):
+        Qwen3-VL: the token ids of the pieces of its per-patch video text (`"vision_start"`, `"vision_end"`, `"<"`,
+        the digits, `"."` and `" seconds>"`), so the model writes `<t seconds><|vision_start|>...<|vision_end|>` for
+        each temporal patch it keeps, as Qwen3-VL's processor does for every patch. Set by `vidcomp convert qwen3_vl`.
     parts (`dict[str, str]`, *optional*):
         Where pretrained parts came from, by part name (`vision_tower`, `language_model`, `sampler`,
         `compressor`, `projector`), as recorded by `VidCompForConditionalGeneration.from_pretrained_parts`. Parts
@@ -86,6 +90,7 @@ class VidCompConfig(PreTrainedConfig):
     video_newline: bool = False
     video_token_budget: int | None = None
     vision_batch_size: int = 64
+    video_segment_tokens: dict[str, list[int]] | None = None
     parts: dict[str, str] | None = None
     tie_word_embeddings: bool = False
 

@@ -21,6 +21,7 @@ from .compressor_fila import (
 from .compressor_hicom import HIComCompressor, HIComCompressorConfig
 from .compressor_longvu import LongVUCompressor, LongVUCompressorConfig
 from .compressor_pool import SpatialPoolCompressor, SpatialPoolCompressorConfig
+from .compressor_stc import SpatialTokenCompressionConfig, SpatialTokenCompressor
 from .sampler_avs import AdaptiveVideoSampler, AdaptiveVideoSamplerConfig
 from .sampler_fila import FilaBipartiteSampler, FilaBipartiteSamplerConfig, FilaKMeansSampler, FilaKMeansSamplerConfig
 from .sampler_longvu import LongVUSampler, LongVUSamplerConfig
@@ -60,6 +61,8 @@ __all__ = [
     "LongVUSamplerConfig",
     "SpatialPoolCompressor",
     "SpatialPoolCompressorConfig",
+    "SpatialTokenCompressionConfig",
+    "SpatialTokenCompressor",
     "UniformSampler",
     "UniformSamplerConfig",
     "build_compressor",

@@ -35,6 +35,8 @@ from .components_vidcomp import (
 )
 from .configuration_vidcomp import VidCompConfig
 from .methods_vidcomp import build_compressor, build_sampler
+from .positions_vidcomp import multimodal_position_ids, temporal_positions
+from .vision_qwen_vidcomp import encode_temporal_patches, interleave_timestamps, pair_frames, qwen_family
 from .parts_vidcomp import (
     PartError,
     PartSource,
@@ -77,6 +79,14 @@ class VidCompVideoFeatures(BaseModelOutputWithPooling):
         Which input frames the sampler kept.
     scene_ids (`torch.LongTensor` of shape `(total_frames,)`, *optional*):
         The sampler's scene of each kept frame (-1 for dropped frames), for methods that have scenes.
+    token_positions (`torch.LongTensor` of shape `(total_tokens, 3)`, *optional*):
+        For LLMs with multimodal rotary positions (Qwen2.5-VL, Qwen3-VL): each token's (temporal, row, column)
+        position relative to its video's start (see `positions_vidcomp.py`).
+    video_position_spans (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
+        With `token_positions`: how far the text after each video moves on from the video's start.
+    deepstack_features (`list[torch.FloatTensor]`, *optional*):
+        Qwen3-VL: per DeepStack level, the features of the kept tokens, shape `(total_tokens, text_hidden_size)`,
+        added to the LLM's hidden states at its first layers.
     """
 
     token_counts: torch.LongTensor | None = None
@@ -84,6 +94,9 @@ class VidCompVideoFeatures(BaseModelOutputWithPooling):
     token_timestamps: torch.FloatTensor | None = None
     keep_mask: torch.BoolTensor | None = None
     scene_ids: torch.LongTensor | None = None
+    token_positions: torch.LongTensor | None = None
+    video_position_spans: torch.LongTensor | None = None
+    deepstack_features: list[torch.FloatTensor] | None = None
 
 
 @dataclass
@@ -183,14 +196,32 @@ class VidCompModel(VidCompPreTrainedModel):
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.sampler = build_sampler(config.sampler_config)
         self.compressor = build_compressor(config.compressor_config)
+        # Qwen2.5-VL / Qwen3-VL towers: frames go in as temporal patches, merged LLM-width tokens come out.
+        self.qwen_family = qwen_family(config.vision_config)
+        if self.qwen_family == "qwen3_vl" and config.video_segment_tokens is None:
+            raise ValueError(
+                "A Qwen3-VL model writes each temporal patch's time as text and needs config.video_segment_tokens, "
+                "the token ids of that text's pieces; `vidcomp convert qwen3_vl` reads them from Qwen's tokenizer."
+            )
         feature_dim = config.vision_config.hidden_size * len(config.vision_feature_layers)
+        if self.qwen_family is not None:
+            feature_dim = config.vision_config.out_hidden_size
         text_dim = config.text_config.hidden_size
-        if config.project_before_compression and self.compressor.projection != "after":
+        if self.qwen_family is not None:
+            # Qwen's merger is its projector: it already brings the tokens to the LLM's width.
+            if config.project_before_compression or self.compressor.output_dim(feature_dim) != text_dim:
+                raise ValueError(
+                    f"A Qwen vision encoder returns LLM-width tokens ({feature_dim}) from its own merger; it needs "
+                    f"project_before_compression=False and a compressor that keeps that width "
+                    f"({type(self.compressor).__name__} returns {self.compressor.output_dim(feature_dim)})."
+                )
+            self.multi_modal_projector = nn.Identity()
+        elif config.project_before_compression and self.compressor.projection != "after":
             raise ValueError(
                 f"{type(self.compressor).__name__} projects its own tokens after compressing them; "
                 "set project_before_compression=False."
             )
-        if config.project_before_compression:
+        elif config.project_before_compression:
             self.multi_modal_projector = VidCompMultiModalProjector(config, feature_dim)
             if self.compressor.output_dim(text_dim) != text_dim:
                 raise ValueError(
@@ -292,10 +323,20 @@ class VidCompModel(VidCompPreTrainedModel):
             frames.timestamps = frames.position_in_video().float()
         frame_features = None
         if self.sampler.needs_frame_features:
-            frame_features = frames.with_values(self.encode_frames(frames.values))
+            frame_features = self.frame_features(frames)
         sampled = self.sampler(frames, frame_features=frame_features, instruction=instruction)
         keep = sampled.keep_mask
-        if frame_features is not None:
+        # For temporal patches (Qwen), each feature row's first frame among the kept frames; None: a row per frame.
+        feature_frame, deepstack, patch_seconds = None, None, None
+        if self.qwen_family is not None:
+            patches = pair_frames(frames.select(keep), self.config.vision_config.temporal_patch_size)
+            encoded = encode_temporal_patches(
+                self.vision_tower, patches.frames.values, self.config.vision_batch_size, self.training
+            )
+            features = patches.frames.with_values(encoded.features)
+            feature_frame, deepstack = patches.first_frame, encoded.deepstack_features
+            patch_seconds = patches.frame_times.mean(-1)  # Qwen3-VL's time of a temporal patch
+        elif frame_features is not None:
             features = frame_features.select(keep)
         else:
             kept = frames.select(keep)
@@ -309,7 +350,7 @@ class VidCompModel(VidCompPreTrainedModel):
             auxiliary_features=sampled.auxiliary_features,
             instruction=instruction,
             token_budget=self.compressor_token_budget(budget),
-            scene_ids=sampled.scene_ids[keep] if sampled.scene_ids is not None else None,
+            scene_ids=self.scenes_of(sampled.scene_ids, keep, feature_frame),
             **({"projector": self.multi_modal_projector} if self.compressor.projection == "inside" else {}),
         )
         # The compressor indexes frames among the kept ones; report them among the frames the caller gave.
@@ -318,7 +359,8 @@ class VidCompModel(VidCompPreTrainedModel):
         token_video = torch.repeat_interleave(
             torch.arange(frames.num_videos, device=compressed.token_counts.device), compressed.token_counts
         )
-        token_frame_index = kept_frame_position[kept_first[token_video] + compressed.token_frame_index]
+        token_row = kept_first[token_video] + compressed.token_frame_index
+        token_frame_index = kept_frame_position[token_row if feature_frame is None else feature_frame[token_row]]
         projected = compressed.tokens
         if not self.config.project_before_compression and self.compressor.projection == "after":
             projected = self.multi_modal_projector(compressed.tokens)
@@ -327,6 +369,25 @@ class VidCompModel(VidCompPreTrainedModel):
             projected, token_frame_index, token_timestamps, token_counts = self.append_video_newline(
                 projected, token_frame_index, token_timestamps, token_counts
             )
+        places = {}
+        if self.qwen_family is not None:
+            places = self.token_places(frames, features, compressed, token_video, token_row, deepstack)
+        if self.qwen_family == "qwen3_vl":
+            # Qwen3-VL reads each temporal patch after its time, as text: the text's embeddings join the video's tokens.
+            timed = interleave_timestamps(
+                projected, token_video, token_row, places["token_positions"], patch_seconds,
+                max(features.values.shape[1:3]), frames.num_videos, self.config.video_segment_tokens,
+                self.get_input_embeddings(),
+            )  # fmt: skip
+            projected, token_counts = timed.tokens, timed.token_counts
+            token_frame_index, token_timestamps = token_frame_index[timed.source], token_timestamps[timed.source]
+            places.update(token_positions=timed.token_positions, video_position_spans=timed.video_position_spans)
+            if deepstack is not None:  # nothing is added where the text is
+                visual = timed.is_visual[:, None]
+                places["deepstack_features"] = [
+                    level.new_zeros(visual.shape[0], level.shape[-1]).masked_scatter(visual, level)
+                    for level in places["deepstack_features"]
+                ]
         return VidCompVideoFeatures(
             last_hidden_state=compressed.tokens,
             pooler_output=projected,
@@ -335,7 +396,78 @@ class VidCompModel(VidCompPreTrainedModel):
             token_timestamps=token_timestamps,
             keep_mask=keep,
             scene_ids=sampled.scene_ids,
+            **places,
         )
+
+    @staticmethod
+    def scenes_of(
+        scene_ids: torch.LongTensor | None,
+        keep: torch.BoolTensor,
+        feature_frame: torch.LongTensor | None,
+    ) -> torch.LongTensor | None:
+        """The sampler's scene of each feature row: its kept frame's, or a temporal patch's first frame's."""
+        if scene_ids is None:
+            return None
+        kept_scenes = scene_ids[keep]
+        return kept_scenes if feature_frame is None else kept_scenes[feature_frame]
+
+    def frame_features(self, frames: PackedFrames) -> PackedFrames:
+        r"""
+        Vision features of every frame, for samplers that choose by them (`needs_frame_features`): shape
+        `(total_frames, grid_h, grid_w, dim)`. With a Qwen encoder each frame gets its temporal patch's merged tokens;
+        the frames kept are paired and encoded again afterwards.
+        """
+        if self.qwen_family is None:
+            return frames.with_values(self.encode_frames(frames.values))
+        temporal_patch_size = self.config.vision_config.temporal_patch_size
+        patches = pair_frames(frames, temporal_patch_size)
+        encoded = encode_temporal_patches(
+            self.vision_tower, patches.frames.values, self.config.vision_batch_size, self.training
+        )
+        counts = patches.frames.frame_counts.to(encoded.features.device)
+        first_patch = (torch.cumsum(counts, 0) - counts)[frames.video_index()]
+        return frames.with_values(encoded.features[first_patch + frames.position_in_video() // temporal_patch_size])
+
+    def token_places(
+        self,
+        frames: PackedFrames,
+        features: PackedFrames,
+        compressed,
+        token_video: torch.LongTensor,
+        token_row: torch.LongTensor,
+        deepstack: list[torch.FloatTensor] | None,
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        r"""
+        Where each kept token sits for an LLM with multimodal rotary positions: `token_positions` `(total_tokens, 3)`
+        (temporal position from the token's time since its video's first given frame, then its row and column in the
+        merged grid), `video_position_spans` `(num_videos,)`, and Qwen3-VL's DeepStack features taken at each token's
+        place (the cell a pooled or merged token reports).
+
+        Args:
+            features (`PackedFrames` with values of shape `(total_patches, grid_h, grid_w, dim)`): what was compressed.
+            token_row (`torch.LongTensor` of shape `(total_tokens,)`): each token's row in `features.values`.
+        """
+        grid_positions = compressed.token_grid_positions
+        if grid_positions is None:
+            raise ValueError(
+                f"{type(self.compressor).__name__} does not report its tokens' places in the frame grid "
+                "(token_grid_positions), which a Qwen LLM's 3D rotary positions need. Use a compressor that does: "
+                "spatial_pool, longvu, or a FiLA merger."
+            )
+        first_frame = torch.cumsum(frames.frame_counts, 0) - frames.frame_counts
+        video_start = frames.timestamps[first_frame.to(frames.timestamps.device)]
+        offsets = features.timestamps[token_row] - video_start[token_video]
+        tokens_per_second = getattr(self.config.vision_config, "tokens_per_second", None)
+        temporal = temporal_positions(self.qwen_family, offsets, tokens_per_second)
+        grid_h, grid_w = features.values.shape[1:3]
+        places = {
+            "token_positions": torch.cat([temporal[:, None], grid_positions.to(temporal.device)], dim=-1),
+            "video_position_spans": torch.full_like(frames.frame_counts, max(grid_h, grid_w)),
+        }
+        if deepstack is not None:
+            rows, columns = grid_positions.unbind(-1)
+            places["deepstack_features"] = [level[token_row, rows, columns] for level in deepstack]
+        return places
 
     def compressor_token_budget(self, video_token_budget: int | None) -> int | None:
         """The part of a video's token budget left to the compressor: all of it, or all but the video newline."""
@@ -380,6 +512,30 @@ class VidCompModel(VidCompPreTrainedModel):
         timestamps[~is_newline] = token_timestamps
         timestamps[is_newline] = token_timestamps[last_token]
         return out, frame_index, timestamps, new_counts
+
+    def video_position_ids(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None,
+        video_features: VidCompVideoFeatures,
+    ) -> torch.LongTensor:
+        r"""
+        The text and video positions of an expanded sequence for an LLM with multimodal rotary positions, in the
+        layout Qwen's text models read: `(4, batch_size, sequence_length)`, the 1D text positions (for the attention
+        mask) above the (temporal, height, width) ones.
+        """
+        rope = multimodal_position_ids(
+            input_ids,
+            attention_mask,
+            self.config.video_token_id,
+            video_features.token_positions,
+            video_features.token_counts,
+            video_features.video_position_spans,
+        )
+        text = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        if attention_mask is not None:
+            text = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        return torch.cat([text.unsqueeze(0), rope])
 
     def instruction_condition(
         self,
@@ -606,7 +762,9 @@ class VidCompModel(VidCompPreTrainedModel):
             input_ids, expanded_mask, labels = self.expand_video_placeholders(
                 input_ids, attention_mask, labels, video_features.token_counts
             )
-            if expanded_mask is not attention_mask and position_ids is None:
+            if position_ids is None and video_features.token_positions is not None:
+                position_ids = self.video_position_ids(input_ids, expanded_mask, video_features)
+            elif expanded_mask is not attention_mask and position_ids is None:
                 position_ids = (expanded_mask.cumsum(-1) - 1).clamp(min=0)
             attention_mask = expanded_mask
 
@@ -622,6 +780,8 @@ class VidCompModel(VidCompPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(
                 video_mask.unsqueeze(-1).expand_as(inputs_embeds), tokens.to(inputs_embeds.device, inputs_embeds.dtype)
             )
+            if video_features.deepstack_features is not None:  # Qwen3-VL adds them at its first layers
+                kwargs.update(visual_pos_masks=video_mask, deepstack_visual_embeds=video_features.deepstack_features)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -934,6 +1094,16 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         output.sequences = sequences
         return output
 
+    def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
+        # An LLM with multimodal rotary positions reads the videos' token places: (4, batch, length) ids, text row
+        # first, which generation then extends by one per new token, as for Qwen's own models.
+        text_positions = super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
+        features = (model_kwargs.get("mm_encoder_outputs") or {}).get("video")
+        if features is None or features.token_positions is None:
+            return text_positions
+        input_ids = model_kwargs.get("input_ids", inputs_tensor)
+        return self.model.video_position_ids(input_ids, model_kwargs.get("attention_mask"), features)
+
     def _expand_multimodal_outputs(
         self,
         input_ids: torch.LongTensor,
@@ -973,6 +1143,11 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             token_frame_index=in_order(features.token_frame_index),
             token_timestamps=in_order(features.token_timestamps),
         )
+        if features.token_positions is not None:
+            expanded.token_positions = in_order(features.token_positions)
+            expanded.video_position_spans = features.video_position_spans[order]
+        if features.deepstack_features is not None:
+            expanded.deepstack_features = [in_order(level) for level in features.deepstack_features]
         return {**mm_encoder_output, "video": expanded}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from .pipeline_vidcomp import VideoTextToTextPipeline
 from .processing_hicom import HIComProcessor
 from .processing_vidcomp import VidCompProcessor
+from .video_processing_qwen_vidcomp import QWEN_VIDEO_SETTINGS, VidCompQwenVideoProcessor
 from .video_processing_vidcomp import (
     PIXEL_SETTINGS,
     EmptyVideoError,

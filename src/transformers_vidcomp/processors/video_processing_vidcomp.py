@@ -20,6 +20,8 @@ from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
+from .video_index import FrameIndex, UnplannableVideo, plan_seeks, read_frame_index, seek_to_keyframe
+
 
 logger = logging.get_logger(__name__)
 
@@ -220,13 +222,15 @@ def decode_video(
     progress: bool = True,
 ) -> tuple[np.ndarray, VideoMetadata]:
     r"""
-    Streams a local video file once with PyAV and keeps only the frames `sample_indices_fn` picks, each converted to
-    RGB as it is decoded, and scaled to `size = (height, width)` when given (FFmpeg's scaler; a `DecodeSize` carries
+    Decodes the frames `sample_indices_fn` picks from a local video file with PyAV, each converted to RGB as it is
+    decoded, and scaled to `size = (height, width)` when given (FFmpeg's scaler; a `DecodeSize` carries
     the processor's filter, and with `keep_aspect` fits the frame inside the size instead): memory holds the chosen
     frames at the processor's size, never the whole video at its own resolution, so an hour-long video decodes in the
-    memory its result needs. Frames are numbered in decode order, as the sampler counts them. A corrupt stretch is
-    skipped with a warning (later frames then count from where decoding resumed, so their times are approximate); a
-    file that ends before the frame count its header states raises.
+    memory its result needs. The file's packet index (`read_frame_index`) gives the exact frame count and a decode
+    plan: stretches between sparse frames are skipped by seeking to the keyframe before the next one, dense ones are
+    decoded straight through (`decode_chosen_frames`). Frames are numbered in decode order, as the sampler counts
+    them. A corrupt stretch is skipped with a warning (later frames then count from where decoding resumed, so their
+    times are approximate); a file that ends before the frame count its header states raises.
     Every way a file can fail to be a video raises a [`VideoDecodeError`] that names the file.
 
     Returns:
@@ -240,22 +244,24 @@ def decode_video(
         with open_video_stream(path) as container:
             stream = container.streams.video[0]
             rate = float(stream.average_rate) if stream.average_rate else None
+            index = read_frame_index(container)
             total, counted = stream.frames, bool(stream.frames)
             if not counted and rate:  # no frame count in the header (MKV, WebM): the stream's duration, else the file's
                 seconds = float(stream.duration * stream.time_base) if stream.duration else None
                 seconds = seconds or (container.duration / av.time_base if container.duration else 0)
                 total = round(seconds * rate)
-            if not total:
+            if not total:  # a header without frames or duration: an image, not a video
                 raise EmptyVideoError(f"{path!r} has a video stream with no frames.")
+            # The index counts the frames exactly, where a header may have no count and a duration only estimates.
+            total = index.num_frames if index is not None else total
             metadata = VideoMetadata(
                 total_num_frames=total, fps=rate, duration=total / rate if rate else None, width=stream.width,
                 height=stream.height, video_backend="pyav",
             )
             indices = sample_indices_fn(metadata=metadata) if sample_indices_fn is not None else np.arange(total)
-            # Frames are numbered in decode order, as the sampler counted them, whatever their spacing in time.
             frames, decoded, unreadable, seen = decode_chosen_frames(
-                container, indices, None if size is None else DecodeSize(*size), progress, "decoding video",
-                in_decode_order=True,
+                path, container, index, indices, None if size is None else DecodeSize(*size), progress,
+                "decoding video",
             )
     except VideoDecodeError:
         raise
@@ -319,6 +325,9 @@ def open_video_stream(path: str | os.PathLike):
     if not container.streams.video:
         container.close()
         raise EmptyVideoError(f"{path!r} holds no video stream (it may be audio only).")
+    # Frame and slice threading on every core; it must be set before the first packet opens the decoder.
+    container.streams.video[0].thread_type = "AUTO"
+    container.streams.video[0].codec_context.thread_count = 0
     return container
 
 
@@ -333,7 +342,6 @@ def readable_frames(container, unreadable: list[float]) -> Iterator[tuple[int, f
     import av
 
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
     rate = float(stream.average_rate) if stream.average_rate else None
     start, count = None, 0
     for packet in container.demux(stream):
@@ -414,57 +422,137 @@ def decode_thumbnails(
 
 
 def decode_chosen_frames(
+    path: str,
     container,
-    indices: np.ndarray,
+    index: FrameIndex | None,
+    ordinals: np.ndarray,
     size: DecodeSize | None,
     progress: bool,
     description: str,
-    in_decode_order: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[float], int]:
     r"""
-    Decodes `container`'s video stream up to the last of `indices` and converts only those frames to RGB, scaled to
-    `size` when given. Frames are numbered as `readable_frames` numbers them (by presentation time), or with
-    `in_decode_order` by their place among the readable frames.
+    Decodes the frames at `ordinals` (their places among the frames a sequential decode reads) and converts only those
+    to RGB, scaled to `size` when given. With an `index` (from `read_frame_index` on `container`) the decode follows
+    its plan; without one, or when the file decodes other than its index foretold, `path` is decoded sequentially from
+    its start, which gives the same frames.
 
-    A frame serves the chosen index at or just before its own: the nearest following frame when a variable frame rate
-    skips an index. Chosen indices inside a stretch the decoder rejected are left out (the caller decides whether
-    that is an error).
+    Chosen ordinals past the frames the decoder reads (a corrupt stretch loses frames) are left out (the caller
+    decides whether that is an error).
 
     Returns:
-        the frames, `np.ndarray` of shape `(num_decoded, height, width, 3)` uint8 in time order; their indices
+        the frames, `np.ndarray` of shape `(num_decoded, height, width, 3)` uint8 in time order; their ordinals
         `(num_decoded,)`; the times of the packets the decoder rejected; and how many frames were read.
     """
-    wanted = np.unique(np.asarray(indices, dtype=np.int64))
-    frames, decoded, unreadable = None, [], []
-    served, seen = 0, 0  # how many of `wanted` are behind the decoder, and how many frames it read
+    import av
+
+    wanted = np.unique(np.asarray(ordinals, dtype=np.int64))
     with logging.tqdm(total=len(wanted), unit="frame", desc=description, disable=None if progress else True) as bar:
-        for index, _, frame in readable_frames(container, unreadable):
-            index, seen = (seen if in_decode_order else index), seen + 1
-            if index < wanted[served]:
+        if index is not None:
+            try:
+                frames = decode_planned(container, index, wanted[wanted < index.num_frames], size, bar)
+                return frames, wanted[wanted < index.num_frames], [], index.num_frames
+            except (UnplannableVideo, av.error.FFmpegError) as error:
+                logger.debug(f"{path!r}: the decode plan failed ({error}); decoding sequentially.")
+                bar.reset()
+        with open_video_stream(path) as fresh:
+            return decode_sequentially(fresh, wanted, size, bar)
+
+
+def to_rgb(frame, size: DecodeSize | None) -> np.ndarray:
+    """`frame` as an RGB array, scaled to `size` by FFmpeg's scaler when given."""
+    if size is None:
+        return frame.to_ndarray(format="rgb24")
+    height, width = size.for_frame(frame.height, frame.width)
+    return frame.reformat(width=width, height=height, format="rgb24", interpolation=size.interpolation).to_ndarray()
+
+
+class FrameBuffer:
+    """One array for a decode's result, allocated at the first frame: no list of frames is stacked (and held twice)."""
+
+    def __init__(self, capacity: int, size: DecodeSize | None):
+        self.capacity, self.size, self.frames, self.count = capacity, size, None, 0
+
+    def add(self, frame) -> None:
+        rgb = to_rgb(frame, self.size)
+        if self.frames is None:
+            self.frames = np.empty((self.capacity, *rgb.shape), dtype=np.uint8)
+        self.frames[self.count] = rgb
+        self.count += 1
+
+    def result(self) -> np.ndarray:
+        return np.empty((0, 0, 0, 3), dtype=np.uint8) if self.frames is None else self.frames[: self.count]
+
+
+def decode_sequentially(
+    container, wanted: np.ndarray, size: DecodeSize | None, bar
+) -> tuple[np.ndarray, np.ndarray, list[float], int]:
+    """`decode_chosen_frames` without a plan: every frame up to the last wanted one, in one streamed pass."""
+    buffer, decoded, unreadable = FrameBuffer(len(wanted), size), [], []
+    served, seen = 0, 0  # how many of `wanted` are behind the decoder, and how many frames it read
+    for _, _, frame in readable_frames(container, unreadable):
+        ordinal, seen = seen, seen + 1
+        if ordinal < wanted[served]:
+            continue
+        served = int(np.searchsorted(wanted, ordinal, side="right"))
+        buffer.add(frame)
+        decoded.append(ordinal)
+        bar.update(1)
+        if served == len(wanted):
+            break
+    return buffer.result(), np.asarray(decoded, dtype=np.int64), unreadable, seen
+
+
+def decode_planned(container, index: FrameIndex, wanted: np.ndarray, size: DecodeSize | None, bar) -> np.ndarray:
+    r"""
+    `decode_chosen_frames` by `index`'s plan (`plan_seeks`): each wanted frame is reached by decoding on or by a seek
+    to a keyframe, and recognised by its presentation time. Pictures no other picture references are skipped unless
+    wanted (FFmpeg's `skip_frame="NONREF"`, set packet by packet): they change nothing the wanted frames are decoded
+    from, and with B-frames they are up to half the stream. Any frame the index did not foretell (a decoding error, a
+    dropped or unexpected frame, a stream that ends early) raises [`UnplannableVideo`].
+    """
+    buffer = FrameBuffer(len(wanted), size)
+    seeks, targets = plan_seeks(index, wanted), index.frame_pts(wanted)
+    wanted_packets = set(index.frame_packets[wanted].tolist())
+    codec = container.streams.video[0].codec_context
+    served = 0
+    while served < len(wanted):
+        target = targets[served]
+        position, packets = seek_to_keyframe(container, index, seeks[served])
+        for frame in frames_skipping_unwanted(packets, position, wanted_packets, codec):
+            if frame.pts is None or frame.pts > target:
+                raise UnplannableVideo(f"expected a frame at pts {target}, the decoder gave {frame.pts}")
+            if frame.pts < target:
                 continue
-            served = int(np.searchsorted(wanted, index, side="right"))
-            if size is None:
-                rgb = frame.to_ndarray(format="rgb24")
-            else:
-                height, width = size.for_frame(frame.height, frame.width)
-                rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation=size.interpolation)
-                rgb = rgb.to_ndarray()
-            if frames is None:  # one buffer for the result: no list of frames to stack (and hold twice) at the end
-                frames = np.empty((len(wanted), *rgb.shape), dtype=np.uint8)
-            frames[len(decoded)] = rgb
-            decoded.append(index)
+            buffer.add(frame)
             bar.update(1)
-            if served == len(wanted):
+            served += 1
+            if served == len(wanted) or seeks[served] >= 0:
                 break
-    if frames is None:
-        return np.empty((0, 0, 0, 3), dtype=np.uint8), np.empty(0, dtype=np.int64), unreadable, seen
-    return frames[: len(decoded)], np.asarray(decoded, dtype=np.int64), unreadable, seen
+            target = targets[served]
+        else:
+            raise UnplannableVideo(f"the stream ended before the frame at pts {target}")
+    return buffer.result()
+
+
+def frames_skipping_unwanted(packets: Iterator, position: int, wanted_packets: set[int], codec) -> Iterator:
+    r"""The frames `packets` decode to, the first packet at decode-order `position`; non-reference pictures are
+    decoded only from `wanted_packets`."""
+    skipping = None
+    for packet in packets:
+        if packet.size:
+            skip = position not in wanted_packets
+            if skip is not skipping:  # the decoder copies the setting as each packet goes in, even when threaded
+                codec.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
+            position += 1
+        yield from packet.decode()
 
 
 def decode_frames_at(path: str | os.PathLike, ordinals: np.ndarray) -> np.ndarray:
     r"""
     Decodes the video again and converts to full-resolution RGB only the frames at `ordinals` (their places among the
-    frames the decoder reads, `Thumbnails.frame_ordinals`), so memory holds just the chosen frames.
+    frames the decoder reads, `Thumbnails.frame_ordinals`), so memory holds just the chosen frames. The decode
+    follows the file's plan (see `decode_chosen_frames`): a seek to the keyframe before each chosen frame where that
+    decodes less than going on.
 
     Returns:
         `np.ndarray` of shape `(len(unique ordinals), height, width, 3)`, uint8, in decode order.
@@ -472,8 +560,9 @@ def decode_frames_at(path: str | os.PathLike, ordinals: np.ndarray) -> np.ndarra
     path = os.fspath(path)
     wanted = np.unique(np.asarray(ordinals, dtype=np.int64))
     with open_video_stream(path) as container:
+        index = read_frame_index(container)
         frames, decoded, _, _ = decode_chosen_frames(
-            container, wanted, None, False, "decoding chosen frames", in_decode_order=True
+            path, container, index, wanted, None, False, "decoding chosen frames"
         )
     if not np.array_equal(decoded, wanted):
         raise VideoDecodeError(
