@@ -128,3 +128,19 @@ def test_short_training_run_loss_falls(smollm2_folder, tmp_path, monkeypatch):
     assert any(key.endswith("lora_delta_A") for key in state)
     fresh, _ = build_real("baseline-real", trained=False, llm_folder=smollm2_folder)
     assert load_trained_parts(fresh, parts) == []
+
+
+def test_export_card_states_training_and_held_out_accuracy(tmp_path):
+    r"""`vidcomp export` of a -real checkpoint (tagged in its card) says what was trained and the held-out accuracy."""
+    from transformers_vidcomp.conversion import LocalCheckpointExporter
+    from transformers_vidcomp.conversion.cards import REAL_WEIGHTS_TAG
+    from transformers_vidcomp.real import training_record
+
+    (tmp_path / "README.md").write_text(f"---\nlicense: apache-2.0\ntags:\n- {REAL_WEIGHTS_TAG}\n---\n# x\n")
+    info = LocalCheckpointExporter().card_info(tmp_path, config=None)
+    record = training_record()
+    assert info.trained and REAL_WEIGHTS_TAG in info.extra_tags
+    assert "frozen" in info.training and "trained here" in info.training
+    assert "Held-out accuracy" in info.training and record["command"] in info.training
+    for kind, value in record["held_out"]["accuracy"].items():
+        assert f"| {kind} | {value['accuracy']:.0%} | {value['items']} |" in info.training

@@ -218,10 +218,10 @@ def run_demo(
     """
     truth, note = None, None
     if is_real(preset):
-        from .real import TRAINED_NOTE, build_real
+        from .real import build_real, demo_note
 
         model, processor = build_real(preset)
-        note = TRAINED_NOTE
+        note = demo_note(preset)
         if question is None and video is None:
             question, truth = format_multiple_choice(DEMO_QUESTION, DEMO_OPTIONS), DEMO_ANSWER
             max_new_tokens = 2
