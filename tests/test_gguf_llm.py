@@ -10,8 +10,6 @@ import torch
 from transformers_vidcomp.conversion.gguf_llm import GGUFSourceError, default_gguf_source, gguf_file, load_gguf
 
 
-pytest.importorskip("gguf")
-
 
 def test_converted_folder_gives_the_ggufs_logits(smollm2_folder):
     """The written folder reproduces the GGUF as Transformers loads it directly: identical logits and tokens."""
