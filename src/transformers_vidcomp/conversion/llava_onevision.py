@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
-from safetensors import SafetensorError
 from transformers import (
     AutoProcessor,
     AutoTokenizer,
@@ -26,8 +25,8 @@ from ..modeling import SpatialPoolCompressorConfig, UniformSamplerConfig, VidCom
 from ..processors import VidCompProcessor, VidCompVideoProcessor, pixel_settings
 from .cards import CardInfo
 from .converters import CheckpointConverter, SourceCheckpointError, hub_id_of, register_converter, source_model_type
-from .layouts import CheckpointKeysError, CheckpointLayout, CheckpointShapeError
-from .sources import CheckpointReadError
+from .layouts import CheckpointLayout
+from .sources import load_transformers_checkpoint
 
 
 class NotLlavaOnevisionError(SourceCheckpointError):
@@ -87,20 +86,7 @@ class LlavaOnevisionConverter(CheckpointConverter):
         )
 
     def read_weights(self, source: Path) -> dict[str, torch.Tensor]:
-        try:
-            # Mismatched shapes are collected (and refused below) rather than raised halfway through loading.
-            model, loading = LlavaOnevisionForConditionalGeneration.from_pretrained(
-                source, output_loading_info=True, dtype="auto", ignore_mismatched_sizes=True
-            )
-        except (OSError, SafetensorError) as error:
-            raise CheckpointReadError(f"Could not read the weights in {str(source)!r}: {error}") from error
-        # from_pretrained would initialise missing weights randomly and ignore extra ones; a conversion may not.
-        if loading["missing_keys"] or loading["unexpected_keys"]:
-            raise CheckpointKeysError(list(loading["missing_keys"]), list(loading["unexpected_keys"]), str(source))
-        if loading["mismatched_keys"]:
-            raise CheckpointShapeError(
-                {key: (tuple(got), tuple(want)) for key, got, want in loading["mismatched_keys"]}, str(source)
-            )
+        model = load_transformers_checkpoint(LlavaOnevisionForConditionalGeneration, source)
         return model.state_dict()
 
     def build_processor(self, source: Path, config: VidCompConfig) -> VidCompProcessor:

@@ -14,7 +14,6 @@ from typing import ClassVar
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
-from safetensors import SafetensorError
 from transformers import (
     AutoProcessor,
     AutoTokenizer,
@@ -33,8 +32,8 @@ from ..modeling.vision_qwen_vidcomp import timestamp_token_ids
 from ..processors import QWEN_VIDEO_SETTINGS, VidCompProcessor, VidCompQwenVideoProcessor, pixel_settings
 from .cards import CardInfo
 from .converters import CheckpointConverter, SourceCheckpointError, hub_id_of, register_converter, source_model_type
-from .layouts import CheckpointKeysError, CheckpointLayout, CheckpointShapeError
-from .sources import CheckpointReadError
+from .layouts import CheckpointLayout
+from .sources import load_transformers_checkpoint
 
 
 # Times whose text a converted Qwen3-VL must tokenize as its pieces do.
@@ -125,18 +124,7 @@ class QwenVLConverter(CheckpointConverter):
         return self.source_processor(source).video_processor.max_frames
 
     def read_weights(self, source: Path) -> dict[str, torch.Tensor]:
-        try:
-            model, loading = self.source_model_class.from_pretrained(
-                source, output_loading_info=True, dtype="auto", ignore_mismatched_sizes=True
-            )
-        except (OSError, SafetensorError) as error:
-            raise CheckpointReadError(f"Could not read the weights in {str(source)!r}: {error}") from error
-        if loading["missing_keys"] or loading["unexpected_keys"]:
-            raise CheckpointKeysError(list(loading["missing_keys"]), list(loading["unexpected_keys"]), str(source))
-        if loading["mismatched_keys"]:
-            raise CheckpointShapeError(
-                {key: (tuple(got), tuple(want)) for key, got, want in loading["mismatched_keys"]}, str(source)
-            )
+        model = load_transformers_checkpoint(self.source_model_class, source)
         return {**model.state_dict(), **self.component_weights(source)}
 
     def component_weights(self, source: Path) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-r"""Reading a source checkpoint's tensors: safetensors (single or sharded), or PyTorch files loaded weights-only."""
+r"""Reading a source checkpoint: safetensors (single or sharded), PyTorch files loaded weights-only, or a Transformers
+model through its own loader with exact key matching."""
 
 import json
 import os
@@ -9,7 +10,10 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from transformers import PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+from .layouts import CheckpointKeysError, CheckpointShapeError
 
 
 class CheckpointReadError(ValueError):
@@ -83,3 +87,25 @@ def read_state_dict(source: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not state_dict:
         raise CheckpointReadError(f"{str(source)!r} holds no tensors.")
     return state_dict
+
+
+def load_transformers_checkpoint(model_class: type[PreTrainedModel], source: Path) -> PreTrainedModel:
+    r"""
+    Reads `source` through Transformers' own loader for `model_class`, which knows every historic key layout of its
+    family, then demands an exact match: `from_pretrained` would initialise missing weights randomly and ignore extra
+    ones, which a conversion may not.
+    """
+    try:
+        # Mismatched shapes are collected (and refused below) rather than raised halfway through loading.
+        model, loading = model_class.from_pretrained(
+            source, output_loading_info=True, dtype="auto", ignore_mismatched_sizes=True
+        )
+    except (OSError, SafetensorError) as error:
+        raise CheckpointReadError(f"Could not read the weights in {str(source)!r}: {error}") from error
+    if loading["missing_keys"] or loading["unexpected_keys"]:
+        raise CheckpointKeysError(list(loading["missing_keys"]), list(loading["unexpected_keys"]), str(source))
+    if loading["mismatched_keys"]:
+        raise CheckpointShapeError(
+            {key: (tuple(got), tuple(want)) for key, got, want in loading["mismatched_keys"]}, str(source)
+        )
+    return model
