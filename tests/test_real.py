@@ -101,3 +101,20 @@ def test_export_card_states_training_and_held_out_accuracy(tmp_path):
     assert "Held-out accuracy" in info.training and record["command"] in info.training
     for kind, value in record["held_out"]["accuracy"].items():
         assert f"| {kind} | {value['accuracy']:.0%} | {value['items']} |" in info.training
+
+
+def test_held_out_accuracy_reads_the_evaluators_manifest(real_model, tmp_path):
+    from transformers_vidcomp.evaluation.video_qa_eval import read_manifest
+    from transformers_vidcomp.real import answer_multiple_choice, held_out_accuracy
+
+    manifest = write_qa_set(tmp_path / "qa", 2, seed=5, progress=False, types=("appears", "first", "count"),
+                            seconds=(4.0, 6.0), photos_per_video=(2, 3), width=96, height=72)
+    model, processor = real_model
+    result = held_out_accuracy(model, processor, manifest, types=("appears", "first"))
+    items = [item for item in read_manifest(manifest) if item.type in ("appears", "first")]
+    assert set(result) == {item.type for item in items}  # "count" is filtered out
+    for kind, figures in result.items():
+        asked = [item for item in items if item.type == kind]
+        hits = [answer_multiple_choice(model, processor, item.video, item.question, list(item.options))[:1] == item.answer
+                for item in asked]
+        assert figures == {"accuracy": sum(hits) / len(hits), "items": len(asked)}

@@ -12,9 +12,9 @@ from transformers_vidcomp.evaluation.video_qa import (
     format_multiple_choice,
     frame_photos,
     generate_qa_items,
-    read_manifest,
     write_qa_set,
 )
+from transformers_vidcomp.evaluation.video_qa_eval import read_manifest
 
 
 def test_format_multiple_choice():
@@ -108,10 +108,11 @@ def test_write_qa_set_manifest(tmp_path):
         {"video", "question", "options", "answer", "type", "depth", "id"} <= set(line) for line in lines
     )
     assert not (tmp_path / "qa" / ".manifest.jsonl.partial").exists()
-    rows = read_manifest(manifest)
+    items = read_manifest(manifest)  # the evaluator's reader: ids kept, videos resolved against the manifest's folder
+    assert [item.id for item in items] == [str(line["id"]) for line in lines]
     import av
 
-    for row in rows:
-        with av.open(row["video"]) as container:
+    for item, line in zip(items, lines):
+        with av.open(item.video) as container:
             stream = container.streams.video[0]
-            assert sum(1 for _ in container.decode(stream)) == round(row["duration"] * 2.0)
+            assert sum(1 for _ in container.decode(stream)) == round(line["duration"] * 2.0)

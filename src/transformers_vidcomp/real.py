@@ -198,13 +198,13 @@ def held_out_accuracy(
     """
     from tqdm.auto import tqdm
 
-    from .evaluation.video_qa import read_manifest
+    from .evaluation.video_qa_eval import read_manifest
 
     hits: dict[str, list[bool]] = {}
-    rows = [row for row in read_manifest(manifest) if types is None or row["type"] in types]
-    for row in tqdm(rows, desc="held-out QA"):
-        answer = answer_multiple_choice(model, processor, row["video"], row["question"], row["options"])
-        hits.setdefault(row["type"], []).append(answer[:1] == row["answer"])
+    items = [item for item in read_manifest(manifest) if types is None or item.type in types]
+    for item in tqdm(items, desc="held-out QA"):
+        answer = answer_multiple_choice(model, processor, item.video, item.question, list(item.options))
+        hits.setdefault(item.type, []).append(answer[:1] == item.answer)
     return {kind: {"accuracy": sum(h) / len(h), "items": len(h)} for kind, h in hits.items()}
 
 

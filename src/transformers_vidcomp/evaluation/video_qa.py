@@ -292,19 +292,6 @@ def write_qa_set(
     return manifest
 
 
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """The rows of a manifest, with `video` resolved against the manifest's folder and `id` defaulting to the line."""
-    path = Path(path)
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines()):
-        if line.strip():
-            row = json.loads(line)
-            row.setdefault("id", number)
-            row["video"] = str((path.parent / row["video"]).resolve())
-            rows.append(row)
-    return rows
-
-
 __all__ = [
     "PHOTO_NAMES",
     "QA_PHOTOS",
@@ -315,6 +302,5 @@ __all__ = [
     "frame_photos",
     "generate_qa_items",
     "questions_for",
-    "read_manifest",
     "write_qa_set",
 ]
