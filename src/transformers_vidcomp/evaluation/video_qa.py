@@ -17,10 +17,12 @@ that weighs more in the blend, and the needle's frames show the needle.
 
 Manifest rows (one JSON object per line): `video` (path relative to the manifest's folder), `question` (without
 options), `options` (letter order), `answer` (the letter), `type`, `depth` (the needle's, else null), plus `id`,
-`duration`, `seed` and `photos` (the video's photographs in order of appearance). The prompt a model sees is
+`duration`, `seed`, `photos` (the video's photographs in order of first appearance) and `scenes` (the photograph of
+each stretch of the video, in screen order: one shown again later is listed again). The prompt a model sees is
 `format_multiple_choice(question, options)`, shared by training and evaluation.
 """
 
+import itertools
 import json
 import os
 import string
@@ -279,11 +281,12 @@ def write_qa_set(
     ):
         video = Path("videos") / f"{index:05d}.mp4"
         write_haystack_video(out / video, plan)
-        photos = in_order(frame_photos(plan))
+        shown = frame_photos(plan)
+        photos, scenes = in_order(shown), [photo for photo, _ in itertools.groupby(shown)]
         for question in questions:
             rows.append({
                 "id": len(rows), "video": video.as_posix(), **question,
-                "duration": plan.num_frames / plan.fps, "seed": spec.seed, "photos": photos,
+                "duration": plan.num_frames / plan.fps, "seed": spec.seed, "photos": photos, "scenes": scenes,
             })
     manifest = out / "manifest.jsonl"
     staging = out / ".manifest.jsonl.partial"

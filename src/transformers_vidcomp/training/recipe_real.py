@@ -3,17 +3,24 @@ The recipe that trains the `-real` presets' vision tower and connector against a
 2 CPU cores, with `Trainer`:
 
 1. Name alignment (`align_to_names`): the tower and projector learn, frame by frame, to put each photograph's frames
-   near the LLM's own embedding of its plain-English name (a contrastive loss over the pool's names, whose
-   embeddings are the LLM's and stay frozen). Frames are rendered in memory with the haystack's camera moves; no LLM
-   forward runs, so this costs little and gives the tower its vocabulary.
+   at the LLM's own input embedding of its name's keyword (`keyword_embeddings`: " coffee" for "a cup of coffee"),
+   the token the options spell it with. A contrastive loss over the pool's keywords separates the photographs and a
+   squared-error term puts the tokens at the embedding's place and norm, so a video token reads to the frozen LLM
+   like the word in its options. Frames are rendered in memory with the haystack's camera moves; no LLM forward
+   runs, so this costs seconds.
 2. Question answering (`vidcomp finetune --stage vision+connector`): language-model loss on the answer letters of
    synthetic video QA (`evaluation.video_qa`). A frozen 135M LLM cannot match video tokens to lettered options
-   by itself, so low-rank adapters on its attention (`lora_rank`, through `peft`) learn that with the connector;
-   they are merged into the LLM's weights afterwards and ship as their low-rank factors beside the tower.
+   by itself (nor names given as text: `benchmarks/answer_bound.py`), so low-rank adapters on all its linear layers
+   (`lora_rank`, through `peft`) learn that with the connector; they are merged into the LLM's weights afterwards
+   and ship as their low-rank factors beside the tower.
 """
 
+import json
 import math
+import os
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,14 +32,58 @@ from ..demo_video import load_photos, random_motion, render_motion, shrink_photo
 from ..evaluation.video_qa import PHOTO_NAMES
 
 
-LORA_TARGETS = ("q_proj", "v_proj")
+# Every linear layer of a Llama block: adapters on attention alone did not learn the letter binding (README, Results).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def name_embeddings(model, tokenizer, names: list[str]) -> torch.Tensor:
-    """The mean input embedding of each name's tokens in the LLM, `(len(names), hidden)`, detached."""
-    table = model.get_input_embeddings().weight
-    rows = [table[tokenizer(name, add_special_tokens=False)["input_ids"]].mean(0) for name in names]
-    return torch.stack(rows).detach()
+def keyword_tokens(tokenizer, names: list[str]) -> list[int]:
+    r"""
+    The keyword token of each name: its last word-initial token, tokenised as options show it (after a space), that
+    no other name has (" coffee" for "a cup of coffee", " tissue" for "stained tissue under a microscope" beside
+    "a cell under a microscope", " checker" for "a checkerboard"). Word-initial, so that keywords written one after
+    another in text tokenise back to themselves.
+    """
+    spelled = [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in names]
+    uses = Counter(token for tokens in spelled for token in set(tokens))
+    keywords = []
+    for name, tokens in zip(names, spelled):
+        own = [token for token in tokens if uses[token] == 1 and tokenizer.decode([token]).startswith(" ")]
+        if not own:
+            raise ValueError(f"The name {name!r} has no word of its own among {names}; rename it.")
+        keywords.append(own[-1])
+    return keywords
+
+
+def keyword_embeddings(model, tokenizer, names: list[str]) -> torch.Tensor:
+    """The LLM's input embedding of each name's keyword (`keyword_tokens`), `(len(names), hidden)`, detached."""
+    return model.get_input_embeddings().weight[keyword_tokens(tokenizer, names)].detach()
+
+
+def described_examples(path: str | os.PathLike, tokenizer) -> list[dict]:
+    r"""
+    The questions of a QA manifest (`evaluation.video_qa`) as chat examples whose video is replaced by text: the
+    keyword of each of its scenes' photographs in screen order (the rows' `scenes`), the words name alignment puts
+    its frames at. Step 2 answers these first, so the adapters learn to bind options to letters where the match is
+    exact, then carry it over to the video tokens.
+    """
+    from .finetune import TrainingDataError, qa_messages
+
+    path = Path(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows or any("scenes" not in row for row in rows):
+        raise TrainingDataError(
+            f"{path} must be a QA manifest whose rows list their video's scenes (`scenes`), as vidcomp make-qa "
+            "writes them, to describe its videos in text."
+        )
+    tokens = keyword_tokens(tokenizer, list(PHOTO_NAMES.values()))
+    words = dict(zip(PHOTO_NAMES, tokenizer.batch_decode([[token] for token in tokens])))
+    examples = []
+    for row in rows:
+        example = qa_messages(row, path.parent)
+        content = example["messages"][0]["content"]
+        content[0] = {"type": "text", "text": "".join(words[photo] for photo in row["scenes"]) + "\n"}
+        examples.append(example)
+    return examples
 
 
 class FrameDataset(torch.utils.data.Dataset):
@@ -100,7 +151,7 @@ def align_to_names(
     import tempfile
 
     photos = photos or list(PHOTO_NAMES)
-    prototypes = name_embeddings(model, processor.tokenizer, [PHOTO_NAMES[p] for p in photos])
+    prototypes = keyword_embeddings(model, processor.tokenizer, [PHOTO_NAMES[p] for p in photos])
     wrapper = NameAlignment(model, prototypes)
     size = model.config.vision_config.image_size
     dataset = FrameDataset(photos, processor.video_processor, steps * batch_size, size, seed)
@@ -130,7 +181,10 @@ def add_lora(model, rank: int, alpha: float | None = None) -> None:
 def merge_lora(model) -> dict[str, torch.Tensor]:
     r"""
     Merges every injected LoRA adapter into its base linear layer, puts the plain layer back, and returns the
-    adapters as `{"<linear>.lora_delta_A": A, "<linear>.lora_delta_B": scaling * B}` so that `W += B @ A`.
+    adapters as `{"<linear>.lora_delta_A": A, "<linear>.lora_delta_B": scaling * B}` so that `W += B @ A`, in
+    bfloat16: adapters on every linear layer of the 30 blocks would take 20 MB in float32, and the merged
+    weights differ from float32 factors' by under 1% of the adapters' change. The merge uses the bfloat16 factors,
+    so the model returned is the one the factors rebuild.
     """
     from peft.tuners.lora import LoraLayer
 
@@ -138,11 +192,11 @@ def merge_lora(model) -> dict[str, torch.Tensor]:
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
             adapter = module.active_adapters[0]
-            a = module.lora_A[adapter].weight.detach().clone()
-            b = (module.lora_B[adapter].weight * module.scaling[adapter]).detach().clone()
+            a = module.lora_A[adapter].weight.detach().to(torch.bfloat16)
+            b = (module.lora_B[adapter].weight * module.scaling[adapter]).detach().to(torch.bfloat16)
             base = module.get_base_layer()
             with torch.no_grad():
-                base.weight += b @ a
+                base.weight += (b.float() @ a.float()).to(base.weight.dtype)
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, base)
             factors[f"{name}.lora_delta_A"] = a.contiguous()
@@ -156,7 +210,7 @@ def apply_lora_factors(model, state: dict[str, torch.Tensor]) -> None:
         for key in [k for k in state if k.endswith(".lora_delta_A")]:
             linear = key[: -len(".lora_delta_A")]
             weight = model.get_submodule(linear).weight
-            weight += state[f"{linear}.lora_delta_B"] @ state[key]
+            weight += (state[f"{linear}.lora_delta_B"].float() @ state[key].float()).to(weight.dtype)
 
 
 def loss_plot(curves: dict[str, list[float]], path) -> None:
@@ -186,7 +240,9 @@ __all__ = [
     "add_lora",
     "align_to_names",
     "apply_lora_factors",
+    "described_examples",
+    "keyword_embeddings",
+    "keyword_tokens",
     "loss_plot",
     "merge_lora",
-    "name_embeddings",
 ]
