@@ -16,6 +16,10 @@ from transformers_vidcomp.real import (
 )
 
 
+# Held-out accuracy floors of the committed weights (seed 2002, 20 videos): about 15 points under what they measured.
+ANSWER_FLOORS = {"appears": 0.5, "first": 0.45}
+
+
 @pytest.fixture(scope="module")
 def real_model(smollm2_folder):
     return build_real("baseline-real", llm_folder=smollm2_folder)
@@ -150,18 +154,38 @@ def test_described_examples_name_each_scenes_photograph_in_order(smollm2_folder,
 
 
 def test_committed_tower_reads_held_out_videos(real_model, tmp_path):
-    r"""The vision half alone: each video token of unseen videos lies nearest the keyword of the photograph on screen."""
+    r"""
+    The vision half alone: video tokens of unseen videos lie nearest the keyword of the photograph on screen (96% of
+    640 tokens measured on seed 1001; tokens at a dissolve may go either way).
+    """
     from transformers_vidcomp.evaluation.video_qa import frame_photos, generate_qa_items
     from transformers_vidcomp.real import read_video
 
     model, processor = real_model
     settings = dict(types=("appears",), width=96, height=72)
-    write_qa_set(tmp_path / "qa", 6, seed=2003, progress=False, **settings)
+    write_qa_set(tmp_path / "qa", 12, seed=2003, progress=False, **settings)
     hits = []
-    for index, (_, plan, _) in enumerate(generate_qa_items(6, seed=2003, **settings)):
+    for index, (_, plan, _) in enumerate(generate_qa_items(12, seed=2003, **settings)):
         shown = frame_photos(plan)
         read = read_video(model, processor, tmp_path / "qa" / "videos" / f"{index:05d}.mp4")
         assert len(read) == get_preset("baseline").sampler_config["num_frames"]
         hits += [photo == shown[round(time * plan.fps)] for time, photo in read]
-    assert sum(hits) / len(hits) >= 0.9
+    assert sum(hits) / len(hits) >= 0.85
 
+
+
+def test_committed_weights_answer_held_out_videos_above_chance(real_model, tmp_path):
+    r"""
+    The committed weights on videos no training saw (seed 2002: new photo orders, moves and lengths), scored by the
+    letter they generate, against floors below what they measured there (`ANSWER_FLOORS`); chance is 25%. Issue 17's
+    targets (90%, 80%) are not met yet and no test claims them; "last" is still at chance and has no floor.
+    """
+    from transformers_vidcomp.real import held_out_accuracy
+
+    manifest = write_qa_set(tmp_path / "qa", 20, seed=2002, progress=False, types=("appears", "first", "last"),
+                            width=96, height=72)
+    model, processor = real_model
+    accuracy = {kind: figures["accuracy"] for kind, figures in held_out_accuracy(model, processor, manifest).items()}
+    print(accuracy)
+    for kind, floor in ANSWER_FLOORS.items():
+        assert accuracy[kind] >= floor, accuracy
