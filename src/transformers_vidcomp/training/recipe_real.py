@@ -9,9 +9,11 @@ The recipe that trains the `-real` presets' vision tower and connector against a
    like the word in its options. Frames are rendered in memory with the haystack's camera moves; no LLM forward
    runs, so this costs seconds.
 2. Question answering (`vidcomp finetune --stage vision+connector`): language-model loss on the answer letters of
-   synthetic video QA (`evaluation.video_qa`). A frozen 135M LLM cannot match video tokens to lettered options
-   by itself (nor names given as text: `benchmarks/answer_bound.py`), so low-rank adapters on all its linear layers
-   (`lora_rank`, through `peft`) learn that with the connector; they are merged into the LLM's weights afterwards
+   synthetic video QA (`evaluation.video_qa`), the aligned tower and projector frozen. A frozen 135M LLM cannot
+   match video tokens to lettered options by itself (nor names given as text: `benchmarks/answer_bound.py`), so
+   low-rank adapters on all its linear layers (`lora_rank`, through `peft`) learn that: first on the questions
+   with each video described by its scenes' keywords in text (`described_examples`, `--describe-steps`), where the
+   binding is learnt at all within the budget, then on the videos. They are merged into the LLM's weights afterwards
    and ship as their low-rank factors beside the tower.
 """
 
