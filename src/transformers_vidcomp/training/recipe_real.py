@@ -34,7 +34,7 @@ from ..demo_video import load_photos, random_motion, render_motion, shrink_photo
 from ..evaluation.video_qa import PHOTO_NAMES
 
 
-# Every linear layer of a Llama block: adapters on attention alone did not learn the letter binding (README, Results).
+# Every linear layer of a Llama block, as in the runs that learnt the letter binding (README, "A model that answers").
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
