@@ -33,6 +33,20 @@ def test_uniform_keep_mask_matches_transformers_default_sampling(length, keep):
     assert torch.nonzero(mask).flatten().tolist() == expected.tolist()
 
 
+@settings(max_examples=200, deadline=None)
+@given(length=st.integers(1, 300), keep=st.integers(1, 300))
+def test_uniform_keep_mask_with_last_is_exact_linspace(length, keep):
+    keep = min(keep, length)
+    # np.linspace(0, length - 1, keep, dtype=int) in exact arithmetic: its float steps can floor one index short.
+    expected = [0] if keep == 1 else [j * (length - 1) // (keep - 1) for j in range(keep)]
+    position = torch.arange(length)
+    mask = uniform_keep_mask(
+        position, torch.full_like(position, length), torch.full_like(position, keep), include_last=True
+    )
+    assert torch.nonzero(mask).flatten().tolist() == expected
+    assert mask[-1] == (keep > 1 or length == 1)
+
+
 def test_packed_frames_rejects_bad_shapes():
     with pytest.raises(InvalidVideoInputError, match="no frames"):
         PackedFrames(torch.zeros(3, 2), torch.tensor([3, 0]), torch.zeros(3))
@@ -69,6 +83,17 @@ def test_uniform_sampler_by_count_matches_default_sampling_per_video():
     for video, (mask, n) in enumerate(zip(torch.split(keep, [40, 7, 16]), [40, 7, 16])):
         expected = default_sample_indices_fn(VideoMetadata(total_num_frames=n, fps=1.0), num_frames=min(8, n))
         assert torch.nonzero(mask).flatten().tolist() == expected.tolist(), video
+
+
+def test_uniform_sampler_including_last_frame_sees_the_end_of_every_video():
+    frames = packed([60, 7, 16], fps=4.0)
+    default = UniformSampler(UniformSamplerConfig(num_frames=16))(frames).keep_mask
+    with_last = UniformSampler(UniformSamplerConfig(num_frames=16, include_last=True))(frames).keep_mask
+    # Transformers' rule stops at frame 56 of 60 (14.0 s of a 15 s video at 4 fps); a closing scene after it is lost.
+    assert torch.nonzero(default[:60]).flatten()[-1] == 56
+    assert torch.nonzero(with_last[:60]).flatten().tolist() == [j * 59 // 15 for j in range(16)]
+    assert frames.count_per_video(with_last).tolist() == [16, 7, 16]
+    assert all(mask[-1] for mask in torch.split(with_last, [60, 7, 16]))
 
 
 def test_uniform_sampler_by_rate_keeps_first_frame_of_each_interval():

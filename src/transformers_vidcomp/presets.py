@@ -160,8 +160,9 @@ COMPACT_PAPER = PaperReference(
 PRESETS: dict[str, Preset] = {
     "baseline": Preset(
         name="baseline",
-        description="uniform sampling of 16 of the frames decoded at 4 fps, then LLaVA-OneVision's 2x2 bilinear pooling of each frame",
-        sampler_config={"model_type": "vidcomp_uniform_sampler", "num_frames": 16},
+        description="uniform sampling of 16 of the frames decoded at 4 fps, first to last frame as LLaVA-OneVision "
+        "samples, then its 2x2 bilinear pooling of each frame",
+        sampler_config={"model_type": "vidcomp_uniform_sampler", "num_frames": 16, "include_last": True},
         compressor_config={"model_type": "vidcomp_spatial_pool_compressor", "stride": 2, "mode": "bilinear"},
         video_processor_kwargs={"fps": 4.0, "num_frames": 64},
     ),

@@ -213,17 +213,28 @@ def batches_with_progress(
     return logging.tqdm(batches, desc=description, unit="batch", leave=False, disable=quiet)
 
 
-def uniform_keep_mask(position: torch.LongTensor, length: torch.LongTensor, keep: torch.LongTensor) -> torch.BoolTensor:
+def uniform_keep_mask(
+    position: torch.LongTensor, length: torch.LongTensor, keep: torch.LongTensor, include_last: bool = False
+) -> torch.BoolTensor:
     r"""
     Keeps `keep` of `length` positions at indices `floor(j * length / keep)`, the rule of `np.linspace`-style
-    uniform sampling used by Transformers' `default_sample_indices_fn`, evaluated for every frame at once.
+    uniform sampling used by Transformers' `default_sample_indices_fn`, evaluated for every frame at once. With
+    `include_last`, at `floor(j * (length - 1) / (keep - 1))` instead: spread from the first position to the last, as
+    LLaVA-OneVision's loader does with `np.linspace(0, length - 1, keep, dtype=int)` (in exact integer arithmetic,
+    where numpy's float steps sometimes land a hair below a whole index and floor to the one before).
 
     Args:
         position (`torch.LongTensor` of shape `(total_frames,)`): index of each frame within its video.
         length (`torch.LongTensor` of shape `(total_frames,)`): length of that frame's video.
         keep (`torch.LongTensor` of shape `(total_frames,)`): how many frames that video keeps, 1 <= keep.
+        include_last (`bool`, *optional*, defaults to `False`): whether the last position is always kept.
     """
     keep = torch.minimum(keep, length)
+    if include_last:
+        # The same rule over the gaps: `keep - 1` steps across `length - 1` positions; one kept frame is the first.
+        span, steps = (length - 1).clamp(min=1), keep - 1
+        j = (position * steps + span - 1) // span
+        return ((j <= steps) & (j * span < (position + 1) * steps)) | ((steps == 0) & (position == 0))
     # Position p is chosen iff some j < keep has floor(j * length / keep) == p, i.e. j = ceil(p * keep / length).
     j = (position * keep + length - 1) // length
     return (j < keep) & (j * length < (position + 1) * keep)

@@ -26,12 +26,17 @@ class UniformSamplerConfig(PreTrainedConfig):
     fps (`float`, *optional*):
         Keep at most this many frames per second of video: the first frame of each `1 / fps` interval of time.
         Applied before `num_frames`, which then caps the result.
+    include_last (`bool`, *optional*, defaults to `False`):
+        Spread the `num_frames` from the first frame to the last (`floor(j * (T - 1) / (num_frames - 1))`, LLaVA-
+        OneVision's `np.linspace(0, T - 1, num_frames)`), so the end of the video is always seen. Transformers' rule,
+        the default, stops up to `T / num_frames - 1` frames short of it, which can skip a closing scene.
     """
 
     model_type = "vidcomp_uniform_sampler"
 
     num_frames: int | None = 16
     fps: float | None = None
+    include_last: bool = False
 
     def __post_init__(self, **kwargs):
         if self.num_frames is None and self.fps is None:
@@ -79,7 +84,10 @@ class UniformSampler(VidCompSampler):
         if self.config.num_frames is not None:
             kept_length = frames.count_per_video(keep).to(video.device)[video]
             keep &= uniform_keep_mask(
-                frames.rank_within_video(keep), kept_length, torch.full_like(kept_length, self.config.num_frames)
+                frames.rank_within_video(keep),
+                kept_length,
+                torch.full_like(kept_length, self.config.num_frames),
+                include_last=self.config.include_last,
             )
         return SamplerOutput(keep_mask=keep)
 

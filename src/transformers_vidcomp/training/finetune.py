@@ -134,6 +134,7 @@ def finetune(args: argparse.Namespace) -> Path:
             report_to=[],
             remove_unused_columns=False,
             use_cpu=on_cpu,
+            bf16=args.bf16,
             ddp_backend="gloo" if on_cpu and distributed else None,
             disable_tqdm=args.quiet,
         )
@@ -230,6 +231,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--bf16", action="store_true",
+        help="bf16 mixed precision (autocast; the weights stay float32): on CPUs with AMX or AVX512-BF16 a step of "
+        "the -real recipe takes about 0.6x the time",
+    )
     parser.add_argument(
         "--align-steps", type=int, default=0,
         help="first train the vision tower and projector this many steps to put each photograph's frames at the "
