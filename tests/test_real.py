@@ -128,7 +128,7 @@ def test_held_out_accuracy_reads_the_evaluators_manifest(real_model, tmp_path):
 def test_described_examples_name_each_scenes_photograph_in_order(smollm2_folder, tmp_path):
     from transformers import AutoTokenizer
 
-    from transformers_vidcomp.training.finetune import read_examples
+    from transformers_vidcomp.training.finetune import TrainingDataError, read_examples
     from transformers_vidcomp.training.recipe_real import described_examples
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
@@ -148,9 +148,31 @@ def test_described_examples_name_each_scenes_photograph_in_order(smollm2_folder,
         # Everything but the video block is the example the video steps train on.
         assert text["messages"][0]["content"][1:] == video["messages"][0]["content"][1:]
         assert text["messages"][1:] == video["messages"][1:]
-    with pytest.raises(ValueError, match="scenes"):
-        (tmp_path / "bare.jsonl").write_text(json.dumps({k: rows[0][k] for k in ("video", "question", "options", "answer")}))
+    bare = {k: rows[0][k] for k in ("video", "question", "options", "answer")}
+    (tmp_path / "bare.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps(bare) + "\n")
+    with pytest.raises(TrainingDataError, match=r"bare.jsonl:2 has no `scenes`"):
         described_examples(tmp_path / "bare.jsonl", tokenizer)
+    (tmp_path / "broken.jsonl").write_text(json.dumps(rows[0]) + "\n" + '{"video": ' + "\n")
+    with pytest.raises(TrainingDataError, match=r"broken.jsonl:2 is not valid JSON"):
+        described_examples(tmp_path / "broken.jsonl", tokenizer)
+
+
+def test_keyword_tokens_are_word_initial_and_unique_to_their_name(smollm2_folder):
+    from transformers import AutoTokenizer
+
+    from transformers_vidcomp.evaluation.video_qa import PHOTO_NAMES
+    from transformers_vidcomp.training.recipe_real import KeywordError, keyword_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
+    names = list(PHOTO_NAMES.values())
+    tokens = keyword_tokens(tokenizer, names)
+    assert len(set(tokens)) == len(names)
+    words = tokenizer.batch_decode([[token] for token in tokens])
+    # Written one after another, keywords tokenise back to themselves: the text steps see exactly these tokens.
+    assert tokenizer("".join(words), add_special_tokens=False)["input_ids"] == tokens
+    assert words[names.index("a cup of coffee")] == " coffee"
+    with pytest.raises(KeywordError, match="'a cat' has no word of its own"):
+        keyword_tokens(tokenizer, ["a cat", "a black cat", "a cat"])
 
 
 def test_committed_tower_reads_held_out_videos(real_model, tmp_path):

@@ -40,19 +40,27 @@ class TrainingDataError(ValueError):
     """The training data file is missing, empty, or not one JSON example with `messages` per line."""
 
 
-def read_examples(path: str | os.PathLike) -> list[dict]:
-    """One `{"messages": [...]}` per non-empty line of a JSON-lines file."""
+def read_json_lines(path: str | os.PathLike) -> list[tuple[int, object]]:
+    """The value of every non-empty line of a JSON-lines file, with its line number."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No training data at {str(path)!r}.")
-    examples = []
+    values = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            example = json.loads(line)
+            values.append((number, json.loads(line)))
         except json.JSONDecodeError as error:
             raise TrainingDataError(f"{path}:{number} is not valid JSON: {error}.") from error
+    return values
+
+
+def read_examples(path: str | os.PathLike) -> list[dict]:
+    """One `{"messages": [...]}` per non-empty line of a JSON-lines file."""
+    path = Path(path)
+    examples = []
+    for number, example in read_json_lines(path):
         if isinstance(example, dict) and {"video", "question", "options", "answer"} <= set(example):
             example = qa_messages(example, path.parent)
         if not isinstance(example, dict) or not isinstance(example.get("messages"), list):

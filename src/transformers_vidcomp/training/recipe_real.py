@@ -17,7 +17,6 @@ The recipe that trains the `-real` presets' vision tower and connector against a
    and ship as their low-rank factors beside the tower.
 """
 
-import json
 import math
 import os
 from collections import Counter
@@ -38,6 +37,10 @@ from ..evaluation.video_qa import PHOTO_NAMES
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+class KeywordError(ValueError):
+    """A name has no word of its own to align its photograph's frames to."""
+
+
 def keyword_tokens(tokenizer, names: list[str]) -> list[int]:
     r"""
     The keyword token of each name: its last word-initial token, tokenised as options show it (after a space), that
@@ -51,7 +54,10 @@ def keyword_tokens(tokenizer, names: list[str]) -> list[int]:
     for name, tokens in zip(names, spelled):
         own = [token for token in tokens if uses[token] == 1 and tokenizer.decode([token]).startswith(" ")]
         if not own:
-            raise ValueError(f"The name {name!r} has no word of its own among {names}; rename it.")
+            raise KeywordError(
+                f"The name {name!r} has no word of its own among {names}: every word of it starts another name too. "
+                "Rename it with a word no other name uses (the word its frames are aligned to)."
+            )
         keywords.append(own[-1])
     return keywords
 
@@ -68,15 +74,19 @@ def described_examples(path: str | os.PathLike, tokenizer) -> list[dict]:
     its frames at. Step 2 answers these first, so the adapters learn to bind options to letters where the match is
     exact, then carry it over to the video tokens.
     """
-    from .finetune import TrainingDataError, qa_messages
+    from .finetune import TrainingDataError, qa_messages, read_json_lines
 
     path = Path(path)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows or any("scenes" not in row for row in rows):
-        raise TrainingDataError(
-            f"{path} must be a QA manifest whose rows list their video's scenes (`scenes`), as vidcomp make-qa "
-            "writes them, to describe its videos in text."
-        )
+    rows = []
+    for number, row in read_json_lines(path):
+        if not isinstance(row, dict) or "scenes" not in row:
+            raise TrainingDataError(
+                f"{path}:{number} has no `scenes`: describing videos in text needs a QA manifest whose rows list "
+                "their video's photographs in screen order, as vidcomp make-qa writes them."
+            )
+        rows.append(row)
+    if not rows:
+        raise TrainingDataError(f"{path} holds no questions.")
     tokens = keyword_tokens(tokenizer, list(PHOTO_NAMES.values()))
     words = dict(zip(PHOTO_NAMES, tokenizer.batch_decode([[token] for token in tokens])))
     examples = []
@@ -238,6 +248,7 @@ def loss_plot(curves: dict[str, list[float]], path) -> None:
 
 __all__ = [
     "FrameDataset",
+    "KeywordError",
     "NameAlignment",
     "add_lora",
     "align_to_names",
