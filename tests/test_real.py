@@ -16,8 +16,9 @@ from transformers_vidcomp.real import (
 )
 
 
-# Held-out accuracy floors of the committed weights (seed 2002, 20 videos): about 15 points under what they measured.
-ANSWER_FLOORS = {"appears": 0.6, "first": 0.8}
+# Held-out accuracy the committed weights must keep (seed 2002, 20 videos; they measured 95%, 100%, 50%): issue 17's
+# targets for "appears" and "first", and for "last", which misses its 80%, a floor above chance (25%).
+ANSWER_FLOORS = {"appears": 0.9, "first": 0.8, "last": 0.35}
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +200,8 @@ def test_committed_tower_reads_held_out_videos(real_model, tmp_path):
 def test_committed_weights_answer_held_out_videos_above_chance(real_model, tmp_path):
     r"""
     The committed weights on videos no training saw (seed 2002: new photo orders, moves and lengths), scored by the
-    letter they generate, against floors below what they measured there (`ANSWER_FLOORS`); chance is 25%. Issue 17's
-    targets (90%, 80%) are not all met and no test claims them; "last" is still near chance and has no floor.
+    letter they generate: issue 17's targets for "appears" (90%) and "first" (80%), and a floor above chance (25%)
+    for "last", whose 80% target is not met (`ANSWER_FLOORS`).
     """
     from transformers_vidcomp.real import held_out_accuracy
 
