@@ -109,11 +109,11 @@ def test_a_sampler_that_keeps_every_frame_has_recall_one_and_pooling_gives_each_
     )
     every_frame = [r for r in result["sampler_recall"] if r["budget"] == 30]
     assert [r["retained"] for r in every_frame] == [True] * 3 and all(r["fraction"] == 1.0 for r in every_frame)
-    # 7 of 30 uniform frames are 0, 4, 8, 12, 17, 21, 25: the needle at 0 (frames 0-1) keeps one of two frames,
-    # at 50% (14-15) and 100% (28-29) none.
+    # 7 of 30 uniform frames, first to last (the baseline's include_last), are 0, 4, 9, 14, 19, 24, 29: the needle at
+    # 0 (frames 0-1), at 50% (14-15) and at 100% (28-29) each keeps one of its two frames.
     seven = {r["depth"]: r for r in result["sampler_recall"] if r["budget"] == 7}
-    assert [seven[d]["fraction"] for d in (0.0, 0.5, 1.0)] == [0.5, 0.0, 0.0]
-    assert [seven[d]["retained"] for d in (0.0, 0.5, 1.0)] == [True, False, False]
+    assert [seven[d]["fraction"] for d in (0.0, 0.5, 1.0)] == [0.5, 0.5, 0.5]
+    assert [seven[d]["retained"] for d in (0.0, 0.5, 1.0)] == [True, True, True]
     # Spatial pooling: the 8x8 patch grid pooled 2x2 is 16 tokens per frame, each from its own frame.
     for row in result["compressor_tokens"]:
         assert row["needle_tokens"] == 16 * 2 and row["total_tokens"] == 16 * row["clip_frames"]
