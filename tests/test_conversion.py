@@ -203,7 +203,9 @@ def test_export_of_a_tiny_checkpoint_verifies_and_pushing_offline_keeps_the_fold
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 2, result.stderr
-    assert "verified: reloaded with trust_remote_code, max |logit difference| = 0" in result.stdout
+    # Reloaded, the same float32 weights give the same logits up to the order of threaded reductions (0 or ~1e-6).
+    verified = re.search(r"verified: reloaded with trust_remote_code, max \|logit difference\| = (\S+)", result.stdout)
+    assert verified and float(verified.group(1)) < 1e-5, result.stdout
     assert "offline mode is on" in result.stderr and "intact" in result.stderr
     assert "Traceback" not in result.stderr
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
