@@ -278,6 +278,38 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny):
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_training_takes_the_loss_from_the_supervised_logits_alone(tiny):
+    model, processor = tiny
+    pixels, counts, times = random_videos([5, 2])
+    text = prompt_ids(processor, ["What is shown?", "Describe it, please."], "right")
+    labels = torch.full_like(text["input_ids"], -100)
+    labels[0, 8:11], labels[1, 9:12] = text["input_ids"][0, 8:11], text["input_ids"][1, 9:12]
+    inputs = dict(**text, labels=labels, pixel_values_videos=pixels, video_num_frames=counts, video_timestamps=times)
+
+    def loss_and_gradients(**options):
+        model.zero_grad()
+        out = model(**inputs, **options)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.train()
+    skipped, skipped_grads = loss_and_gradients()
+    assert skipped.logits is None  # the default when training with labels
+    full, full_grads = loss_and_gradients(skip_logits=False)
+    assert full.logits is not None
+    torch.testing.assert_close(skipped.loss, full.loss, atol=1e-6, rtol=1e-5)
+    for name in full_grads:
+        torch.testing.assert_close(skipped_grads[name], full_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+    # Trainer's token-count normalisation reaches both paths alike
+    items = torch.tensor(10)
+    torch.testing.assert_close(model(**inputs, num_items_in_batch=items).loss,
+                               model(**inputs, num_items_in_batch=items, skip_logits=False).loss, atol=1e-6, rtol=1e-5)
+    model.eval()
+    assert model(**inputs).logits is not None
+    with pytest.raises(ValueError, match="needs `labels`"):
+        model(**{k: v for k, v in inputs.items() if k != "labels"}, skip_logits=True)
+
+
 def test_flash_attention_flag_is_declared_and_selectable_only_with_the_kernel(tiny):
     model, _ = tiny
     assert model._supports_flash_attn and model._supports_sdpa and model._supports_flex_attn

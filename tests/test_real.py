@@ -149,6 +149,17 @@ def test_described_examples_name_each_scenes_photograph_in_order(smollm2_folder,
         # Everything but the video block is the example the video steps train on.
         assert text["messages"][0]["content"][1:] == video["messages"][0]["content"][1:]
         assert text["messages"][1:] == video["messages"][1:]
+    # One keyword per kept frame: 5 frames spread from the first to the last, a one-frame closing scene kept too
+    row = {**rows[0], "scenes": ["coffee", "chelsea", "coffee", "checkerboard"], "scene_frames": [4, 3, 2, 1]}
+    (tmp_path / "frames.jsonl").write_text(json.dumps(row) + "\n")
+    per_frame = described_examples(tmp_path / "frames.jsonl", tokenizer, frames_per_video=5, include_last=True)
+    assert per_frame[0]["messages"][0]["content"][0]["text"] == " coffee coffee cat cat checker\n"  # frames 0 2 4 6 9
+    short_of_the_end = described_examples(tmp_path / "frames.jsonl", tokenizer, frames_per_video=5)
+    assert short_of_the_end[0]["messages"][0]["content"][0]["text"] == " coffee coffee cat cat coffee\n"  # 0 2 4 6 8
+    assert per_frame[0]["messages"][1:] == described_examples(tmp_path / "frames.jsonl", tokenizer)[0]["messages"][1:]
+    with pytest.raises(TrainingDataError, match=r"bare.jsonl:1 has no `scene_frames`"):
+        (tmp_path / "bare.jsonl").write_text(json.dumps({k: v for k, v in row.items() if k != "scene_frames"}) + "\n")
+        described_examples(tmp_path / "bare.jsonl", tokenizer, frames_per_video=5)
     bare = {k: rows[0][k] for k in ("video", "question", "options", "answer")}
     (tmp_path / "bare.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps(bare) + "\n")
     with pytest.raises(TrainingDataError, match=r"bare.jsonl:2 has no `scenes`"):

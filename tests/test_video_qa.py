@@ -111,6 +111,8 @@ def test_write_qa_set_manifest(tmp_path):
     for line in lines:  # scenes: screen order, the same photograph never twice in a row, ending on the last answer
         scenes = line["scenes"]
         assert all(a != b for a, b in zip(scenes, scenes[1:])) and list(dict.fromkeys(scenes)) == line["photos"]
+        assert len(line["scene_frames"]) == len(scenes) and min(line["scene_frames"]) >= 1
+        assert sum(line["scene_frames"]) == round(line["duration"] * 2.0)
         if line["type"] in ("first", "last"):
             shown = scenes[0] if line["type"] == "first" else scenes[-1]
             assert line["options"]["ABCD".index(line["answer"])] == PHOTO_NAMES[shown]

@@ -18,7 +18,8 @@ that weighs more in the blend, and the needle's frames show the needle.
 Manifest rows (one JSON object per line): `video` (path relative to the manifest's folder), `question` (without
 options), `options` (letter order), `answer` (the letter), `type`, `depth` (the needle's, else null), plus `id`,
 `duration`, `seed`, `photos` (the video's photographs in order of first appearance) and `scenes` (the photograph of
-each stretch of the video, in screen order: one shown again later is listed again). The prompt a model sees is
+each stretch of the video, in screen order: one shown again later is listed again) with `scene_frames` (how many
+frames each stretch lasts; they sum to the video's frames). The prompt a model sees is
 `format_multiple_choice(question, options)`, shared by training and evaluation.
 """
 
@@ -282,11 +283,12 @@ def write_qa_set(
         video = Path("videos") / f"{index:05d}.mp4"
         write_haystack_video(out / video, plan)
         shown = frame_photos(plan)
-        photos, scenes = in_order(shown), [photo for photo, _ in itertools.groupby(shown)]
+        runs = [(photo, len(list(frames))) for photo, frames in itertools.groupby(shown)]
+        scenes, scene_frames = [photo for photo, _ in runs], [length for _, length in runs]
         for question in questions:
             rows.append({
-                "id": len(rows), "video": video.as_posix(), **question,
-                "duration": plan.num_frames / plan.fps, "seed": spec.seed, "photos": photos, "scenes": scenes,
+                "id": len(rows), "video": video.as_posix(), **question, "duration": plan.num_frames / plan.fps,
+                "seed": spec.seed, "photos": in_order(shown), "scenes": scenes, "scene_frames": scene_frames,
             })
     manifest = out / "manifest.jsonl"
     staging = out / ".manifest.jsonl.partial"

@@ -960,6 +960,7 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
         guide_attention_mask: torch.LongTensor | None = None,
         video_sizes: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> VidCompCausalLMOutputWithPast:
         r"""
@@ -976,6 +977,10 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             Videos already encoded by [`~VidCompModel.get_video_features`], under the key `"video"`.
         video_token_budget (`int`, *optional*):
             The most tokens one video may take; overrides `config.video_token_budget`.
+        skip_logits (`bool`, *optional*):
+            Take the loss from the supervised positions' logits alone and return `logits=None`. Defaults to training
+            with labels, as Liger-Kernel's fused cross-entropy does: a QA example supervises a few answer tokens, and
+            the LM head over every position (49k vocabulary for SmolLM2) was a quarter of a CPU training step.
 
         Returns:
             `logits` of shape `(batch_size, expanded_length, vocab_size)` and `labels` of shape
@@ -1003,13 +1008,24 @@ class VidCompForConditionalGeneration(VidCompPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices, :])
-        loss = None
-        if labels is not None:
+        vocab_size = self.config.text_config.vocab_size
+        if skip_logits is None:
+            skip_logits = self.training and labels is not None
+        if skip_logits and labels is None:
+            raise ValueError("skip_logits=True returns only the loss, which needs `labels`.")
+        logits = loss = None
+        if skip_logits:
+            shift_labels = nn.functional.pad(outputs.labels, (0, 1), value=-100)[:, 1:]
+            supervised = shift_labels != -100
             loss = self.loss_function(
-                logits=logits, labels=outputs.labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+                logits=self.lm_head(hidden_states[supervised]), labels=None, vocab_size=vocab_size,
+                shift_labels=shift_labels[supervised], **kwargs,
             )
+        else:
+            slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, slice_indices, :])
+            if labels is not None:
+                loss = self.loss_function(logits=logits, labels=outputs.labels, vocab_size=vocab_size, **kwargs)
         return VidCompCausalLMOutputWithPast(
             loss=loss,
             logits=logits,

@@ -161,7 +161,13 @@ def finetune(args: argparse.Namespace) -> Path:
     if args.describe_steps:
         from .recipe_real import described_examples
 
-        warm_up = make_trainer(described_examples(args.data, processor.tokenizer), args.describe_steps)
+        # One keyword per frame the sampler keeps (uniform ones), so runs and one-frame flashes read as in video.
+        sampler_config = model.config.sampler_config
+        frames_per_video = args.num_frames or getattr(sampler_config, "num_frames", None)
+        described = described_examples(
+            args.data, processor.tokenizer, frames_per_video, getattr(sampler_config, "include_last", False)
+        )
+        warm_up = make_trainer(described, args.describe_steps)
         warm_up.train()
         curves[f"{len(curves) + 1}. answers, videos described in text"] = losses_of(warm_up)
     trainer = make_trainer(examples, args.max_steps)
@@ -253,7 +259,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--describe-steps", type=int, default=0,
         help="before the video steps, this many answer steps on the same questions with each video replaced by its "
-        "photographs' keywords in text (QA manifests of vidcomp make-qa; the -real presets' recipe)",
+        "photographs' keywords in text, one per frame the sampler keeps (QA manifests of vidcomp make-qa; the -real "
+        "presets' recipe)",
     )
     parser.add_argument(
         "--lora-rank", type=int, default=0,

@@ -12,9 +12,9 @@ The recipe that trains the `-real` presets' vision tower and connector against a
    synthetic video QA (`evaluation.video_qa`), the aligned tower and projector frozen. A frozen 135M LLM cannot
    match video tokens to lettered options by itself (nor names given as text: `benchmarks/answer_bound.py`), so
    low-rank adapters on all its linear layers (`lora_rank`, through `peft`) learn that: first on the questions
-   with each video described by its scenes' keywords in text (`described_examples`, `--describe-steps`), where the
-   binding is learnt at all within the budget, then on the videos. They are merged into the LLM's weights afterwards
-   and ship as their low-rank factors beside the tower.
+   with each video described in text by the keyword of each frame the sampler keeps (`described_examples`,
+   `--describe-steps`), where the binding is learnt at all within the budget, then on the videos. They are merged
+   into the LLM's weights afterwards and ship as their low-rank factors beside the tower.
 """
 
 import math
@@ -67,22 +67,34 @@ def keyword_embeddings(model, tokenizer, names: list[str]) -> torch.Tensor:
     return model.get_input_embeddings().weight[keyword_tokens(tokenizer, names)].detach()
 
 
-def described_examples(path: str | os.PathLike, tokenizer) -> list[dict]:
+def described_examples(
+    path: str | os.PathLike, tokenizer, frames_per_video: int | None = None, include_last: bool = False
+) -> list[dict]:
     r"""
     The questions of a QA manifest (`evaluation.video_qa`) as chat examples whose video is replaced by text: the
-    keyword of each of its scenes' photographs in screen order (the rows' `scenes`), the words name alignment puts
-    its frames at. Step 2 answers these first, so the adapters learn to bind options to letters where the match is
-    exact, then carry it over to the video tokens.
+    keywords name alignment puts its frames at. Step 2 answers these first, so the adapters learn to bind options to
+    letters where the match is exact, then carry it over to the video tokens.
+
+    Args:
+        frames_per_video (`int`, *optional*):
+            Describe the frames the uniform sampler keeps (from the rows' `scene_frames`): one keyword per video
+            token, so a photograph on screen for one kept frame is one word here too, as the LLM will see it.
+            Without it, one keyword per scene (the rows' `scenes`).
+        include_last (`bool`, *optional*, defaults to `False`):
+            The uniform sampler's `include_last`: whether the kept frames run to the last one.
     """
+    from ..modeling.components_vidcomp import uniform_keep_mask
     from .finetune import TrainingDataError, qa_messages, read_json_lines
 
     path = Path(path)
+    needed = ("scenes", "scene_frames") if frames_per_video else ("scenes",)
     rows = []
     for number, row in read_json_lines(path):
-        if not isinstance(row, dict) or "scenes" not in row:
+        missing = [key for key in needed if not isinstance(row, dict) or key not in row]
+        if missing:
             raise TrainingDataError(
-                f"{path}:{number} has no `scenes`: describing videos in text needs a QA manifest whose rows list "
-                "their video's photographs in screen order, as vidcomp make-qa writes them."
+                f"{path}:{number} has no `{'`, `'.join(missing)}`: describing videos in text needs a QA manifest "
+                "whose rows list their video's photographs in screen order, as vidcomp make-qa writes them."
             )
         rows.append(row)
     if not rows:
@@ -91,9 +103,17 @@ def described_examples(path: str | os.PathLike, tokenizer) -> list[dict]:
     words = dict(zip(PHOTO_NAMES, tokenizer.batch_decode([[token] for token in tokens])))
     examples = []
     for row in rows:
+        shown = row["scenes"]
+        if frames_per_video:
+            shown = np.repeat(row["scenes"], row["scene_frames"])
+            position = torch.arange(len(shown))
+            kept = uniform_keep_mask(
+                position, torch.full_like(position, len(shown)), torch.full_like(position, frames_per_video),
+                include_last=include_last,
+            )
+            shown = shown[kept.numpy()]
         example = qa_messages(row, path.parent)
-        content = example["messages"][0]["content"]
-        content[0] = {"type": "text", "text": "".join(words[photo] for photo in row["scenes"]) + "\n"}
+        example["messages"][0]["content"][0] = {"type": "text", "text": "".join(words[photo] for photo in shown) + "\n"}
         examples.append(example)
     return examples
 
