@@ -65,6 +65,26 @@ def test_parts_round_trip(real_model, tmp_path):
         assert torch.equal(trained_state(fresh)[name], tensor), name
 
 
+def test_a_compressor_projecting_its_own_tokens_gets_the_shipped_tower_and_adapters(real_model, smollm2_folder):
+    r"""
+    hicom-real shares the baseline's file, whose projector HICom has no place for (it projects its own tokens): the
+    tower and the LLM's adapters load, the projector is skipped, HICom's own parts stay fresh, and a strict load of
+    the same file into it still refuses.
+    """
+    from transformers_vidcomp.modeling.parts_vidcomp import PartError
+
+    baseline, _ = real_model
+    hicom, _ = build_real("hicom-real", llm_folder=smollm2_folder)
+    assert isinstance(hicom.model.multi_modal_projector, torch.nn.Identity)
+    for name, tensor in baseline.model.vision_tower.state_dict().items():
+        assert torch.equal(hicom.model.vision_tower.state_dict()[name], tensor), name
+    query = "layers.3.self_attn.q_proj.weight"
+    assert torch.equal(hicom.model.language_model.state_dict()[query], baseline.model.language_model.state_dict()[query])
+    fresh, _ = build_real("hicom-real", trained=False, llm_folder=smollm2_folder)
+    with pytest.raises(PartError, match="unexpected .*multi_modal_projector"):
+        load_trained_parts(fresh, trained_weights_path("hicom-real"))
+
+
 def test_short_training_run_loss_falls(smollm2_folder, tmp_path, monkeypatch):
     r"""The recipe end to end through `vidcomp finetune`: name alignment, then answers with LoRA; both losses fall."""
     from transformers_vidcomp.cli import main

@@ -97,10 +97,17 @@ def save_trained_parts(
     return path
 
 
-def load_trained_parts(model: VidCompForConditionalGeneration, path: str | os.PathLike) -> list[str]:
+def load_trained_parts(
+    model: VidCompForConditionalGeneration, path: str | os.PathLike, skip_unexpected: bool = False
+) -> list[str]:
     r"""
     Loads tower + connector weights into `model`. Every tensor in the file must fit; tensors of the model the file
     lacks (a compressor with parts of its own, which the baseline has not) stay as initialised and are returned.
+
+    Args:
+        skip_unexpected (`bool`, *optional*, defaults to `False`):
+            Skip the file's tensors the model has no place for: another preset's weights, such as the baseline's
+            projector in a model whose compressor projects its own tokens (HICom). Mis-shaped tensors still raise.
     """
     from .training.recipe_real import apply_lora_factors
 
@@ -109,10 +116,12 @@ def load_trained_parts(model: VidCompForConditionalGeneration, path: str | os.Pa
     expected = trained_state(model)
     unexpected = sorted(set(state) - set(expected))
     misfit = sorted(name for name in set(state) & set(expected) if state[name].shape != expected[name].shape)
-    if unexpected or misfit:
+    if misfit or (unexpected and not skip_unexpected):
         raise PartError(
             f"{os.fspath(path)} does not fit this model: unexpected {unexpected[:5]}, mis-shaped {misfit[:5]}."
         )
+    for key in unexpected:
+        del state[key]
     model.load_state_dict(state, strict=False)
     apply_lora_factors(model, lora)
     return sorted(set(expected) - set(state))
@@ -150,7 +159,8 @@ def build_real(
         embeddings[model.config.video_token_id] = embeddings[: model.config.video_token_id].mean(0)
     model.config.parts = {"language_model": model.config.parts["language_model"]}
     if trained:
-        load_trained_parts(model, trained_weights_path(preset_name))
+        weights = trained_weights_path(preset_name)
+        load_trained_parts(model, weights, skip_unexpected=weights.stem != preset_name)
     processor = VidCompProcessor.from_pretrained_parts(
         vision_tower=llm,  # no image processor there: the SigLIP defaults, at the tower's size
         language_model=llm,
