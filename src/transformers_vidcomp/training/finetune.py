@@ -102,15 +102,20 @@ def finetune(args: argparse.Namespace) -> Path:
     processor = load_processor(args.checkpoint_dir)
     model.train()
     curves = {}
+    # A stage that trains the tower aligns each frame's tokens; one that trains a compressor on a trained tower
+    # aligns the tokens the whole video path returns.
+    aligns_frames = "vision_tower" in TRAINING_STAGES[args.stage]
     if args.align_steps:
         from .recipe_real import align_to_names
 
         apply_training_stage(model, args.stage)
-        curves["1. name alignment (tower + projector)"] = align_to_names(
-            model, processor, args.align_steps, batch_size=args.align_batch_size, seed=args.seed, quiet=args.quiet
+        title = "tower + projector" if aligns_frames else "through the compressor"
+        curves[f"1. name alignment ({title})"] = align_to_names(
+            model, processor, args.align_steps, batch_size=args.align_batch_size, seed=args.seed, quiet=args.quiet,
+            through_compressor=not aligns_frames, clip_frames=args.num_frames or 16,
         )
     apply_training_stage(model, args.stage)
-    if args.align_steps:
+    if args.align_steps and aligns_frames:
         # Aligned, the tower and projector stay as they are: answer steps through a frozen 135M LLM pulled them off
         # the keyword embeddings (held-out frames read right: 97% after alignment, 45% after 60 answer steps).
         for name, parameter in model.named_parameters():
@@ -170,21 +175,22 @@ def finetune(args: argparse.Namespace) -> Path:
         warm_up = make_trainer(described, args.describe_steps)
         warm_up.train()
         curves[f"{len(curves) + 1}. answers, videos described in text"] = losses_of(warm_up)
-    trainer = make_trainer(examples, args.max_steps)
-    trainer.train()
+    trainer = make_trainer(examples, args.max_steps) if args.max_steps else None
+    if trainer is not None:
+        trainer.train()
     scratch.cleanup()
-    losses = losses_of(trainer)
+    losses = losses_of(trainer) if trainer is not None else []
     lora_factors = {}
     if args.lora_rank:
         from .recipe_real import merge_lora
 
         lora_factors = merge_lora(model)
-    if trainer.is_world_process_zero():
+    if int(os.environ.get("RANK", "0")) == 0:
         info = LocalCheckpointExporter().card_info(Path(args.checkpoint_dir), model.config)
         info.source = (
             f"Fine-tuned from `{Path(args.checkpoint_dir).name}` with `vidcomp finetune` ({args.stage} stage, "
             f"{args.max_steps} steps on {len(examples)} examples, "
-            f"{'the paper learning rates of the stage' if paper_rates else f'learning rate {trainer.args.learning_rate}'})."
+            f"{'the paper learning rates of the stage' if paper_rates else f'learning rate {DEFAULT_LEARNING_RATE if args.learning_rate is None else args.learning_rate}'})."
         )
         if REAL_WEIGHTS_TAG in info.extra_tags:  # a -real model's tower and connector are trained now
             from ..real import training_statement
@@ -198,12 +204,13 @@ def finetune(args: argparse.Namespace) -> Path:
             (Path(args.out_dir) / "alignment_losses.json").write_text(json.dumps(alignment))
         from .recipe_real import loss_plot
 
-        curves[f"{len(curves) + 1}. answers ({args.stage}" + (f", LoRA r={args.lora_rank})" if args.lora_rank else ")")] = losses
+        if losses:
+            curves[f"{len(curves) + 1}. answers ({args.stage}" + (f", LoRA r={args.lora_rank})" if args.lora_rank else ")")] = losses
         loss_plot(curves, Path(args.out_dir) / "training_loss.png")
         if args.parts_out:
             from ..real import save_trained_parts
 
-            save_trained_parts(model, args.parts_out, extra=lora_factors)
+            save_trained_parts(model, args.parts_out, extra=lora_factors, modules=TRAINING_STAGES[args.stage])
     return Path(args.out_dir)
 
 

@@ -146,24 +146,72 @@ class FrameDataset(torch.utils.data.Dataset):
         return {"pixel_values": (pixels.clamp(0, 255) * self.scale - self.mean) / self.std, "labels": label}
 
 
+class NameScores(nn.Module):
+    r"""
+    Scores tokens `(n, hidden)` against the frozen name embeddings by cosine similarity, scaled by a learned
+    temperature: the logits of name alignment's cross-entropy.
+    """
+
+    def __init__(self, prototypes: torch.Tensor):
+        super().__init__()
+        self.register_buffer("prototypes", F.normalize(prototypes, dim=-1))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        logits = self.log_scale.exp() * F.normalize(tokens, dim=-1) @ self.prototypes.T
+        return {"loss": F.cross_entropy(logits, labels) if labels is not None else None, "logits": logits}
+
+
 class NameAlignment(nn.Module):
     r"""
     Wraps a VidComp model's tower and projector for step 1: each frame's tokens, pooled and projected, are scored
-    against the frozen name embeddings by cosine similarity (scaled by a learned temperature), with cross-entropy.
+    against the name embeddings (`NameScores`).
     """
 
     def __init__(self, vidcomp_model, prototypes: torch.Tensor):
         super().__init__()
         self.inner = vidcomp_model.model
-        self.register_buffer("prototypes", F.normalize(prototypes, dim=-1))
-        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.scores = NameScores(prototypes)
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         features = self.inner.encode_frames(pixel_values).mean(dim=(1, 2))
-        projected = F.normalize(self.inner.multi_modal_projector(features), dim=-1)
-        logits = self.log_scale.exp() * projected @ self.prototypes.T
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
-        return {"loss": loss, "logits": logits}
+        return self.scores(self.inner.multi_modal_projector(features), labels)
+
+
+class VideoNameAlignment(nn.Module):
+    r"""
+    Step 1 for a compressor, whose tokens need not be one frame's (HICom's global queries, FiLA's fused scenes, the
+    compact compressor's 3D groups): clips of one photograph each go the whole way a video goes, the question as the
+    instruction (`get_video_features`: sampler, tower, compressor, projector), and every video token is scored
+    against the name embeddings (`NameScores`) with its clip's label. Whatever a compressor mixes, the tokens of a
+    one-photograph clip should all read as its name.
+    """
+
+    def __init__(self, vidcomp_model, prototypes: torch.Tensor):
+        super().__init__()
+        self.inner = vidcomp_model.model
+        self.scores = NameScores(prototypes)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        pixel_values_videos: torch.FloatTensor,
+        video_num_frames: torch.LongTensor,
+        video_timestamps: torch.FloatTensor | None = None,
+        video_sizes: torch.LongTensor | None = None,
+        guide_input_ids: torch.LongTensor | None = None,
+        guide_attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+    ) -> dict:
+        instruction = self.inner.instruction_condition(
+            input_ids, attention_mask, guide_input_ids=guide_input_ids, guide_attention_mask=guide_attention_mask
+        )
+        video = self.inner.get_video_features(
+            pixel_values_videos, video_num_frames, video_timestamps, instruction=instruction, video_sizes=video_sizes
+        )
+        token_labels = None if labels is None else torch.repeat_interleave(labels, video.token_counts)
+        return self.scores(video.pooler_output, token_labels)
 
 
 @dataclass
@@ -175,18 +223,81 @@ class AlignmentCollator:
         }
 
 
+class ClipDataset(torch.utils.data.Dataset):
+    r"""
+    Clips of one photograph of `photos` each, seen through a random camera move as in the QA videos: `frames`
+    `(num_frames, height, width, 3)` uint8 at the videos' size, the question "which appears" with four of the
+    pool's names as options in random order (`prompt`), and the photograph's index as `labels`. Each item is drawn
+    from its index.
+    """
+
+    def __init__(
+        self, photos: list[str], length: int, num_frames: int, width: int = 96, height: int = 72, seed: int = 0
+    ):
+        self.photos, self.length, self.num_frames, self.seed = photos, length, num_frames, seed
+        self.width, self.height = width, height
+        self.pictures = [shrink_photo(p, width, height, 0.3) for p in load_photos(tuple(photos))]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        from ..evaluation.video_qa import QUESTIONS, format_multiple_choice
+
+        rng = np.random.default_rng([self.seed, index])
+        label = int(rng.integers(len(self.photos)))
+        others = rng.choice([p for i, p in enumerate(self.photos) if i != label], size=3, replace=False).tolist()
+        options = [PHOTO_NAMES[p] for p in rng.permutation([self.photos[label], *others])]
+        frames = render_motion(self.pictures[label], random_motion(rng, 0.3), self.num_frames, self.width, self.height)
+        return {"frames": frames, "prompt": format_multiple_choice(QUESTIONS["appears"], options), "labels": label}
+
+
+@dataclass
+class ClipAlignmentCollator:
+    r"""Prepares `ClipDataset` items as the model's processor prepares a question about a video, every frame kept."""
+
+    processor: object
+
+    def __call__(self, items: list[dict]) -> dict:
+        conversations = [
+            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": item["prompt"]}]}]
+            for item in items
+        ]
+        texts = self.processor.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
+        batch = self.processor(
+            text=texts, videos=[item["frames"] for item in items], padding=True, do_sample_frames=False,
+            return_tensors="pt",
+        )
+        return {**batch, "labels": torch.tensor([item["labels"] for item in items])}
+
+
 def align_to_names(
     model, processor, steps: int, batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
-    photos: list[str] | None = None, quiet: bool = False,
+    photos: list[str] | None = None, quiet: bool = False, through_compressor: bool = False,
+    clip_frames: int = 16,
 ) -> list[float]:
-    r"""Step 1 of the recipe, with `Trainer`: returns the loss of every step."""
+    r"""
+    Step 1 of the recipe, with `Trainer`: returns the loss of every step.
+
+    Args:
+        through_compressor (`bool`, *optional*, defaults to `False`):
+            Align the tokens the whole video path returns (`VideoNameAlignment`, on `batch_size` clips of
+            `clip_frames` frames) rather than each frame's pooled tower tokens (`NameAlignment`, on `batch_size`
+            frames): for a compressor with trainable parts, the tower trained already.
+    """
     import tempfile
 
     photos = photos or list(PHOTO_NAMES)
     prototypes = keyword_embeddings(model, processor.tokenizer, [PHOTO_NAMES[p] for p in photos])
-    wrapper = NameAlignment(model, prototypes)
-    size = model.config.vision_config.image_size
-    dataset = FrameDataset(photos, processor.video_processor, steps * batch_size, size, seed)
+    if through_compressor:
+        wrapper = VideoNameAlignment(model, prototypes)
+        dataset = ClipDataset(photos, steps * batch_size, clip_frames, seed=seed)
+        collator = ClipAlignmentCollator(processor)
+    else:
+        wrapper = NameAlignment(model, prototypes)
+        size = model.config.vision_config.image_size
+        dataset = FrameDataset(photos, processor.video_processor, steps * batch_size, size, seed)
+        collator = AlignmentCollator()
     with tempfile.TemporaryDirectory(prefix="vidcomp-align-") as scratch:
         args = TrainingArguments(
             output_dir=scratch, per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=learning_rate,
@@ -194,7 +305,7 @@ def align_to_names(
             report_to=[], remove_unused_columns=False, use_cpu=not torch.cuda.is_available(), seed=seed,
             disable_tqdm=quiet,
         )
-        trainer = Trainer(model=wrapper, args=args, train_dataset=dataset, data_collator=AlignmentCollator())
+        trainer = Trainer(model=wrapper, args=args, train_dataset=dataset, data_collator=collator)
         trainer.train()
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
@@ -269,7 +380,11 @@ def loss_plot(curves: dict[str, list[float]], path) -> None:
 __all__ = [
     "FrameDataset",
     "KeywordError",
+    "ClipAlignmentCollator",
+    "ClipDataset",
     "NameAlignment",
+    "NameScores",
+    "VideoNameAlignment",
     "add_lora",
     "align_to_names",
     "apply_lora_factors",

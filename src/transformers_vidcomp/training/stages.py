@@ -66,6 +66,10 @@ STAGE_FROZEN: dict[str, tuple[str, ...]] = {
     "hicom-conditional-pretrain": ("guide_encoder", "key_head"),
 }
 
+# Pretrained parts that no stage trains: TransNetV2 carries its published weights, and choosing frames by its shots
+# is not differentiable.
+NEVER_TRAINED: tuple[str, ...] = ("shot_detector",)
+
 # Learning rates per module for stages whose paper gives them; other stages use the optimizer's one rate.
 STAGE_LEARNING_RATES: dict[str, dict[str, float]] = {
     # FiLA-Video §4.1 and the compact paper's supplement §1.4 both align the projector alone at 1e-3.
@@ -125,7 +129,7 @@ def apply_training_stage(model: PreTrainedModel, stage: str) -> dict[str, int]:
         def is_trained(name: str) -> bool:
             parts = name.split(".")
             return any(module in parts for module in TRAINING_STAGES[stage]) and not any(
-                module in parts for module in STAGE_FROZEN.get(stage, ())
+                module in parts for module in STAGE_FROZEN.get(stage, ()) + NEVER_TRAINED
             )
 
     counts = {"trainable": 0, "frozen": 0}
