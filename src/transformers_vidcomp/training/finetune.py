@@ -239,7 +239,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stage", default="compressor+projector+llm", choices=list(TRAINING_STAGES), metavar="STAGE",
         help="which parts train (listed below with the papers' stages they reproduce)",
     )
-    parser.add_argument("--max-steps", type=int, default=100)
+    parser.add_argument("--max-steps", type=int, default=100, help="answer steps on the data (0: none, after alignment)")
     parser.add_argument(
         "--learning-rate", type=float,
         help=f"one rate for every trained part; by default the stage's paper rates where it has them "
@@ -260,9 +260,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--align-steps", type=int, default=0,
         help="first train the vision tower and projector this many steps to put each photograph's frames at the "
-        "LLM's embedding of its name (the -real presets' recipe, training/recipe_real.py)",
+        "LLM's embedding of its name (the -real presets' recipe, training/recipe_real.py); with a stage that leaves "
+        "the tower frozen (compressor+projector), the compressor, on one-photograph clips through the whole video path",
     )
-    parser.add_argument("--align-batch-size", type=int, default=32, help="frames per name-alignment step")
+    parser.add_argument(
+        "--align-batch-size", type=int, default=32,
+        help="frames per name-alignment step (clips of --num-frames, default 16, through a compressor)",
+    )
     parser.add_argument(
         "--describe-steps", type=int, default=0,
         help="before the video steps, this many answer steps on the same questions with each video replaced by its "

@@ -15,6 +15,10 @@ The recipe that trains the `-real` presets' vision tower and connector against a
    with each video described in text by the keyword of each frame the sampler keeps (`described_examples`,
    `--describe-steps`), where the binding is learnt at all within the budget, then on the videos. They are merged
    into the LLM's weights afterwards and ship as their low-rank factors beside the tower.
+
+A preset with compressor parts of its own is trained on the baseline's tower and adapters by step 1 run through the
+compressor (`VideoNameAlignment`, `vidcomp finetune --stage compressor+projector --align-steps N`): one-photograph
+clips go the whole video path and every token it returns is put at the photograph's keyword.
 """
 
 import math
