@@ -155,9 +155,13 @@ def default_checkpoint(work: Path, preset: str = "baseline-real") -> Path:
     A real preset (SmolLM2 with the parts trained here), written into `work` on first use, in a folder named by the
     shipped weights' checksum, so that new weights make a new checkpoint.
     """
-    from transformers_vidcomp.real import create_real_checkpoint, trained_weights_path
+    from transformers_vidcomp.real import SHARED_WEIGHTS, create_real_checkpoint, trained_weights_path
 
-    folder = work / f"{preset}-{file_sha256(trained_weights_path(preset))[:12]}"
+    own = trained_weights_path(preset)
+    shared = own.with_name(SHARED_WEIGHTS)
+    # A compressor preset's checkpoint holds the baseline's tower and adapters too: new ones of either make a new one.
+    digest = file_sha256(own)[:12] + ("" if own == shared else file_sha256(shared)[:12])
+    folder = work / f"{preset}-{digest}"
     if not (folder / "config.json").exists():
         create_real_checkpoint(folder, preset, overwrite=True)
     return folder

@@ -91,11 +91,11 @@ def test_cells_table_and_plot(model_and_processor, manifest, tmp_path):
     assert uniform == {4: 64, 8: 128}
 
     # A compressor preset's row: the checkpoint's own sampler, left in place, at its own budget.
-    own = model.config.sampler_config.to_dict()
+    own = model.model.sampler
     cells += accuracy.run_cells(
         model, processor, {0.1: manifest}, ["hicom-real"], [accuracy.OWN_BUDGET], tmp_path, "tiny", progress=False
     )
-    assert model.config.sampler_config.to_dict() == own and cells[-1]["budget"] == accuracy.OWN_BUDGET
+    assert model.model.sampler is own and cells[-1]["budget"] == accuracy.OWN_BUDGET  # not swapped, not rebuilt
     table = accuracy.summarize(cells, samplers, budgets, [0.1])
     table += accuracy.summarize(cells, ["hicom-real"], [accuracy.OWN_BUDGET], [0.1])
     assert len(table) == 5 and table[0]["per_length"]["0.1"]["accuracy"] == cells[0]["accuracy"]

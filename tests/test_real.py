@@ -92,6 +92,23 @@ def test_a_compressor_projecting_its_own_tokens_gets_the_shipped_tower_and_adapt
         load_trained_parts(fresh, trained_weights_path("hicom-real").with_name(SHARED_WEIGHTS))
 
 
+def test_only_fitting_skips_another_projector_but_not_a_tower_of_another_shape(real_model, tmp_path):
+    from safetensors.torch import save_file
+
+    from transformers_vidcomp.modeling.parts_vidcomp import PartError
+
+    model, _ = real_model
+    state = trained_state(model)
+    tower = next(key for key in state if key.startswith("model.vision_tower."))
+    projector = next(key for key in state if key.startswith("model.multi_modal_projector."))
+    save_file({projector: torch.zeros(3)}, tmp_path / "projector.safetensors")
+    assert projector in load_trained_parts(model, tmp_path / "projector.safetensors", only_fitting=True)
+    save_file({tower: torch.zeros(3)}, tmp_path / "tower.safetensors")
+    with pytest.raises(PartError, match="mis-shaped .*vision_tower"):
+        load_trained_parts(model, tmp_path / "tower.safetensors", only_fitting=True)
+    assert torch.equal(trained_state(model)[tower], state[tower])
+
+
 @pytest.mark.parametrize("preset", TRAINED_COMPRESSORS)
 def test_trained_compressor_presets_ship_only_what_their_run_trained(preset, smollm2_folder):
     r"""Each trained compressor preset's file is small, holds no tower or adapters, and with the baseline's fills the model."""

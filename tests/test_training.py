@@ -178,3 +178,15 @@ def test_finetune_uses_the_stages_paper_rate_and_leaves_the_compressor(demo_vide
     # Adam's first step moves every weight with a gradient by the learning rate: the compact paper's 1e-5.
     for part in ("multi_modal_projector", "language_model"):
         assert 0.5e-5 < moved[part] < 2e-5, moved
+
+
+@pytest.mark.parametrize("steps", ["0", "-1"])
+def test_finetune_refuses_a_run_that_trains_nothing(steps, tmp_path, capsys):
+    r"""`--max-steps 0` skips the answer steps after alignment; alone (or negative) it would train nothing."""
+    from transformers_vidcomp.cli import main
+
+    (tmp_path / "data.jsonl").write_text("{}\n")
+    code = main(["finetune", str(tmp_path / "ckpt"), str(tmp_path / "data.jsonl"), str(tmp_path / "out"),
+                 "--max-steps", steps, "--quiet"])
+    assert code != 0 and "trains nothing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

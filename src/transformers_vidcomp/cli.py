@@ -2,7 +2,6 @@ r"""The `vidcomp` command: `methods`, `create-tiny`, `create-real`, `make-qa`, `
 `finetune` and `eval`."""
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -232,12 +231,12 @@ def cmd_swap(args: argparse.Namespace) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     """`vidcomp finetune CKPT DATA OUT`: Trainer fine-tuning, in one process or under torchrun / accelerate."""
-    from .training.finetune import finetune
+    from .training.finetune import finetune, is_main_process
 
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         check_request(argparse.Namespace(out_dir=args.out_dir, overwrite=args.overwrite, push_to_hub=None))
     written = finetune(args)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(f"wrote {written}")
 
 

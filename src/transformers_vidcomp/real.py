@@ -94,6 +94,11 @@ def load_shipped_weights(model: VidCompForConditionalGeneration, preset_name: st
     """
     own = trained_weights_path(preset_name)
     shared = own.with_name(SHARED_WEIGHTS)
+    if not shared.is_file():
+        raise TrainedWeightsNotFoundError(
+            f"No shared weights at {shared}: every -real preset loads the baseline's tower and LLM adapters from it. "
+            "Train them with the command in weights/README.md, or pass trained=False."
+        )
     missing = load_trained_parts(model, shared, only_fitting=preset_name != SHARED_WEIGHTS_PRESET)
     if own != shared and own_parts:
         missing = sorted(set(missing) & set(load_trained_parts(model, own)))
@@ -145,20 +150,28 @@ def load_trained_parts(
 
     Args:
         only_fitting (`bool`, *optional*, defaults to `False`):
-            Load only the file's tensors that have a place of their shape in the model: another preset's weights,
-            whose projector a model has no place for when its compressor projects its own tokens (HICom) or feeds
-            it tokens of another width (LongVU's SVA). Without it, such tensors raise.
+            Skip the file's tensors the model has no place for, and a projector of another shape: another preset's
+            weights, whose projector a model has no place for when its compressor projects its own tokens (HICom)
+            or feeds it tokens of another width (LongVU's SVA). Without it, such tensors raise; with it, any other
+            tensor of another shape still does.
     """
     from .training.recipe_real import apply_lora_factors
 
+    from .training.stages import NEVER_TRAINED
+
     state = load_file(os.fspath(path))
     lora_factors = {key: state.pop(key) for key in [k for k in state if ".lora_delta_" in k]}
+    for key in [k for k in state if set(k.split(".")) & set(NEVER_TRAINED)]:
+        del state[key]  # files written before TransNetV2 was left out of them
     expected = trained_state(model)
     unexpected = sorted(set(state) - set(expected))
     misfit = sorted(name for name in set(state) & set(expected) if state[name].shape != expected[name].shape)
-    if (misfit or unexpected) and not only_fitting:
+    # Another preset's projector may take tokens of another width; any other tensor of another shape is an error.
+    tolerated = [name for name in misfit if only_fitting and name.startswith("model.multi_modal_projector.")]
+    if (unexpected and not only_fitting) or len(tolerated) < len(misfit):
         raise PartError(
-            f"{os.fspath(path)} does not fit this model: unexpected {unexpected[:5]}, mis-shaped {misfit[:5]}."
+            f"{os.fspath(path)} does not fit this model: unexpected {unexpected[:5]}, mis-shaped "
+            f"{sorted(set(misfit) - set(tolerated))[:5]}."
         )
     for key in unexpected + misfit:
         del state[key]
@@ -368,9 +381,12 @@ def create_real_checkpoint(
     `trained` and `own_parts` as in `build_real`.
     """
     model, processor = build_real(preset_name, trained=trained, own_parts=own_parts)
+    training = training_statement(trained, preset_name if own_parts else SHARED_WEIGHTS_PRESET)
+    if trained and not own_parts and trained_weights_path(preset_name).name != SHARED_WEIGHTS:
+        training += "\n\nThis preset's own compressor parts are freshly initialised (`--fresh-compressor`): untrained."
     info = CardInfo(
-        source=f"Written by `vidcomp create-real --preset {preset_name}`.", trained=trained,
-        extra_tags=[REAL_WEIGHTS_TAG], training=training_statement(trained, preset_name),
+        source=f"Written by `vidcomp create-real --preset {preset_name}{'' if own_parts else ' --fresh-compressor'}`.",
+        trained=trained, extra_tags=[REAL_WEIGHTS_TAG], training=training,
     )
     card = render_model_card(model, processor, info, repo_id=Path(out_dir).name)
     return save_checkpoint(model, processor, out_dir, overwrite=overwrite, model_card=card).path

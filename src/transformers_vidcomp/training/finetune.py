@@ -97,6 +97,11 @@ def finetune(args: argparse.Namespace) -> Path:
     from ..modeling import VidCompForConditionalGeneration
     from ..processors import load_processor
 
+    if args.max_steps < 0 or not (args.max_steps or args.align_steps or args.describe_steps):
+        raise TrainingDataError(
+            f"--max-steps {args.max_steps} with no --align-steps or --describe-steps trains nothing: give a positive "
+            "number of answer steps, or alignment steps with --max-steps 0."
+        )
     examples = read_examples(args.data)
     model = VidCompForConditionalGeneration.from_pretrained(args.checkpoint_dir, dtype=torch.float32)
     processor = load_processor(args.checkpoint_dir)
@@ -113,6 +118,7 @@ def finetune(args: argparse.Namespace) -> Path:
         curves[f"1. name alignment ({title})"] = align_to_names(
             model, processor, args.align_steps, batch_size=args.align_batch_size, seed=args.seed, quiet=args.quiet,
             through_compressor=not aligns_frames, clip_frames=args.num_frames or 16,
+            learning_rate=1e-3 if args.learning_rate is None else args.learning_rate,
         )
     apply_training_stage(model, args.stage)
     if args.align_steps and aligns_frames:
@@ -185,7 +191,7 @@ def finetune(args: argparse.Namespace) -> Path:
         from .recipe_real import merge_lora
 
         lora_factors = merge_lora(model)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         info = LocalCheckpointExporter().card_info(Path(args.checkpoint_dir), model.config)
         info.source = (
             f"Fine-tuned from `{Path(args.checkpoint_dir).name}` with `vidcomp finetune` ({args.stage} stage, "
@@ -212,6 +218,13 @@ def finetune(args: argparse.Namespace) -> Path:
 
             save_trained_parts(model, args.parts_out, extra=lora_factors, modules=TRAINING_STAGES[args.stage])
     return Path(args.out_dir)
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes results, under any launcher Accelerate knows (or alone)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def losses_of(trainer: Trainer) -> list[float]:
@@ -254,8 +267,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--bf16", action="store_true",
-        help="bf16 mixed precision (autocast; the weights stay float32): on CPUs with AMX or AVX512-BF16 a step of "
-        "the -real recipe takes about 0.6x the time",
+        help="bf16 mixed precision for the answer steps (autocast; the weights stay float32; name alignment runs in "
+        "float32): on CPUs with AMX or AVX512-BF16 a step of the -real recipe takes about 0.6x the time",
     )
     parser.add_argument(
         "--align-steps", type=int, default=0,

@@ -215,7 +215,11 @@ class VideoNameAlignment(nn.Module):
             pixel_values_videos, video_num_frames, video_timestamps, instruction=instruction, video_sizes=video_sizes
         )
         token_labels = None if labels is None else torch.repeat_interleave(labels, video.token_counts)
-        return self.scores(video.pooler_output, token_labels)
+        # Tokens of no frame (a newline after each video) separate videos; they name no photograph.
+        of_a_frame = video.token_frame_index >= 0
+        return self.scores(
+            video.pooler_output[of_a_frame], None if token_labels is None else token_labels[of_a_frame]
+        )
 
 
 @dataclass
