@@ -7,9 +7,9 @@ Held-out haystacks (`evaluation.video_qa.write_qa_set`, seeds no training run us
 sampler (uniform; adaptive over TransNetV2 shots; FiLA's K-Means scenes; LongVU's DINOv2 reduction) takes the
 place of the checkpoint's own, at each frame budget, choosing among all of a video's frames; the tower, compressor,
 projector and LLM stay as trained. Each trained compressor preset (`COMPRESSORS`: its compressor trained with the
-recipe on the baseline's tower and adapters) runs on its own checkpoint at its preset's budget. `vidcomp eval`'s evaluator scores every item (`evaluation.video_qa_eval`: the
-generated letter, else the letters' likelihood), and each cell's rows are kept in `--work`, so an interrupted run
-resumes. Writes `accuracy.json`, `accuracy.md` and `accuracy_vs_tokens.png` to `--out`; `--update-readme` rewrites
+recipe on the baseline's tower and adapters) runs on its own checkpoint at its preset's budget. `vidcomp eval`'s
+evaluator scores every item (`evaluation.video_qa_eval`: the generated letter, else the letters' likelihood), and
+each cell's rows are kept in `--work`, so an interrupted run resumes. Writes `accuracy.json`, `accuracy.md` and `accuracy_vs_tokens.png` to `--out`; `--update-readme` rewrites
 the README's accuracy section from the JSON.
 
     python benchmarks/accuracy.py --quick                 # 1 and 5 minutes, budgets 8 and 32, 2 videos per length
@@ -220,18 +220,24 @@ def run_cells(model, processor, manifests: dict[float, Path], samplers, budgets,
     return cells
 
 
-def run_compressor_cells(manifests: dict[float, Path], presets, work: Path, device, **options) -> list[dict]:
-    """Every length's cell of each trained compressor preset, on its own checkpoint with its own sampler."""
+def load_checkpoint(checkpoint: Path, device) -> tuple:
+    """A checkpoint of ours and its processor (`load_processor`: HICom's, which AutoProcessor takes for remote code)."""
     from transformers import AutoModelForImageTextToText
 
     from transformers_vidcomp.processors import load_processor
 
+    return AutoModelForImageTextToText.from_pretrained(checkpoint).eval().to(device), load_processor(checkpoint)
+
+
+def run_compressor_cells(manifests: dict[float, Path], presets, work: Path, device, **options) -> list[dict]:
+    """Every length's cell of each trained compressor preset, on its own checkpoint with its own sampler."""
     cells = []
     for preset in presets:
         checkpoint = default_checkpoint(work, preset)
-        model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval().to(device)
-        processor = load_processor(checkpoint)  # HICom's processor, which AutoProcessor would take for remote code
-        cells += run_cells(model, processor, manifests, [preset], [OWN_BUDGET], work, str(checkpoint.resolve()), **options)
+        model, processor = load_checkpoint(checkpoint, device)
+        cells += run_cells(
+            model, processor, manifests, [preset], [OWN_BUDGET], work, str(checkpoint.resolve()), **options
+        )
     return cells
 
 
@@ -365,10 +371,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     lengths, budgets = args.lengths or defaults["lengths"], args.budgets or defaults["budgets"]
     videos = args.videos or defaults["videos"]
 
-    from transformers import AutoModelForImageTextToText
-
     from transformers_vidcomp.evaluation.video_qa_eval import process_state
-    from transformers_vidcomp.processors import load_processor
 
     state = process_state()
     started = time.perf_counter()
@@ -380,8 +383,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     state.wait_for_everyone()
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.work)
     manifests = write_haystacks(args.work, lengths, videos, args.types)
-    model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval().to(state.device)
-    processor = load_processor(checkpoint)
+    model, processor = load_checkpoint(checkpoint, state.device)
     options = dict(progress=not args.quiet, scorer=args.scorer, max_new_tokens=args.max_new_tokens)
     cells = run_cells(model, processor, manifests, args.samplers, budgets, args.work, str(checkpoint.resolve()),
                       **options)
